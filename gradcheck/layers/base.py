@@ -1,0 +1,91 @@
+"""The layer and loss contract. Built-in layers use exactly this contract, like any plugin."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+
+class Layer:
+    """A differentiable map with parameters, written forward/backward by hand.
+
+    Subclasses implement ``build``, ``forward`` and ``backward``:
+
+    - ``__init__(**options)``: YAML keys other than ``type``/``name`` arrive as keyword arguments.
+      Validate them here and raise ``gradcheck.LayerError`` with a clear message.
+    - ``build(input_shape, rng) -> output_shape``: shapes are per sample (no batch axis). Create
+      ``self.params[name]`` arrays from ``rng`` (a ``np.random.Generator``); raise ``LayerError`` for
+      an input shape the layer cannot take.
+    - ``forward(x) -> y``: ``x`` has shape ``(batch, *input_shape)``. Deterministic: any randomness
+      must be fixed at build time. ``self.training`` says whether the layer is in training mode.
+    - ``backward(grad_out) -> grad_in``: ``grad_out`` is dL/dy for the most recent ``forward``; return
+      dL/dx and store dL/dparam in ``self.grads[name]`` (same shape as ``self.params[name]``).
+
+    Optional refinements (defaults are safe):
+
+    - ``mixes_batch``: set to True when one sample's output depends on other samples (batch
+      normalisation in training mode); the engine then never evaluates samples independently.
+    - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
+      max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
+      differs between x+h and x-h the finite difference straddles a kink and is not a failure.
+    """
+
+    mixes_batch: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.training: bool = True
+        # Set by the network when it is built from a config; plugins need not touch it.
+        self.name: str = type(self).__name__
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+        """Create parameters for ``input_shape`` (per sample) and return the per-sample output shape."""
+        return tuple(input_shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Map ``x`` of shape (batch, *input_shape) to (batch, *output_shape)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """Return dL/dx for dL/dy = ``grad_out``; store dL/dparam in ``self.grads``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def branch_state(self) -> np.ndarray | None:
+        """Discrete branch state of the last forward (first axis = batch), or None if smooth."""
+        return None
+
+
+class Loss:
+    """A scalar objective of the network output and a target.
+
+    - ``target_kind``: ``"values"`` (regression: targets shaped like the output, drawn uniform [0, 1)
+      by default) or ``"labels"`` (classification: one integer label in [0, C) per sample).
+    - ``build(input_shape)``: validate the per-sample output shape it is given (raise ``LayerError``).
+    - ``forward(pred, target) -> float`` and ``backward() -> dL/dpred`` for the most recent forward.
+    """
+
+    target_kind: ClassVar[str] = "values"
+    mixes_batch: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.training: bool = True
+        self.name: str = type(self).__name__
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Check that the network output shape (per sample) suits this loss."""
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        """Return the scalar loss for predictions ``pred`` (batch, *shape) and ``target``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self) -> np.ndarray:
+        """Return dL/dpred for the most recent forward."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def branch_state(self) -> np.ndarray | None:
+        """Discrete branch state of the last forward (first axis = batch), or None if smooth."""
+        return None

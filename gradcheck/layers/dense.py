@@ -1,0 +1,46 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.errors import LayerError
+from gradcheck.layers.base import Layer
+from gradcheck.layers.init import he_normal
+from gradcheck.registry import register_layer
+
+
+@register_layer("dense")
+class Dense(Layer):
+    """y = x @ W + b.  x: (batch, fan_in), W: (fan_in, units), b: (units,), y: (batch, units)."""
+
+    def __init__(self, units: int, bias: bool = True):
+        super().__init__()
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise LayerError(f"units must be a positive integer, got {units!r}.")
+        if not isinstance(bias, bool):
+            raise LayerError(f"bias must be true or false, got {bias!r}.")
+        self.units = units
+        self.bias = bias
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 1:
+            raise LayerError(
+                f"dense expects a flat input (features,), got per-sample shape {tuple(input_shape)}.",
+                hint="insert a 'flatten' layer before it")
+        (fan_in,) = input_shape
+        self.params["W"] = he_normal(rng, fan_in, (fan_in, self.units))
+        if self.bias:
+            self.params["b"] = np.zeros(self.units)
+        return (self.units,)
+
+    def forward(self, x):
+        self.x = x
+        y = x @ self.params["W"]
+        return y + self.params["b"] if self.bias else y
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
+        if self.bias:
+            self.grads["b"] = grad_out.sum(axis=0)
+        return grad_out @ self.params["W"].T

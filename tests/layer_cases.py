@@ -1,0 +1,52 @@
+"""How the registry-wide contract test instantiates each built-in layer and loss.
+
+Every family contributes a ``tests/cases_<family>.py`` module with ``LAYER_CASES`` and/or
+``LOSS_CASES``: dicts from registered name to a hypothesis strategy that draws a case. The
+contract test fails if a registered built-in has no case, so new layers cannot skip it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCase:
+    """Options and a per-sample input shape for one layer instance.
+
+    ``make_input(rng, full_shape)`` draws an input away from the layer's kinks and ties; by default
+    standard normal values are used (ties and exact zeros then have probability zero).
+    """
+
+    options: dict
+    input_shape: tuple[int, ...]
+    batch: int = 2
+    make_input: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
+
+    def draw_input(self, rng: np.random.Generator) -> np.ndarray:
+        shape = (self.batch, *self.input_shape)
+        if self.make_input is not None:
+            return np.asarray(self.make_input(rng, shape), dtype=np.float64)
+        return rng.normal(size=shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossCase:
+    """Options and a per-sample prediction shape for one loss instance.
+
+    ``make_pred`` draws predictions inside the loss's domain (e.g. (0, 1) for bce).
+    """
+
+    options: dict
+    input_shape: tuple[int, ...]
+    batch: int = 3
+    make_pred: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
+
+    def draw_pred(self, rng: np.random.Generator) -> np.ndarray:
+        shape = (self.batch, *self.input_shape)
+        if self.make_pred is not None:
+            return np.asarray(self.make_pred(rng, shape), dtype=np.float64)
+        return rng.normal(size=shape)
