@@ -6,15 +6,19 @@ import difflib
 from typing import Callable, TypeVar
 
 from gradcheck.errors import ConfigError, PluginError
-from gradcheck.layers.base import Layer, Loss
 
-_LAYERS: dict[str, type[Layer]] = {}
-_LOSSES: dict[str, type[Loss]] = {}
+_LAYERS: dict[str, type] = {}
+_LOSSES: dict[str, type] = {}
 
 T = TypeVar("T", bound=type)
 
 
-def _register(table: dict, base: type, kind: str, name: str) -> Callable[[T], T]:
+def _register(table: dict, kind: str, name: str) -> Callable[[T], T]:
+    # Imported here, not at the top: the built-in layer modules import this registry while the
+    # gradcheck.layers package (which holds the base classes) is still being initialised.
+    from gradcheck.layers.base import Layer, Loss
+
+    base = Layer if kind == "layer" else Loss
     if not isinstance(name, str) or not name.isidentifier():
         raise PluginError(f"{kind} name {name!r} must be an identifier such as 'my_dense'.")
 
@@ -41,12 +45,12 @@ def _qualname(cls: type) -> str:
 
 def register_layer(name: str) -> Callable[[T], T]:
     """Class decorator: make a ``gradcheck.Layer`` subclass available as ``type: name`` in YAML."""
-    return _register(_LAYERS, Layer, "layer", name)
+    return _register(_LAYERS, "layer", name)
 
 
 def register_loss(name: str) -> Callable[[T], T]:
     """Class decorator: make a ``gradcheck.Loss`` subclass available as ``loss: name`` in YAML."""
-    return _register(_LOSSES, Loss, "loss", name)
+    return _register(_LOSSES, "loss", name)
 
 
 def _lookup(table: dict, kind: str, name: str):
@@ -59,12 +63,12 @@ def _lookup(table: dict, kind: str, name: str):
         raise ConfigError(f"unknown {kind} type {name!r}.", hint=hint) from None
 
 
-def layer_class(name: str) -> type[Layer]:
+def layer_class(name: str) -> type:
     """Return the layer class registered as ``name``."""
     return _lookup(_LAYERS, "layer", name)
 
 
-def loss_class(name: str) -> type[Loss]:
+def loss_class(name: str) -> type:
     """Return the loss class registered as ``name``."""
     return _lookup(_LOSSES, "loss", name)
 

@@ -1,0 +1,24 @@
+"""gradcheck: check hand-written backpropagation against finite differences, layer by layer.
+
+Write a layer::
+
+    @gradcheck.register_layer("my_dense")
+    class MyDense(gradcheck.Layer):
+        ...
+
+and check a network with ``gradcheck.check_network("net.yaml")``, which returns a Report.
+"""
+
+from gradcheck.check import check_network, run_check
+from gradcheck.config import load_config
+from gradcheck.errors import ConfigError, DataError, GradcheckError, LayerError, PluginError
+from gradcheck.layers.base import Layer, Loss
+from gradcheck.network import build_network
+from gradcheck.registry import layer_class, loss_class, register_layer, register_loss
+from gradcheck.report import Report
+
+__all__ = [
+    "ConfigError", "DataError", "GradcheckError", "Layer", "LayerError", "Loss", "PluginError",
+    "Report", "build_network", "check_network", "layer_class", "load_config", "loss_class",
+    "register_layer", "register_loss", "run_check",
+]

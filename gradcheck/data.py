@@ -1,0 +1,66 @@
+"""Inputs and targets for a check: generated from the seed, or loaded from .npy/.npz files."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from gradcheck.config import DataSpec
+from gradcheck.errors import DataError
+
+
+def load_array(spec: DataSpec, what: str) -> np.ndarray:
+    """Load ``spec.file`` (``.npy``, or ``.npz`` with ``spec.key``) and reject non-finite values."""
+    path: Path = spec.file
+    if not path.is_file():
+        raise DataError(f"{what} data file {str(path)!r} does not exist.", path=spec.path,
+                        hint="data paths are relative to the YAML file's folder")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{what} data file {str(path)!r} is not a readable .npy/.npz file ({exc}).",
+                        path=spec.path) from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            if spec.key is None:
+                if len(keys) != 1:
+                    raise DataError(f"{what} data file {str(path)!r} holds arrays {keys}; say which "
+                                    "one with 'key:'.", path=spec.path)
+                key = keys[0]
+            elif spec.key not in keys:
+                raise DataError(f"{what} data file {str(path)!r} has no array {spec.key!r} "
+                                f"(it has {', '.join(keys) or 'none'}).", path=f"{spec.path}.key")
+            else:
+                key = spec.key
+            try:
+                array = loaded[key]
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise DataError(f"array {key!r} in {str(path)!r} is corrupt ({exc}).",
+                                path=spec.path) from None
+    else:
+        array = loaded
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{what} data in {str(path)!r} has dtype {array.dtype}; expected real numbers.",
+                        path=spec.path)
+    if array.ndim < 1 or array.shape[0] < 1:
+        raise DataError(f"{what} data in {str(path)!r} has shape {array.shape}; expected a batch "
+                        "axis first.", path=spec.path)
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise DataError(f"{what} data in {str(path)!r} holds {bad} NaN/Inf value(s).", path=spec.path,
+                        hint="clean the data; gradients of non-finite values cannot be checked")
+    return array
+
+
+def generate(spec: DataSpec | None, shape: tuple[int, ...], rng: np.random.Generator,
+             default: str) -> np.ndarray:
+    """Draw an array of ``shape`` as ``spec`` says (``default`` kind when there is no spec)."""
+    kind = spec.data if spec is not None else default
+    if kind == "normal":
+        mean, std = (spec.mean, spec.std) if spec is not None else (0.0, 1.0)
+        return rng.normal(mean, std, shape)
+    low, high = (spec.low, spec.high) if spec is not None else (0.0, 1.0)
+    return rng.uniform(low, high, shape)

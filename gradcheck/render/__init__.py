@@ -1,0 +1,1 @@
+"""Renderers: pure functions from a Report to text. The CLI picks one and writes its output."""

@@ -1,0 +1,50 @@
+"""Versioned, byte-stable JSON for machines (CI, scripts). Keys are a public promise: extend only."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from gradcheck.report import Report, TargetReport
+
+SCHEMA_VERSION = 1
+
+
+def _number(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _check(check: TargetReport) -> dict:
+    return {
+        "target": check.target, "status": check.status, "shape": list(check.shape),
+        "checked": check.checked, "failed": check.failed, "kinks": check.kinks,
+        "inconclusive": check.inconclusive, "max_abs_error": _number(check.max_abs_error),
+        "max_rel_error": _number(check.max_rel_error), "worst_index": check.worst_index,
+        "analytic": _number(check.analytic), "numeric": _number(check.numeric),
+        "notes": list(check.notes),
+    }
+
+
+def report_to_dict(report: Report) -> dict:
+    """The JSON document as plain data."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "network": report.network,
+        "passed": report.passed,
+        "status": report.status,
+        "root_causes": report.root_causes,
+        "settings": report.settings,
+        "summary": report.counts(),
+        "warnings": list(report.warnings),
+        "layers": [{"name": layer.name, "type": layer.type, "status": layer.status,
+                    "is_loss": layer.is_loss, "root_cause": layer.root_cause,
+                    "inherited_from": layer.inherited_from,
+                    "checks": [_check(c) for c in layer.checks]} for layer in report.layers],
+    }
+
+
+def render_json(report: Report) -> str:
+    """Sorted keys, no timestamps: the same report always gives the same bytes."""
+    return json.dumps(report_to_dict(report), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,110 @@
+"""The human report: a header, a layers x targets table and a one-line verdict, as rich renderables."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck.report import LayerReport, Report, TargetReport
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "kink": "yellow", "inconclusive": "magenta",
+                "skipped": "dim"}
+
+
+def _fmt(value: float | None, spec: str = ".3e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _status(status: str) -> Text:
+    return Text(status.upper(), style=STATUS_STYLE[status])
+
+
+def header(report: Report) -> Text:
+    """Network, mode, step, tolerances and seed: everything needed to reproduce the run."""
+    s = report.settings
+    text = Text()
+    text.append("gradcheck ", style="bold")
+    text.append(report.network, style="bold cyan")
+    text.append(f"  mode={s['mode']} eps={s['eps']:g} rtol={s['rtol']:g} atol={s['atol']:g} "
+                f"seed={s['seed']} dtype={s['dtype']}")
+    if s.get("samples"):
+        text.append(f" samples={s['samples']}/tensor")
+    return text
+
+
+def _blame(layer: LayerReport) -> Text:
+    if layer.root_cause:
+        return Text("root cause", style="bold red")
+    if layer.inherited_from:
+        return Text(f"inherited from {layer.inherited_from}", style="dim")
+    return Text("")
+
+
+def table(report: Report) -> Table:
+    """One row per target; the first row of each layer names it and says where blame lies."""
+    grid = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for column, justify in (("layer", "left"), ("type", "left"), ("target", "left"),
+                            ("shape", "left"), ("checked", "right"), ("failed", "right"),
+                            ("max rel err", "right"), ("worst index", "left"),
+                            ("analytic", "right"), ("numeric", "right"), ("status", "left"),
+                            ("blame", "left")):
+        grid.add_column(column, justify=justify, no_wrap=True)
+    for layer in report.layers:
+        for i, check in enumerate(layer.checks):
+            first = i == 0
+            grid.add_row(
+                layer.name if first else "", layer.type if first else "",
+                _target_label(check), "x".join(map(str, check.shape)) or "scalar",
+                str(check.checked), _failed(check), _fmt(check.max_rel_error, ".1e"),
+                "-" if check.worst_index is None else str(check.worst_index),
+                _fmt(check.analytic), _fmt(check.numeric), _status(check.status),
+                _blame(layer) if first else Text(""),
+                end_section=i == len(layer.checks) - 1)
+    return grid
+
+
+def _target_label(check: TargetReport) -> str:
+    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
+
+
+def _failed(check: TargetReport) -> Text:
+    text = Text(str(check.failed), style="bold red" if check.failed else "")
+    if check.kinks:
+        text.append(f" +{check.kinks}k", style="yellow")
+    if check.inconclusive:
+        text.append(f" +{check.inconclusive}?", style="magenta")
+    return text
+
+
+def summary(report: Report) -> Text:
+    """The one-line verdict."""
+    counts = report.counts()
+    extra = []
+    if counts["kinks"]:
+        extra.append(f"{counts['kinks']} at kinks (not failures)")
+    if counts["inconclusive"]:
+        extra.append(f"{counts['inconclusive']} inconclusive (finite difference unreliable)")
+    tail = f"; {', '.join(extra)}" if extra else ""
+    text = Text()
+    if report.passed:
+        text.append("PASS", style="bold green")
+        text.append(f"  {counts['checked']} elements in {counts['targets']} targets match{tail}.")
+        return text
+    text.append("FAIL", style="bold red")
+    text.append(f"  {counts['failed']} of {counts['checked']} elements in "
+                f"{counts['failed_targets']} of {counts['targets']} targets disagree{tail}. ")
+    causes = report.root_causes
+    if causes:
+        text.append("Root cause: ")
+        text.append(", ".join(causes), style="bold red")
+        text.append(" (its own backward is wrong; failures above it are inherited).")
+    return text
+
+
+def render_text(report: Report) -> Group:
+    """The whole report as one rich renderable."""
+    parts = [header(report), Text(""), table(report), Text("")]
+    parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
+    parts.append(summary(report))
+    return Group(*parts)

@@ -1,0 +1,95 @@
+"""The report model: what a check found, per layer and per target. Renderers are pure functions
+of it, and it alone decides the exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# Worst first: a layer or report takes the worst status of what it contains.
+STATUS_ORDER = ("fail", "inconclusive", "kink", "pass", "skipped")
+EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+
+
+def worst_status(statuses) -> str:
+    """The most severe of ``statuses`` ("skipped" when there are none)."""
+    present = set(statuses)
+    return next((s for s in STATUS_ORDER if s in present), "skipped")
+
+
+@dataclasses.dataclass
+class TargetReport:
+    """The comparison for one target (a parameter, or ``input`` = dL/d(unit input)).
+
+    ``worst_index`` indexes the target array (for ``input`` its first axis is the batch).
+    ``rel_error`` has the target's shape with NaN where an element was not checked.
+    """
+
+    target: str
+    shape: tuple[int, ...]
+    status: str
+    checked: int
+    failed: int
+    kinks: int = 0
+    inconclusive: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    worst_index: list[int] | None = None
+    analytic: float | None = None
+    numeric: float | None = None
+    rel_error: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LayerReport:
+    """All targets of one unit (a layer, or the loss), and whether it is to blame."""
+
+    name: str
+    type: str
+    index: int
+    checks: list[TargetReport]
+    is_loss: bool = False
+    root_cause: bool = False
+    inherited_from: str | None = None
+
+    @property
+    def status(self) -> str:
+        return worst_status(c.status for c in self.checks)
+
+
+@dataclasses.dataclass
+class Report:
+    """The outcome of checking one network."""
+
+    network: str
+    settings: dict
+    layers: list[LayerReport]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def root_causes(self) -> list[str]:
+        """Layers whose own backward is wrong (failures elsewhere are their consequences)."""
+        return [layer.name for layer in self.layers if layer.root_cause]
+
+    @property
+    def status(self) -> str:
+        return worst_status(layer.status for layer in self.layers)
+
+    @property
+    def passed(self) -> bool:
+        """No element failed (kinks and inconclusive elements do not fail a check)."""
+        return self.status != "fail"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PASS if self.passed else EXIT_MISMATCH
+
+    def counts(self) -> dict[str, int]:
+        """Elements checked, failed, at kinks and inconclusive, over all targets."""
+        checks = [c for layer in self.layers for c in layer.checks]
+        return {"checked": sum(c.checked for c in checks), "failed": sum(c.failed for c in checks),
+                "kinks": sum(c.kinks for c in checks),
+                "inconclusive": sum(c.inconclusive for c in checks),
+                "targets": len(checks), "failed_targets": sum(c.status == "fail" for c in checks)}
