@@ -1,3 +1,10 @@
 """Built-in layer families. Importing this package registers them, exactly as a plugin would."""
 
 from gradcheck.layers import dense  # noqa: F401
+from gradcheck.layers import conv  # noqa: F401
+from gradcheck.layers import pooling  # noqa: F401
+from gradcheck.layers import activations  # noqa: F401
+from gradcheck.layers import shape  # noqa: F401
+from gradcheck.layers import dropout  # noqa: F401
+from gradcheck.layers import norm  # noqa: F401
+from gradcheck.layers import losses  # noqa: F401
