@@ -1,0 +1,236 @@
+"""Normalisation layers: batch normalisation, layer normalisation, local response normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gradcheck.errors import LayerError
+from gradcheck.layers.base import Layer
+from gradcheck.registry import register_layer
+
+
+def _number(layer: str, option: str, value) -> float:
+    """Return ``value`` as a float, or raise LayerError if it is not a finite real number."""
+    if isinstance(value, str):
+        # PyYAML follows YAML 1.1, which reads `1e-5` (no dot) as a string: a common, baffling trap.
+        raise LayerError(f"{layer}: {option} must be a number, got the string {value!r}.",
+                         hint="YAML reads 1e-5 as text; write it as 1.0e-5")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LayerError(f"{layer}: {option} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _positive(layer: str, option: str, value) -> float:
+    number = _number(layer, option, value)
+    if number <= 0:
+        raise LayerError(f"{layer}: {option} must be positive, got {value!r}.")
+    return number
+
+
+def _normalise(x: np.ndarray, axes: tuple[int, ...], eps: float):
+    """Return (x_hat, inv_std): x standardised over ``axes`` with the biased variance."""
+    centred = x - x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt((centred * centred).mean(axis=axes, keepdims=True) + eps)
+    return centred * inv_std, inv_std
+
+
+def _normalise_backward(grad_x_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray,
+                        axes: tuple[int, ...]) -> np.ndarray:
+    """dL/dx given dL/dx_hat when the mean and variance were computed from x itself over ``axes``.
+
+    The two mean terms are the paths through the mean and through the variance (cs231n's compact
+    form of Ioffe & Szegedy's equations).
+    """
+    return inv_std * (grad_x_hat - grad_x_hat.mean(axis=axes, keepdims=True)
+                      - x_hat * (grad_x_hat * x_hat).mean(axis=axes, keepdims=True))
+
+
+@register_layer("batchnorm")
+class BatchNorm(Layer):
+    """Batch normalisation (Ioffe & Szegedy 2015): y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    x, y: (batch, F) with statistics per feature over the batch axis, or (batch, C, H, W) with
+    statistics per channel over the batch, height and width axes.  gamma, beta: (F,) or (C,).
+
+    Training mode uses the current batch's mean and biased variance, so each sample's output depends
+    on the others (``mixes_batch``).  Eval mode uses ``running_mean`` and ``running_var`` (plain
+    attributes of shape (F,) or (C,), not parameters; initialised to 0 and 1) and treats each sample
+    on its own.
+
+    ``forward`` never updates the running statistics: the checker calls it many times on perturbed
+    inputs and needs every call to be deterministic and free of side effects.  Call
+    ``update_running_stats(x)`` explicitly to apply the usual moving average with ``momentum``.
+    """
+
+    # The contract makes this a class attribute, so it cannot follow the mode; declaring eval mode
+    # as mixing too is conservative: it can cost the engine speed, never correctness.
+    mixes_batch = True
+
+    def __init__(self, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps = _positive("batchnorm", "eps", eps)
+        self.momentum = _number("batchnorm", "momentum", momentum)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise LayerError(f"batchnorm: momentum must lie in [0, 1], got {momentum!r}.",
+                             hint="it is the weight of the new batch, as in PyTorch (0.1), "
+                                  "not Keras's weight of the old average (0.99)")
+
+    def build(self, input_shape, rng):
+        if len(input_shape) not in (1, 3):
+            raise LayerError(
+                f"batchnorm expects per-sample shape (features,) or (channels, height, width), "
+                f"got {tuple(input_shape)}.",
+                hint="use 'layernorm' to normalise inputs of other ranks")
+        channels = input_shape[0]
+        self.params["gamma"] = np.ones(channels)
+        self.params["beta"] = np.zeros(channels)
+        self.running_mean = np.zeros(channels)
+        self.running_var = np.ones(channels)
+        return tuple(input_shape)
+
+    def _stat_axes(self, x: np.ndarray) -> tuple[int, ...]:
+        """Axes of the batch statistics (all but channel axis 1); raise if they hold one value."""
+        axes = (0,) + tuple(range(2, x.ndim))
+        if x.size // x.shape[1] == 1:
+            raise LayerError(
+                f"batchnorm in training mode normalises each channel over the batch and spatial "
+                f"axes, which hold a single value for input of shape {x.shape}: the variance is 0 "
+                f"and the output would be beta whatever the input.",
+                hint="use a batch of at least 2 samples, or 'layernorm', which normalises each "
+                     "sample on its own")
+        return axes
+
+    def forward(self, x):
+        # Parameters and running statistics broadcast against x along the channel axis.
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        self.batch_stats = self.training
+        if self.batch_stats:
+            self.axes = self._stat_axes(x)
+            self.x_hat, self.inv_std = _normalise(x, self.axes, self.eps)
+        else:
+            self.axes = (0,) + tuple(range(2, x.ndim))
+            # The running statistics are float64 attributes the network does not cast (they are not
+            # params); cast here so that a float32 check stays float32 throughout.
+            mean = self.running_mean.reshape(view).astype(x.dtype)
+            var = self.running_var.reshape(view).astype(x.dtype)
+            self.inv_std = 1.0 / np.sqrt(var + self.eps)
+            self.x_hat = (x - mean) * self.inv_std
+        return self.params["gamma"].reshape(view) * self.x_hat + self.params["beta"].reshape(view)
+
+    def backward(self, grad_out):
+        view = (1, -1) + (1,) * (grad_out.ndim - 2)
+        self.grads["gamma"] = (grad_out * self.x_hat).sum(axis=self.axes)
+        self.grads["beta"] = grad_out.sum(axis=self.axes)
+        grad_x_hat = grad_out * self.params["gamma"].reshape(view)
+        if not self.batch_stats:
+            # Running statistics are constants, so the layer is affine in x.
+            return grad_x_hat * self.inv_std
+        return _normalise_backward(grad_x_hat, self.x_hat, self.inv_std, self.axes)
+
+    def update_running_stats(self, x: np.ndarray) -> None:
+        """Blend the statistics of batch ``x`` (laid out as forward's input) into the running ones.
+
+        running = (1 - momentum) * running + momentum * batch statistic, with the unbiased variance
+        for ``running_var`` as PyTorch does.  Never called by forward (see the class docstring).
+        """
+        axes = self._stat_axes(x)
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes) * count / (count - 1)
+        self.running_mean = (1.0 - self.momentum) * self.running_mean + self.momentum * mean
+        self.running_var = (1.0 - self.momentum) * self.running_var + self.momentum * var
+
+
+@register_layer("layernorm")
+class LayerNorm(Layer):
+    """Layer normalisation (Ba et al. 2016): each sample standardised over all its non-batch axes.
+
+    x, y: (batch, *shape); gamma, beta: shape.  y = gamma * (x - mean) / sqrt(var + eps) + beta,
+    with the mean and biased variance of each sample.  Samples never mix: both modes are the same.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = _positive("layernorm", "eps", eps)
+
+    def build(self, input_shape, rng):
+        if math.prod(input_shape) < 2:
+            raise LayerError(
+                f"layernorm normalises each sample over its {math.prod(input_shape)} element(s) "
+                f"(per-sample shape {tuple(input_shape)}): the variance is 0 and the output would "
+                f"be beta whatever the input.",
+                hint="normalise a layer with at least 2 outputs per sample")
+        self.params["gamma"] = np.ones(input_shape)
+        self.params["beta"] = np.zeros(input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self.axes = tuple(range(1, x.ndim))
+        self.x_hat, self.inv_std = _normalise(x, self.axes, self.eps)
+        return self.params["gamma"] * self.x_hat + self.params["beta"]
+
+    def backward(self, grad_out):
+        self.grads["gamma"] = (grad_out * self.x_hat).sum(axis=0)
+        self.grads["beta"] = grad_out.sum(axis=0)
+        return _normalise_backward(grad_out * self.params["gamma"], self.x_hat, self.inv_std,
+                                   self.axes)
+
+
+@register_layer("lrn")
+class LocalResponseNorm(Layer):
+    """Local response normalisation across channels (Krizhevsky et al. 2012, section 3.3).
+
+    x, y: (batch, C, H, W).  y_c = x_c / (k + alpha * sum_{c'} x_{c'}^2) ** beta, the sum running
+    over the ``size`` channels centred on c, clipped at the first and last channel.
+
+    alpha is *not* divided by ``size``: this is the paper's form (and TensorFlow's).  Caffe and
+    PyTorch use alpha / size instead; to reproduce one of their configs, give alpha / size here.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+            raise LayerError(f"lrn: size must be a positive odd integer, got {size!r}.",
+                             hint="the window is centred on each channel, so it needs an odd width")
+        self.size = size
+        self.alpha = _number("lrn", "alpha", alpha)
+        if self.alpha < 0:
+            # A negative alpha can drive k + alpha * sum below zero, where the power is undefined.
+            raise LayerError(f"lrn: alpha must be non-negative, got {alpha!r}.")
+        self.beta = _positive("lrn", "beta", beta)
+        # k > 0 keeps the base positive even when every activation in a window is zero.
+        self.k = _positive("lrn", "k", k)
+
+    def build(self, input_shape, rng):
+        if len(input_shape) != 3:
+            raise LayerError(
+                f"lrn normalises across the channels of images and expects per-sample shape "
+                f"(channels, height, width), got {tuple(input_shape)}.",
+                hint="use 'layernorm' or 'batchnorm' for flat inputs")
+        return tuple(input_shape)
+
+    def _window_sum(self, a: np.ndarray) -> np.ndarray:
+        """out[:, c] = sum of a[:, c'] over the channels c' within size // 2 of c."""
+        channels = a.shape[1]
+        out = np.zeros_like(a)
+        for offset in range(-(self.size // 2), self.size // 2 + 1):
+            # Shifted slice addition rather than a cumulative sum: exact, and size is small.
+            lo, hi = max(0, -offset), min(channels, channels - offset)
+            if lo < hi:
+                out[:, lo:hi] += a[:, lo + offset:hi + offset]
+        return out
+
+    def forward(self, x):
+        self.x = x
+        self.denom = self.k + self.alpha * self._window_sum(x * x)
+        self.scale = self.denom ** -self.beta
+        self.y = x * self.scale
+        return self.y
+
+    def backward(self, grad_out):
+        # y_c depends on x_j directly (j = c) and through denom_c for every j in c's window.  The
+        # window is symmetric, so the channels c whose window holds j are exactly j's own window.
+        through_denom = self._window_sum(grad_out * self.y / self.denom)
+        return grad_out * self.scale - 2.0 * self.alpha * self.beta * self.x * through_denom
