@@ -1,0 +1,176 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library), NCHW.
+
+Also home to the small window helpers that the pooling layers share: option pairs, output size,
+padding, and the per-kernel-element slices both families compute with.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from gradcheck.errors import LayerError
+from gradcheck.layers.base import Layer
+from gradcheck.layers.init import he_normal
+from gradcheck.registry import register_layer
+
+
+def as_pair(value, option: str, layer: str, minimum: int = 1) -> tuple[int, int]:
+    """Normalise an int or a 2-list ``[height, width]`` to ``(h, w)``, each >= ``minimum``."""
+    pair = (value, value) if _is_int(value) else value
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(v) for v in pair)
+            and min(pair) >= minimum):
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise LayerError(
+            f"{layer} option {option!r} must be {kind} or a list [height, width] of such "
+            f"integers, got {value!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def _is_int(value) -> bool:
+    # YAML `true` parses to a bool, which is an int subclass; it is never meant as a size.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def spatial_input(layer: str, input_shape) -> tuple[int, int, int]:
+    """Check a per-sample shape is (channels, height, width) and return it."""
+    if len(input_shape) != 3:
+        raise LayerError(
+            f"{layer} expects a per-sample input (channels, height, width), got shape "
+            f"{tuple(input_shape)}.",
+            hint="images are NCHW; reshape flat data to (channels, height, width) first")
+    return tuple(int(n) for n in input_shape)
+
+
+def output_size(layer: str, size: tuple[int, int], window: tuple[int, int],
+                stride: tuple[int, int], padding: tuple[int, int]) -> tuple[int, int]:
+    """Output (height, width) of sliding ``window`` (already dilated) over a padded input.
+
+    Floor mode: a window that would hang over the padded edge is dropped.
+    """
+    out = []
+    for axis, n, k, s, p in zip(("height", "width"), size, window, stride, padding):
+        if k > n + 2 * p:
+            # This is exactly the case where the output would have size < 1.
+            raise LayerError(
+                f"{layer} window spans {k} along {axis} but the input is only {n} "
+                f"(+{2 * p} padding = {n + 2 * p}), so the output would be empty.",
+                hint="shrink the window (kernel, dilation or pool size), add padding, or remove "
+                     "a downsampling layer before this one")
+        out.append((n + 2 * p - k) // s + 1)
+    return out[0], out[1]
+
+
+def tap_slices(tap: tuple[int, int], out_shape: tuple[int, int], stride: tuple[int, int],
+               dilation: tuple[int, int] = (1, 1)) -> tuple[slice, slice]:
+    """Where kernel element ``tap`` = (i, j) lands in the padded input, for every output position.
+
+    ``x_padded[:, :, rows, cols]`` is (batch, C, out_h, out_w): the input values that all output
+    positions see through that one kernel element. Convolution and pooling loop over the kh*kw
+    taps, each a whole-batch array operation; unlike im2col this never materialises a kh*kw
+    times larger copy of the input, which on this kind of data costs more than the arithmetic.
+    """
+    rows, cols = (slice(t * d, t * d + s * (n - 1) + 1, s)
+                  for t, n, s, d in zip(tap, out_shape, stride, dilation))
+    return rows, cols
+
+
+def taps(kernel: tuple[int, int]):
+    """Kernel elements (i, j) in row-major order, the order ties are broken in."""
+    return itertools.product(range(kernel[0]), range(kernel[1]))
+
+
+def pad_spatial(x: np.ndarray, padding: tuple[int, int], value: float = 0.0) -> np.ndarray:
+    """Pad the last two axes of (batch, C, H, W) by ``padding`` on both sides."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def crop_spatial(grad_padded: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
+    """Inverse of ``pad_spatial`` for gradients: drop the padded border."""
+    ph, pw = padding
+    height, width = grad_padded.shape[2:]
+    return grad_padded[:, :, ph:height - ph, pw:width - pw]
+
+
+@register_layer("conv2d")
+class Conv2D(Layer):
+    """Cross-correlation y[n, f] = sum_c W[f, c] * x[n, c] + b[f] over dilated, strided windows.
+
+    x: (batch, C, H, W), W: (filters, C, kh, kw), b: (filters,), y: (batch, filters, out_h, out_w)
+    with out = (H + 2*padding - dilation*(kernel-1) - 1) // stride + 1 per spatial axis.
+    """
+
+    def __init__(self, filters: int, kernel, stride=1, padding=0, dilation=1, bias: bool = True):
+        super().__init__()
+        if not _is_int(filters) or filters < 1:
+            raise LayerError(
+                f"conv2d option 'filters' must be a positive integer, got {filters!r}.")
+        if not isinstance(bias, bool):
+            raise LayerError(f"conv2d option 'bias' must be true or false, got {bias!r}.")
+        self.filters = int(filters)
+        self.kernel = as_pair(kernel, "kernel", "conv2d")
+        self.stride = as_pair(stride, "stride", "conv2d")
+        self.padding = as_pair(padding, "padding", "conv2d", minimum=0)
+        self.dilation = as_pair(dilation, "dilation", "conv2d")
+        self.bias = bias
+
+    def build(self, input_shape, rng):
+        channels, height, width = spatial_input("conv2d", input_shape)
+        kh, kw = self.kernel
+        out_h, out_w = output_size("conv2d", (height, width), self._span(), self.stride,
+                                   self.padding)
+        self.params["W"] = he_normal(rng, channels * kh * kw, (self.filters, channels, kh, kw))
+        if self.bias:
+            self.params["b"] = np.zeros(self.filters)
+        return (self.filters, out_h, out_w)
+
+    def forward(self, x):
+        batch = x.shape[0]
+        # Parameters are read afresh on every call: the engine perturbs them in place. Casting
+        # them to x's dtype keeps float32 runs in float32 instead of silently upcasting.
+        weight = self.params["W"].astype(x.dtype, copy=False)
+        self.x_padded = pad_spatial(x, self.padding)
+        self.out_shape = output_size("conv2d", x.shape[2:], self._span(), self.stride,
+                                     self.padding)
+        y = np.zeros((batch, self.filters, self.out_shape[0] * self.out_shape[1]), dtype=x.dtype)
+        for i, j in taps(self.kernel):
+            # (filters, C) @ (batch, C, positions): one BLAS product per kernel element.
+            y += weight[:, :, i, j] @ self._patch(i, j)
+        if self.bias:
+            y += self.params["b"].astype(x.dtype, copy=False)[:, None]
+        return y.reshape(batch, self.filters, *self.out_shape)
+
+    def backward(self, grad_out):
+        dtype = self.x_padded.dtype
+        batch = grad_out.shape[0]
+        weight = self.params["W"].astype(dtype, copy=False)
+        grad_flat = grad_out.astype(dtype, copy=False).reshape(batch, self.filters, -1)
+        grad_w = np.empty(weight.shape, dtype=dtype)
+        grad_padded = np.zeros(self.x_padded.shape, dtype=dtype)
+        for i, j in taps(self.kernel):
+            patch = self._patch(i, j)
+            # sum over batch and positions of grad_out (filters, P) times patch^T (P, C).
+            grad_w[:, :, i, j] = (grad_flat @ patch.transpose(0, 2, 1)).sum(axis=0)
+            rows, cols = tap_slices((i, j), self.out_shape, self.stride, self.dilation)
+            # += accumulates where windows overlap (stride < dilated kernel).
+            grad_padded[:, :, rows, cols] += (weight[:, :, i, j].T @ grad_flat).reshape(
+                batch, -1, *self.out_shape)
+        self.grads["W"] = grad_w.astype(self.params["W"].dtype, copy=False)
+        if self.bias:
+            self.grads["b"] = grad_flat.sum(axis=(0, 2)).astype(self.params["b"].dtype,
+                                                               copy=False)
+        return crop_spatial(grad_padded, self.padding)
+
+    def _span(self) -> tuple[int, int]:
+        """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    def _patch(self, i: int, j: int) -> np.ndarray:
+        """(batch, C, out_h * out_w) input seen through kernel element (i, j)."""
+        rows, cols = tap_slices((i, j), self.out_shape, self.stride, self.dilation)
+        batch, channels = self.x_padded.shape[:2]
+        return self.x_padded[:, :, rows, cols].reshape(batch, channels, -1)

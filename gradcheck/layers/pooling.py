@@ -1,0 +1,130 @@
+"""Spatial pooling, NCHW: max and average over sliding windows, and global average."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.errors import LayerError
+from gradcheck.layers.base import Layer
+from gradcheck.layers.conv import (as_pair, crop_spatial, output_size, pad_spatial, spatial_input,
+                                   tap_slices, taps)
+from gradcheck.registry import register_layer
+
+
+class _Pool2D(Layer):
+    """Shared option handling for windowed pooling: size, stride (None = size) and padding."""
+
+    def __init__(self, size=2, stride=None, padding=0):
+        super().__init__()
+        name = self.registered_name
+        self.size = as_pair(size, "size", name)
+        self.stride = self.size if stride is None else as_pair(stride, "stride", name)
+        self.padding = as_pair(padding, "padding", name, minimum=0)
+        for axis, k, p in zip(("height", "width"), self.size, self.padding):
+            # Beyond half a window, some windows would lie entirely in the padding: their
+            # output would be a constant (-inf for max) carrying no gradient. PyTorch's rule.
+            if p > k // 2:
+                raise LayerError(
+                    f"{name} padding along {axis} must be at most half the window "
+                    f"({k} // 2 = {k // 2}), got {p}.",
+                    hint="reduce padding or enlarge the window size")
+
+    def build(self, input_shape, rng):
+        name = self.registered_name
+        channels, height, width = spatial_input(name, input_shape)
+        out_h, out_w = output_size(name, (height, width), self.size, self.stride, self.padding)
+        return (channels, out_h, out_w)
+
+    def _out_shape(self, x: np.ndarray) -> tuple[int, int]:
+        return output_size(self.registered_name, x.shape[2:], self.size, self.stride, self.padding)
+
+    def _tap_views(self, x_padded: np.ndarray, out_shape: tuple[int, int]):
+        """Yield (tap index, (batch, C, out_h, out_w) view) for each window element, row-major."""
+        for index, tap in enumerate(taps(self.size)):
+            rows, cols = tap_slices(tap, out_shape, self.stride)
+            yield index, x_padded[:, :, rows, cols]
+
+
+@register_layer("maxpool2d")
+class MaxPool2D(_Pool2D):
+    """y[n, c, i, j] = max of x[n, c] over window (i, j); padding is -inf so it never wins.
+
+    x: (batch, C, H, W), y: (batch, C, out_h, out_w) with
+    out = (H + 2*padding - size) // stride + 1 per spatial axis (floor mode).
+    On exact ties the first maximum in row-major window order takes the whole gradient.
+    """
+
+    def forward(self, x):
+        x_padded = pad_spatial(x, self.padding, value=-np.inf)
+        self.padded_shape = x_padded.shape
+        for index, view in self._tap_views(x_padded, self._out_shape(x)):
+            if index == 0:
+                y = view.copy()
+                self.argmax = np.zeros(y.shape, dtype=np.intp)
+                continue
+            # Strictly greater: on a tie the earlier element keeps the win, in forward, in
+            # backward and in branch_state alike.
+            wins = view > y
+            np.maximum(y, view, out=y)
+            # Branch-free select: masked writes are several times slower on random masks.
+            self.argmax += wins * (index - self.argmax)
+        return y
+
+    def backward(self, grad_out):
+        batch, channels, height, width = self.padded_shape
+        out_h, out_w = self.argmax.shape[2:]
+        (sh, sw), (_, kw) = self.stride, self.size
+        rows = np.arange(out_h)[:, None] * sh + self.argmax // kw
+        cols = np.arange(out_w)[None, :] * sw + self.argmax % kw
+        planes = np.arange(batch * channels).reshape(batch, channels, 1, 1)
+        flat_index = (planes * height + rows) * width + cols
+        # bincount sums repeated indices, which is what overlapping windows (stride < size) need.
+        grad = np.bincount(flat_index.ravel(), weights=grad_out.ravel(),
+                           minlength=batch * channels * height * width)
+        grad = grad.reshape(self.padded_shape).astype(grad_out.dtype, copy=False)
+        return crop_spatial(grad, self.padding)
+
+    def branch_state(self):
+        """Index of the winning element within each window: (batch, C, out_h, out_w) ints."""
+        return getattr(self, "argmax", None)
+
+
+@register_layer("avgpool2d")
+class AvgPool2D(_Pool2D):
+    """y[n, c, i, j] = sum of x[n, c] over window (i, j) / (size_h * size_w).
+
+    Padding is zeros and counts in the divisor (count_include_pad), so the map is one fixed
+    linear operator. x: (batch, C, H, W), y: (batch, C, out_h, out_w), sizes as for maxpool2d.
+    """
+
+    def forward(self, x):
+        x_padded = pad_spatial(x, self.padding)
+        self.padded_shape = x_padded.shape
+        total = sum(view for _, view in self._tap_views(x_padded, self._out_shape(x)))
+        return total / (self.size[0] * self.size[1])
+
+    def backward(self, grad_out):
+        share = grad_out / (self.size[0] * self.size[1])
+        grad = np.zeros(self.padded_shape, dtype=share.dtype)
+        for _, view in self._tap_views(grad, grad_out.shape[2:]):
+            view += share  # a view into grad: overlapping windows accumulate
+        return crop_spatial(grad, self.padding)
+
+
+@register_layer("global_avgpool")
+class GlobalAvgPool(Layer):
+    """y[n, c] = mean of x[n, c] over all H*W positions.  x: (batch, C, H, W), y: (batch, C)."""
+
+    def build(self, input_shape, rng):
+        channels, _, _ = spatial_input("global_avgpool", input_shape)
+        return (channels,)
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, grad_out):
+        height, width = self.input_shape[2:]
+        share = (grad_out / (height * width))[:, :, None, None]
+        # A real array, not a read-only broadcast view: callers may write into gradients.
+        return np.broadcast_to(share, self.input_shape).copy()
