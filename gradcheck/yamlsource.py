@@ -45,12 +45,14 @@ def _child(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _index_marks(node: yaml.Node, path: str, marks: dict) -> None:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _index_marks(node: yaml.Node, path: str, marks: dict, mark=None) -> None:
+    mark = mark or node.start_mark
+    marks[path] = (mark.line + 1, mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
-                _index_marks(value_node, _child(path, key_node.value), marks)
+                # Point at the key: that is where a typo or a wrong value is read.
+                _index_marks(value_node, _child(path, key_node.value), marks, key_node.start_mark)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index_marks(item, _child(path, i), marks)

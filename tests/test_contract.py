@@ -1,0 +1,113 @@
+"""One contract test over every registered built-in layer and loss (the registry has no privileged
+members: plugins are held to the same contract by the engine)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fd import assert_layer_gradients
+from gradcheck import registry
+
+CASE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("cases_*.py"))
+LAYER_CASES: dict = {}
+LOSS_CASES: dict = {}
+for _module in CASE_MODULES:
+    _mod = importlib.import_module(_module)
+    LAYER_CASES.update(getattr(_mod, "LAYER_CASES", {}))
+    LOSS_CASES.update(getattr(_mod, "LOSS_CASES", {}))
+
+
+def _builtin(names, lookup):
+    return [n for n in names if lookup(n).__module__.startswith("gradcheck.layers")]
+
+
+BUILTIN_LAYERS = _builtin(registry.layer_names(), registry.layer_class)
+BUILTIN_LOSSES = _builtin(registry.loss_names(), registry.loss_class)
+
+
+def test_every_builtin_has_a_contract_case():
+    assert set(BUILTIN_LAYERS) <= set(LAYER_CASES), set(BUILTIN_LAYERS) - set(LAYER_CASES)
+    assert set(BUILTIN_LOSSES) <= set(LOSS_CASES), set(BUILTIN_LOSSES) - set(LOSS_CASES)
+
+
+def test_the_issue_list_of_builtins_is_registered():
+    expected_layers = {"dense", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "flatten",
+                       "relu", "leaky_relu", "prelu", "elu", "sigmoid", "tanh", "softmax",
+                       "batchnorm", "layernorm", "dropout", "lrn"}
+    assert expected_layers <= set(BUILTIN_LAYERS)
+    assert {"mse", "cross_entropy", "bce", "l2"} <= set(BUILTIN_LOSSES)
+
+
+@pytest.mark.parametrize("name", BUILTIN_LAYERS)
+@settings(max_examples=10)
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_layer_contract(name, data, seed):
+    case = data.draw(LAYER_CASES[name])
+    layer = registry.layer_class(name)(**case.options)
+    rng = np.random.default_rng(seed)
+    out_shape = layer.build(case.input_shape, rng)
+    assert isinstance(out_shape, tuple) and all(isinstance(d, int) for d in out_shape)
+    x = case.draw_input(rng)
+    params_before = {k: v.copy() for k, v in layer.params.items()}
+    x_before = x.copy()
+
+    y = layer.forward(x)
+    assert y.shape == (case.batch, *out_shape), "forward must produce the shape build declared"
+    grad_x = layer.backward(np.ones_like(y))
+    assert grad_x.shape == x.shape
+    assert set(layer.grads) == set(layer.params)
+    for k, v in layer.params.items():
+        assert layer.grads[k].shape == v.shape
+        np.testing.assert_array_equal(v, params_before[k], err_msg="forward/backward changed params")
+    np.testing.assert_array_equal(x, x_before, err_msg="forward/backward changed its input")
+    assert_layer_gradients(layer, x, rng)
+
+
+@pytest.mark.parametrize("name", BUILTIN_LAYERS)
+def test_layer_keeps_float32(name):
+    case = LAYER_CASES[name].example()  # noqa: hypothesis example() is fine outside @given
+    layer = registry.layer_class(name)(**case.options)
+    rng = np.random.default_rng(0)
+    layer.build(case.input_shape, rng)
+    for k in layer.params:
+        layer.params[k] = layer.params[k].astype(np.float32)
+    x = case.draw_input(rng).astype(np.float32)
+    y = layer.forward(x)
+    assert y.dtype == np.float32
+    assert layer.backward(np.ones_like(y)).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOSSES)
+@settings(max_examples=10)
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_loss_contract(name, data, seed):
+    case = data.draw(LOSS_CASES[name])
+    cls = registry.loss_class(name)
+    loss = cls(**case.options)
+    loss.build(case.input_shape)
+    rng = np.random.default_rng(seed)
+    pred = case.draw_pred(rng)
+    if cls.target_kind == "labels":
+        target = rng.integers(0, case.input_shape[0], case.batch)
+    else:
+        target = rng.uniform(0.05, 0.95, pred.shape)
+    value = loss.forward(pred, target)
+    assert isinstance(value, float) and np.isfinite(value)
+    grad = loss.backward()
+    assert grad.shape == pred.shape
+    numeric = np.zeros_like(pred)
+    flat, flat_numeric, eps = pred.reshape(-1), numeric.reshape(-1), 1e-6
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = loss.forward(pred, target)
+        flat[i] = saved - eps
+        minus = loss.forward(pred, target)
+        flat[i] = saved
+        flat_numeric[i] = (plus - minus) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
