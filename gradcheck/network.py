@@ -29,12 +29,15 @@ def invoke(unit: Layer | Loss, phase: str, fn: Callable, *args) -> Any:
     except GradcheckError as exc:
         if not exc.message.startswith("layer "):
             exc.message = f"layer {unit.name!r} ({_type_name(unit)}) in {phase}: {exc.message}"
+        exc.path = exc.path or getattr(unit, "yaml_path", None)
+        exc.where = exc.where or getattr(unit, "yaml_where", None)
         raise
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - user layer code may raise anything
         raise LayerError(f"layer {unit.name!r} ({_type_name(unit)}) raised {type(exc).__name__} "
-                         f"in {phase}: {exc}") from exc
+                         f"in {phase}: {exc}", path=getattr(unit, "yaml_path", None),
+                         where=getattr(unit, "yaml_where", None)) from exc
 
 
 def _type_name(unit) -> str:
@@ -141,6 +144,11 @@ def _instantiate(spec: NetworkSpec, layer_spec, lookup) -> Layer | Loss:
                 f"{layer_spec.type} accepts: {', '.join(accepted) or 'no options'}")
         raise spec.error(f"unknown option {unknown!r} for {layer_spec.type}.",
                          f"{layer_spec.path}.{unknown}", hint)
+    missing = _missing_options(cls, layer_spec.options)
+    if missing:
+        raise spec.error(f"{layer_spec.type} needs option {missing!r}.", layer_spec.path,
+                         f"write e.g. {{type: {layer_spec.type}, {missing}: ...}}; "
+                         f"'gradcheck layers {layer_spec.type}' shows every option")
     try:
         unit = cls(**layer_spec.options)
     except TypeError as exc:
@@ -158,6 +166,8 @@ def _instantiate(spec: NetworkSpec, layer_spec, lookup) -> Layer | Loss:
         raise spec.error(f"layer {layer_spec.name!r} ({layer_spec.type}) has no params/grads: its "
                          "__init__ must call super().__init__().", layer_spec.path, cls=LayerError)
     unit.name = layer_spec.name
+    unit.yaml_path = layer_spec.path
+    unit.yaml_where = spec.source.where(layer_spec.path)
     return unit
 
 
@@ -170,6 +180,12 @@ def _accepted_options(cls) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     return [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL,
                                                                            p.VAR_KEYWORD)]
+
+
+def _missing_options(cls, options: dict) -> str | None:
+    params = inspect.signature(cls.__init__).parameters
+    return next((n for n, p in params.items() if n != "self" and p.default is p.empty and
+                 p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in options), None)
 
 
 def _unknown_options(cls, options: dict) -> str | None:

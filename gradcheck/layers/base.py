@@ -37,8 +37,10 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training: bool = True
-        # Set by the network when it is built from a config; plugins need not touch it.
+        # Set by the network when it is built from a config; plugins need not touch them.
         self.name: str = type(self).__name__
+        self.yaml_path: str | None = None
+        self.yaml_where: str | None = None
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
         """Create parameters for ``input_shape`` (per sample) and return the per-sample output shape."""
@@ -73,7 +75,10 @@ class Loss:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training: bool = True
+        # Set by the network when it is built from a config; plugins need not touch them.
         self.name: str = type(self).__name__
+        self.yaml_path: str | None = None
+        self.yaml_where: str | None = None
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Check that the network output shape (per sample) suits this loss."""
