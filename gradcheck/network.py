@@ -20,6 +20,7 @@ from gradcheck.errors import ConfigError, DataError, GradcheckError, LayerError
 from gradcheck.layers.base import Layer, Loss
 from gradcheck.plugins import load_plugin
 from gradcheck.registry import layer_class, loss_class
+from gradcheck.resources import MemoryBudget, ResourceError
 
 
 def invoke(unit: Layer | Loss, phase: str, fn: Callable, *args) -> Any:
@@ -100,13 +101,21 @@ def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     for i, ref in enumerate(spec.plugins):
         load_plugin(ref, spec.base_dir, where=spec.source.where(f"plugins[{i}]"))
     dtype = np.dtype(spec.dtype)
+    if spec.input.shape is not None:
+        # Refuse an impossible input before drawing it.
+        MemoryBudget(spec.input.batch, dtype.itemsize).add_activation(spec.input.shape, "input")
     x = _make_input(spec)
     input_shape = tuple(x.shape[1:])
+    budget = MemoryBudget(x.shape[0], dtype.itemsize)
+    budget.add_activation(input_shape, "input")
     layers, shapes, paths = [], [input_shape], []
     for i, layer_spec in enumerate(spec.layers):
         layer = _instantiate(spec, layer_spec, layer_class)
         rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, i)))
         out_shape = _build_layer(spec, layer_spec, layer, shapes[-1], rng, dtype)
+        where = f"layer {layer_spec.name!r}, {spec.source.where(layer_spec.path) or layer_spec.path}"
+        budget.add_params(layer.params, where)
+        budget.add_activation(out_shape, where)
         layers.append(layer)
         shapes.append(out_shape)
         paths.append(layer_spec.path)
@@ -199,6 +208,10 @@ def _unknown_options(cls, options: dict) -> str | None:
 def _build_layer(spec, layer_spec, layer: Layer, input_shape, rng, dtype) -> tuple[int, ...]:
     try:
         out_shape = invoke(layer, "build", layer.build, tuple(input_shape), rng)
+    except MemoryError:
+        raise spec.error(f"layer {layer_spec.name!r} ({layer_spec.type}) ran out of memory "
+                         "creating its parameters.", layer_spec.path,
+                         "make the layer smaller (units, filters, kernel)", cls=ResourceError) from None
     except GradcheckError as exc:
         raise _locate(spec, exc, layer_spec.path, f"its input has per-sample shape "
                       f"{tuple(input_shape)}") from None
