@@ -69,8 +69,10 @@ def test_layer_contract(name, data, seed):
 
 
 @pytest.mark.parametrize("name", BUILTIN_LAYERS)
-def test_layer_keeps_float32(name):
-    case = LAYER_CASES[name].example()  # noqa: hypothesis example() is fine outside @given
+@settings(max_examples=3)
+@given(data=st.data())
+def test_layer_keeps_float32(name, data):
+    case = data.draw(LAYER_CASES[name])
     layer = registry.layer_class(name)(**case.options)
     rng = np.random.default_rng(0)
     layer.build(case.input_shape, rng)
