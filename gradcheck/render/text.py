@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from gradcheck.render.bars import BAR_HEADER, error_bar
 from gradcheck.report import LayerReport, Report, TargetReport
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "kink": "yellow", "inconclusive": "magenta",
@@ -46,7 +47,7 @@ def table(report: Report) -> Table:
     grid = Table(show_edge=False, header_style="bold", pad_edge=False)
     for column, justify in (("layer", "left"), ("type", "left"), ("target", "left"),
                             ("shape", "left"), ("checked", "right"), ("failed", "right"),
-                            ("max rel err", "right"), ("worst index", "left"),
+                            ("max rel err", "right"), (BAR_HEADER, "left"), ("worst index", "left"),
                             ("analytic", "right"), ("numeric", "right"), ("status", "left"),
                             ("blame", "left")):
         grid.add_column(column, justify=justify, no_wrap=True)
@@ -57,6 +58,7 @@ def table(report: Report) -> Table:
                 layer.name if first else "", layer.type if first else "",
                 _target_label(check), "x".join(map(str, check.shape)) or "scalar",
                 str(check.checked), _failed(check), _fmt(check.max_rel_error, ".1e"),
+                error_bar(check.max_rel_error, report.settings["rtol"]),
                 "-" if check.worst_index is None else str(check.worst_index),
                 _fmt(check.analytic), _fmt(check.numeric), _status(check.status),
                 _blame(layer) if first else Text(""),

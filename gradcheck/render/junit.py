@@ -1,0 +1,123 @@
+"""JUnit XML for CI test reporters: one <testcase> per layer target.
+
+A failing target is a <failure>, a target the check could not run is an <error>, a target whose
+only findings are kinks or inconclusive elements (or that was skipped) is <skipped>: none of those
+is a mismatch. The document is byte-stable for a given report (no timestamps, no host names, fixed
+attribute order), so two runs can be diffed.
+"""
+
+from __future__ import annotations
+
+import re
+from xml.sax.saxutils import escape as _escape
+from xml.sax.saxutils import quoteattr as _quoteattr
+
+from gradcheck.report import Report, TargetReport
+
+SUITE = "gradcheck"
+# Statuses the report model knows; anything else a later engine reports is treated as a crash.
+PASSING, SKIPPING = ("pass",), ("kink", "inconclusive", "skipped")
+
+
+# XML 1.0 cannot hold most control characters, even escaped; a plugin's message may contain them.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def escape(text: str) -> str:
+    return _escape(_CONTROL.sub("?", text))
+
+
+def quoteattr(text: str) -> str:
+    return _quoteattr(_CONTROL.sub("?", text))
+
+
+def _attrs(pairs) -> str:
+    return "".join(f" {key}={quoteattr(str(value))}" for key, value in pairs)
+
+
+def _label(check: TargetReport) -> str:
+    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
+
+
+def _detail(check: TargetReport) -> str:
+    """The numbers a reader needs to reproduce and judge the target, one per line."""
+    lines = [f"checked={check.checked} failed={check.failed} kinks={check.kinks} "
+             f"inconclusive={check.inconclusive}",
+             f"shape={list(check.shape)} worst_index={check.worst_index}",
+             f"max_rel_error={check.max_rel_error:.6e} max_abs_error={check.max_abs_error:.6e}"]
+    if check.analytic is not None and check.numeric is not None:
+        lines.append(f"analytic={check.analytic:.9e} numeric={check.numeric:.9e}")
+    lines.extend(check.notes)
+    return "\n".join(lines)
+
+
+def _outcome(report: Report, layer, check: TargetReport) -> tuple[str, str]:
+    """The kind of outcome (pass, failure, skipped, error) and the testcase's child element."""
+    detail = escape(_detail(check))
+    if check.status in PASSING:
+        return "pass", ""
+    if check.status == "fail":
+        if layer.root_cause:
+            blame = "root cause: this layer's own backward is wrong"
+        elif layer.inherited_from:
+            blame = f"inherited from {layer.inherited_from}"
+        else:
+            blame = "mismatch"
+        message = (f"{check.failed} of {check.checked} elements disagree "
+                   f"(max rel err {check.max_rel_error:.2e} > rtol {report.settings['rtol']:g}); "
+                   f"{blame}")
+        return "failure", (f"<failure{_attrs([('message', message), ('type', 'GradientMismatch')])}>"
+                           f"{detail}</failure>")
+    if check.status in SKIPPING:
+        if check.status == "kink":
+            message = f"{check.kinks} element(s) at a kink (non-differentiable point): not a failure"
+        elif check.status == "inconclusive":
+            message = (f"{check.inconclusive} element(s) inconclusive "
+                       "(finite difference unreliable): not a failure")
+        else:
+            message = "nothing to check"
+        return "skipped", f"<skipped{_attrs([('message', message)])}>{detail}</skipped>"
+    message = f"status {check.status!r}: the check of this target did not complete"
+    return "error", f"<error{_attrs([('message', message), ('type', check.status)])}>{detail}</error>"
+
+
+def _suite(name: str, settings: dict, cases: list[tuple[str, str, tuple[str, str]]]) -> list[str]:
+    kinds = [kind for _, _, (kind, _) in cases]
+    head = _attrs([("name", name), ("tests", len(cases)), ("failures", kinds.count("failure")),
+                   ("errors", kinds.count("error")), ("skipped", kinds.count("skipped"))])
+    lines = [f'<testsuites{head}>', f"  <testsuite{head}>"]
+    if settings:
+        lines.append("    <properties>")
+        lines.extend(f"      <property{_attrs([('name', key), ('value', settings[key])])}/>"
+                     for key in sorted(settings))
+        lines.append("    </properties>")
+    for classname, case, (_, outcome) in cases:
+        attrs = _attrs([("classname", classname), ("name", case)])
+        lines.append(f"    <testcase{attrs}>{outcome}</testcase>" if outcome
+                     else f"    <testcase{attrs}/>")
+    lines += ["  </testsuite>", "</testsuites>"]
+    return lines
+
+
+def render_junit(report: Report) -> str:
+    """The report as a JUnit XML document (testsuite = network, testcase = layer target)."""
+    cases = []
+    for layer in report.layers:
+        for check in layer.checks:
+            cases.append((f"{SUITE}.{report.network}.{layer.name}",
+                          f"{layer.name} ({layer.type}) {_label(check)}",
+                          _outcome(report, layer, check)))
+    settings = {k: v for k, v in report.settings.items() if v is not None}
+    return _document(_suite(f"{SUITE}.{report.network}", settings, cases))
+
+
+def render_junit_error(network: str, message: str) -> str:
+    """A JUnit document for a check that crashed before producing a report: one <error> case, so a
+    CI dashboard shows the problem instead of an empty or missing test file."""
+    outcome = ("error", f"<error{_attrs([('message', message), ('type', 'GradcheckError')])}>"
+                        f"{escape(message)}</error>")
+    return _document(_suite(f"{SUITE}.{network}", {}, [(f"{SUITE}.{network}", "check", outcome)]))
+
+
+def _document(lines: list[str]) -> str:
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""A compact Markdown summary for a CI job summary ($GITHUB_STEP_SUMMARY) or a pull-request comment.
+
+One table row per layer target, worst status first in the heading; pure function of the report and
+byte-stable like the JSON.
+"""
+
+from __future__ import annotations
+
+from gradcheck.report import Report, TargetReport
+
+ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "skipped": "➖"}
+
+
+def _cell(text: str) -> str:
+    # A pipe would end the cell and a newline the row.
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _label(check: TargetReport) -> str:
+    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
+
+
+def _failed(check: TargetReport) -> str:
+    text = str(check.failed)
+    if check.kinks:
+        text += f" (+{check.kinks} kink)"
+    if check.inconclusive:
+        text += f" (+{check.inconclusive} inconclusive)"
+    return text
+
+
+def render_markdown(report: Report) -> str:
+    """The report as GitHub-flavoured Markdown: a heading with the verdict, settings, a table."""
+    s = report.settings
+    counts = report.counts()
+    verdict = "PASS" if report.passed else "FAIL"
+    lines = [f"### {ICON.get(report.status, '')} gradcheck `{_cell(report.network)}`: {verdict}", ""]
+    if report.passed:
+        lines.append(f"{counts['checked']} elements in {counts['targets']} targets match.")
+    else:
+        lines.append(f"{counts['failed']} of {counts['checked']} elements in "
+                     f"{counts['failed_targets']} of {counts['targets']} targets disagree.")
+        if report.root_causes:
+            causes = ", ".join(f"`{_cell(c)}`" for c in report.root_causes)
+            lines[-1] += f" **Root cause: {causes}** (its own backward is wrong)."
+    extra = [f"{counts['kinks']} at kinks" if counts["kinks"] else "",
+             f"{counts['inconclusive']} inconclusive" if counts["inconclusive"] else ""]
+    if any(extra):
+        lines[-1] += " Not failures: " + ", ".join(e for e in extra if e) + "."
+    lines += ["", f"mode={s['mode']} eps={s['eps']:g} rtol={s['rtol']:g} atol={s['atol']:g} "
+              f"seed={s['seed']} dtype={s['dtype']}", "",
+              "| layer | type | target | shape | checked | failed | max rel err | worst index | status |",
+              "|---|---|---|---|--:|--:|--:|---|---|"]
+    for layer in report.layers:
+        blame = " (root cause)" if layer.root_cause else (
+            f" (inherited from `{_cell(layer.inherited_from)}`)" if layer.inherited_from else "")
+        for i, check in enumerate(layer.checks):
+            first = i == 0
+            lines.append("| " + " | ".join([
+                f"`{_cell(layer.name)}`{blame}" if first else "",
+                _cell(layer.type) if first else "",
+                _label(check), "x".join(map(str, check.shape)) or "scalar",
+                str(check.checked), _failed(check), f"{check.max_rel_error:.1e}",
+                "-" if check.worst_index is None else str(check.worst_index),
+                f"{ICON.get(check.status, '')} {check.status}".strip(),
+            ]) + " |")
+    lines.extend(f"\n> warning: {_cell(w)}" for w in report.warnings)
+    return "\n".join(lines) + "\n"
