@@ -150,3 +150,24 @@ class SoftmaxCrossEntropy(Loss):
             raise DataError(f"cross_entropy labels must lie in [0, {classes}) for {classes} "
                             f"classes, found {target[bad][0].item()}.")
         return target.astype(np.int64)
+
+
+@register_loss("projection")
+class Projection(Loss):
+    """L = sum over the batch and every element of target * pred: a fixed random projection.
+
+    pred, target: (batch, *shape).  dL/dpred = target.  Its gradient is the target itself, so a
+    layer under it receives an arbitrary upstream gradient G = target and the check tests the
+    layer's backward against every output element at once, without a real loss in the way. It is
+    what ``gradcheck.check_layer`` puts after a single layer; in YAML pair it with
+    ``target: {data: normal}`` so that G has both signs.
+    """
+
+    def forward(self, pred, target):
+        target = _values_target("projection", pred, target)
+        self.dtype = pred.dtype
+        self.target = target
+        return float(np.sum(target * pred))
+
+    def backward(self):
+        return np.asarray(self.target, dtype=self.dtype).copy()
