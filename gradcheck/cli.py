@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import click
+from rich.console import Console
 
-from gradcheck import registry
+from gradcheck import docgen, registry
 from gradcheck.check import run_check, settings_for
 from gradcheck.config import CHECK_MODES, load_config
 from gradcheck.console import make_console
 from gradcheck.errors import GradcheckError
 from gradcheck.network import build_network
-from gradcheck.plugins import load_plugin
+from gradcheck.plugins import load_entry_points, load_plugin
 from gradcheck.render.json import render_json
-from gradcheck.render.text import render_text
-from gradcheck.report import EXIT_USAGE
+from gradcheck.render.junit import render_junit, render_junit_error
+from gradcheck.render.markdown import render_markdown
+from gradcheck.render.text import render_text, summary
+from gradcheck.starter import example_names, write_starter
+from gradcheck.report import EXIT_PASS, EXIT_USAGE
+
+# Formats rendered as plain text (no console); "text" is the rich report.
+MACHINE_RENDERERS = {"json": render_json, "junit": render_junit, "markdown": render_markdown}
+FORMATS = ["text", *MACHINE_RENDERERS]
+EXPORT_WIDTH = 160  # the width of the report in a file: room for every column
 
 
 def _user_errors(command):
@@ -49,11 +60,19 @@ debug_option = click.option("--debug", is_flag=True, help="Show the traceback of
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gradcheck")
-def main():
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE_OR_MODULE",
+              help="Load layer plugins before any command (a .py file or a module); repeatable.")
+@_user_errors
+def main(plugins):
     """Check hand-written backpropagation against finite differences, layer by layer.
 
     Exit codes: 0 gradients match, 1 a mismatch was found, 2 bad usage or config.
+    Installed packages' layers (entry-point group gradcheck.layers) load automatically.
     """
+    # Given before the command name, --plugin applies to every command, including ones that
+    # have no --plugin option of their own.
+    for ref in plugins:
+        load_plugin(ref, Path.cwd())
 
 
 @main.command()
@@ -63,43 +82,96 @@ def main():
 @click.option("--rtol", type=float, help="Relative tolerance [float64: 1e-5].")
 @click.option("--atol", type=float, help="Absolute tolerance floor [float64: 1e-8].")
 @click.option("--samples", type=click.IntRange(min=1), help="Elements per tensor in sample mode [32].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Report format.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
+              show_default=True, help="Report format (junit: JUnit XML for CI test reporters; "
+              "markdown: a table for a CI job summary or a PR comment).")
+@click.option("--exit-zero", is_flag=True,
+              help="Exit 0 even when gradients disagree (config and usage errors still exit 2).")
+@click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line.")
+@click.option("-v", "--verbose", count=True,
+              help="Say on stderr which plugins were loaded and how long each step took.")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the coloured text report as an SVG picture.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the coloured text report as an HTML page.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to FILE instead of stdout.")
 @color_option
 @plugin_option
 @debug_option
 @_user_errors
-def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, debug):
+def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, debug,
+          exit_zero=False, quiet=0, verbose=0, svg=None, html=None):
     """Check every gradient of the network described in CONFIG (a YAML file)."""
+    started = time.perf_counter()
+    _load_plugins(plugins, verbose)
+    try:
+        spec = load_config(config)
+        for name, value in (("eps", eps), ("rtol", rtol)):
+            if value is not None and not value > 0:
+                raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
+        if atol is not None and atol < 0:
+            raise click.BadParameter(f"must be >= 0, got {atol}", param_hint="--atol")
+        network, batch = build_network(spec)
+        _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
+                      f"({time.perf_counter() - started:.2f}s)")
+        report = run_check(network, batch, settings_for(spec, mode, eps, rtol, atol, samples))
+    except GradcheckError as exc:
+        if fmt == "junit":
+            # A CI test reporter should show the crash, not a missing file.
+            _emit_text(render_junit_error(Path(config).stem, str(exc)), output)
+        raise
+    _say(verbose, f"checked {report.counts()['checked']} elements "
+                  f"({time.perf_counter() - started:.2f}s in all)")
+    _emit(report, fmt, output, color, quiet)
+    _export(report, svg, html)
+    sys.exit(EXIT_PASS if exit_zero else report.exit_code)
+
+
+def _say(verbose: int, message: str) -> None:
+    """-v chatter: stderr only, so it never mixes with a report on stdout."""
+    if verbose:
+        click.echo(f"gradcheck: {message}", err=True)
+
+
+def _load_plugins(plugins, verbose: int = 0) -> None:
+    for entry in load_entry_points():
+        _say(verbose, f"loaded installed plugin {entry}")
     for ref in plugins:
         load_plugin(ref, Path.cwd())
-    spec = load_config(config)
-    for name, value in (("eps", eps), ("rtol", rtol)):
-        if value is not None and not value > 0:
-            raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
-    if atol is not None and atol < 0:
-        raise click.BadParameter(f"must be >= 0, got {atol}", param_hint="--atol")
-    network, batch = build_network(spec)
-    report = run_check(network, batch, settings_for(spec, mode, eps, rtol, atol, samples))
-    _emit(report, fmt, output, color)
-    sys.exit(report.exit_code)
+        _say(verbose, f"loaded plugin {ref}")
 
 
-def _emit(report, fmt: str, output: Path | None, color: str) -> None:
-    if fmt == "json":
-        text = render_json(report)
-        if output:
-            _write(output, text)
-        else:
-            sys.stdout.write(text)
+def _export(report, svg: Path | None, html: Path | None) -> None:
+    """Save the coloured text report as pictures (rich records what it prints)."""
+    if not (svg or html):
         return
+    console = Console(file=io.StringIO(), record=True, force_terminal=True, width=EXPORT_WIDTH,
+                      color_system="truecolor", highlight=False)
+    console.print(render_text(report))
+    if svg:
+        _write(svg, console.export_svg(title=f"gradcheck {report.network}", clear=False))
+    if html:
+        _write(html, console.export_html(clear=False))
+
+
+def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0) -> None:
+    if fmt in MACHINE_RENDERERS:
+        _emit_text(MACHINE_RENDERERS[fmt](report), output)
+        return
+    renderable = summary(report) if quiet else render_text(report)
     if output:
         with _open(output) as stream:
-            make_console(stream, "never").print(render_text(report))
+            make_console(stream, "never").print(renderable)
     else:
-        make_console(sys.stdout, color).print(render_text(report))
+        make_console(sys.stdout, color).print(renderable)
+
+
+def _emit_text(text: str, output: Path | None) -> None:
+    if output:
+        _write(output, text)
+    else:
+        sys.stdout.write(text)
 
 
 def _open(path: Path):
@@ -116,14 +188,20 @@ def _write(path: Path, text: str) -> None:
 
 @main.command()
 @click.argument("name", required=False)
+@click.option("--markdown", is_flag=True,
+              help="Print the built-in layers and losses as the README's Markdown reference.")
 @color_option
 @plugin_option
 @debug_option
 @_user_errors
-def layers(name, color, plugins, debug):
-    """List the registered layers and losses (built-ins and loaded plugins), or show NAME."""
-    for ref in plugins:
-        load_plugin(ref, Path.cwd())
+def layers(name, color, plugins, debug, markdown=False):
+    """List the registered layers and losses (built-ins and loaded plugins), or show NAME in full:
+    every option with its default, a YAML line to copy, and the whole docstring."""
+    _load_plugins(plugins)
+    if markdown:
+        # The README's YAML reference is this output (python -m gradcheck.docgen writes it there).
+        sys.stdout.write(docgen.reference())
+        return
     console = make_console(sys.stdout, color)
     entries = [("layer", n, registry.layer_class(n)) for n in registry.layer_names()]
     entries += [("loss", n, registry.loss_class(n)) for n in registry.loss_names()]
@@ -133,6 +211,10 @@ def layers(name, color, plugins, debug):
             # Raises a ConfigError with a did-you-mean.
             registry.layer_class(name)
         entries = matches
+    if name is not None:
+        for kind, layer_name, cls in entries:
+            _show_one(console, kind, layer_name, cls)
+        return
     for kind, layer_name, cls in entries:
         console.print(f"[bold]{layer_name}[/bold] ({kind}{_origin(cls)})  {_options(cls)}")
         doc = inspect.getdoc(cls) or ""
@@ -140,6 +222,32 @@ def layers(name, color, plugins, debug):
             lines = doc.splitlines() if name else doc.splitlines()[:1]
             for line in lines:
                 console.print(f"    {line}", markup=False)
+
+
+def _show_one(console, kind: str, name: str, cls) -> None:
+    """One layer or loss in full: options table, a YAML example, the docstring."""
+    console.print(f"[bold]{name}[/bold] ({kind}{_origin(cls) or ', built-in'}; "
+                  f"{cls.__module__}.{cls.__qualname__})", highlight=False)
+    opts = docgen.options(cls)
+    console.print("")
+    if opts:
+        console.print("options (YAML keys):")
+        width = max(len(n) for n, _, _ in opts)
+        for opt, annotation, default in opts:
+            value = "required" if default is None else f"default {default}"
+            console.print(f"  {opt:<{width}}  {annotation or '-':<12}  {value}", markup=False)
+    else:
+        console.print("options: none")
+    required = ", ".join(f"{n}: ..." for n, _, d in opts if d is None)
+    if kind == "loss":
+        example = f"loss: {name}" if not opts else f"loss: {{type: {name}}}"
+    else:
+        example = f"  - {{type: {name}{', ' + required if required else ''}}}" if opts else f"  - {name}"
+    console.print(f"\nin YAML:\n  {example.strip()}", markup=False)
+    doc = inspect.getdoc(cls)
+    if doc:
+        console.print("")
+        console.print(doc, markup=False)
 
 
 def _origin(cls) -> str:
@@ -154,3 +262,23 @@ def _options(cls) -> str:
             continue
         parts.append(pname if p.default is p.empty else f"{pname}={p.default!r}")
     return ", ".join(parts) if parts else "(no options)"
+
+
+@main.command()
+@click.option("--from-example", "example", type=click.Choice(example_names()),
+              help="Start from a shipped example network instead of the commented starter.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=Path("gradcheck.yaml"), show_default=True,
+              help="Where to write it ('-' for stdout).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@debug_option
+@_user_errors
+def init(example, output, force, debug):
+    """Write a commented starter network file to edit, then run 'gradcheck check' on it."""
+    if str(output) == "-":
+        from gradcheck.starter import starter_text
+
+        sys.stdout.write(starter_text(example))
+        return
+    write_starter(output, example, force)
+    click.echo(f"wrote {output}; now run: gradcheck check {output}", err=True)

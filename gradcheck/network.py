@@ -18,7 +18,7 @@ from gradcheck.config import NetworkSpec
 from gradcheck.data import generate, load_array
 from gradcheck.errors import ConfigError, DataError, GradcheckError, LayerError
 from gradcheck.layers.base import Layer, Loss
-from gradcheck.plugins import load_plugin
+from gradcheck.plugins import load_entry_points, load_plugin
 from gradcheck.registry import layer_class, loss_class
 from gradcheck.resources import MemoryBudget, ResourceError
 
@@ -98,6 +98,7 @@ class Network:
 
 def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     """Load plugins, instantiate and build every layer, infer shapes, and make the check's data."""
+    load_entry_points()  # installed packages' layers (once per process)
     for i, ref in enumerate(spec.plugins):
         load_plugin(ref, spec.base_dir, where=spec.source.where(f"plugins[{i}]"))
     dtype = np.dtype(spec.dtype)

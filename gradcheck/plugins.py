@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
+import inspect
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from gradcheck.errors import PluginError
+
+ENTRY_POINT_GROUP = "gradcheck.layers"
+# Like PYTEST_DISABLE_PLUGIN_AUTOLOAD: a way out when an installed package's plugin is broken.
+ENV_NO_AUTOLOAD = "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD"
+_entry_points_loaded = False
 
 
 def load_plugin(ref: str, base_dir: Path, where: str | None = None) -> None:
@@ -46,8 +54,10 @@ def _load_file(path: Path, where: str | None) -> None:
         raise PluginError(f"plugin file {str(path)!r} cannot be imported as Python.", where=where)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    before = _registered()
     try:
         spec.loader.exec_module(module)
+        _check_new_classes(before, f"plugin file {str(path)!r}", where)
     except PluginError:
         del sys.modules[module_name]
         raise
@@ -60,8 +70,10 @@ def _load_file(path: Path, where: str | None) -> None:
 
 
 def _load_module(name: str, where: str | None) -> None:
+    before = _registered()
     try:
         importlib.import_module(name)
+        _check_new_classes(before, f"plugin module {name!r}", where)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise PluginError(f"plugin module {name!r} is not installed or not importable.",
@@ -73,3 +85,108 @@ def _load_module(name: str, where: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a user error
         raise PluginError(f"plugin module {name!r} raised {type(exc).__name__} on import: "
                           f"{exc}{_origin(exc)}.", where=where) from exc
+
+
+def _registered() -> set[type]:
+    from gradcheck import registry
+
+    return ({registry.layer_class(n) for n in registry.layer_names()} |
+            {registry.loss_class(n) for n in registry.loss_names()})
+
+
+def _check_new_classes(before: set[type], what: str, where: str | None) -> None:
+    """Refuse, at import, a class the plugin registered whose methods cannot be called the way
+    the engine calls them, naming the plugin and the class (rather than failing mid-check)."""
+    for cls in sorted(_registered() - before, key=lambda c: c.__qualname__):
+        problems = contract_problems(cls)
+        if problems:
+            raise PluginError(f"{what}: class {cls.__qualname__} (registered as "
+                              f"{cls.registered_name!r}) breaks the layer contract: "
+                              f"{'; '.join(problems)}.", where=where,
+                              hint="see 'Your own layers' in the README for the signatures")
+
+
+def load_entry_points(force: bool = False) -> list[str]:
+    """Load every layer and loss that installed packages declare in the ``gradcheck.layers``
+    entry-point group, once per process; returns the entry points loaded, as ``name = value``.
+
+    An entry point names a module (importing it runs its ``@register_layer`` decorators) or a
+    ``Layer``/``Loss`` subclass (``pkg.mod:MyDense``), registered under the entry point's name
+    unless it registered itself. Set GRADCHECK_DISABLE_PLUGIN_AUTOLOAD=1 to skip them all.
+    """
+    global _entry_points_loaded
+    if (_entry_points_loaded and not force) or os.environ.get(ENV_NO_AUTOLOAD):
+        return []
+    _entry_points_loaded = True
+    loaded = []
+    for entry in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                        key=lambda e: (e.name, e.value)):
+        _load_entry_point(entry)
+        loaded.append(f"{entry.name} = {entry.value}")
+    return loaded
+
+
+def _describe_entry(entry) -> str:
+    dist = getattr(entry, "dist", None)
+    source = f" of package {dist.name!r}" if dist is not None and getattr(dist, "name", None) else ""
+    return f"entry point {entry.name!r} = {entry.value!r}{source} (group {ENTRY_POINT_GROUP!r})"
+
+
+def _load_entry_point(entry) -> None:
+    from gradcheck.layers.base import Layer, Loss
+    from gradcheck.registry import register_layer, register_loss
+
+    hint = (f"fix or uninstall the package, or set {ENV_NO_AUTOLOAD}=1 to skip installed plugins")
+    try:
+        obj = entry.load()
+    except PluginError as exc:
+        exc.message = f"{_describe_entry(entry)}: {exc.message}"
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a third-party package is reported
+        raise PluginError(f"{_describe_entry(entry)} failed to load: {type(exc).__name__}: "
+                          f"{exc}{_origin(exc)}.", hint=hint) from exc
+    if inspect.ismodule(obj):
+        return
+    if not (isinstance(obj, type) and issubclass(obj, (Layer, Loss))):
+        raise PluginError(f"{_describe_entry(entry)} names {obj!r}, which is neither a module nor "
+                          "a gradcheck.Layer or gradcheck.Loss subclass.", hint=hint)
+    problems = contract_problems(obj, require_methods=True)
+    if problems:
+        raise PluginError(f"{_describe_entry(entry)}: class {obj.__qualname__} breaks the layer "
+                          f"contract: {'; '.join(problems)}.", hint=hint)
+    if "registered_name" not in vars(obj):  # not registered by its own decorator
+        register = register_layer if issubclass(obj, Layer) else register_loss
+        register(entry.name)(obj)
+
+
+# Methods of the contract and how many arguments each takes besides self.
+_LAYER_METHODS = {"build": 2, "forward": 1, "backward": 1, "branch_state": 0}
+_LOSS_METHODS = {"build": 1, "forward": 2, "backward": 0, "branch_state": 0}
+
+
+def contract_problems(cls: type, require_methods: bool = False) -> list[str]:
+    """Ways the class ``cls`` breaks the Layer/Loss contract that can be seen without running it:
+    a contract method that cannot take the arguments the engine passes, or (``require_methods``)
+    forward/backward not implemented. Returns [] for a class that keeps it."""
+    from gradcheck.layers.base import Layer
+
+    expected = _LAYER_METHODS if issubclass(cls, Layer) else _LOSS_METHODS
+    problems = []
+    for method, n_args in expected.items():
+        fn = getattr(cls, method, None)
+        if not callable(fn):
+            problems.append(f"{method} is not a method")
+            continue
+        try:
+            inspect.signature(fn).bind(None, *range(n_args))
+        except TypeError:
+            problems.append(f"{method}{inspect.signature(fn)} cannot be called with "
+                            f"{n_args} argument(s) after self")
+        except ValueError:
+            continue  # a builtin without a signature: nothing to check
+    if require_methods:
+        for method in ("forward", "backward"):
+            if all(method not in vars(klass) for klass in cls.__mro__
+                   if klass.__module__ != "gradcheck.layers.base"):
+                problems.append(f"it does not implement {method}")
+    return problems
