@@ -52,7 +52,8 @@ def check_network(source: str | Path | dict, **options) -> Report:
     """
     spec = load_config(source)
     network, batch = build_network(spec)
-    return run_check(network, batch, settings_for(spec, **options))
+    with network:  # stops external layers' child processes, also on error
+        return run_check(network, batch, settings_for(spec, **options))
 
 
 def run_check(network: Network, batch: Batch, settings: CheckSettings) -> Report:

@@ -115,7 +115,8 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
         network, batch = build_network(spec)
         _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
                       f"({time.perf_counter() - started:.2f}s)")
-        report = run_check(network, batch, settings_for(spec, mode, eps, rtol, atol, samples))
+        with network:  # stops external layers' child processes, also on error
+            report = run_check(network, batch, settings_for(spec, mode, eps, rtol, atol, samples))
     except GradcheckError as exc:
         if fmt == "junit":
             # A CI test reporter should show the crash, not a missing file.

@@ -41,6 +41,16 @@ def invoke(unit: Layer | Loss, phase: str, fn: Callable, *args) -> Any:
                          where=getattr(unit, "yaml_where", None)) from exc
 
 
+def close_unit(unit) -> None:
+    """Call ``unit.close()`` if it has one; a failing close must not hide the error being raised."""
+    close = getattr(unit, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - best effort clean-up of user code
+            pass
+
+
 def _type_name(unit) -> str:
     return getattr(type(unit), "registered_name", type(unit).__name__)
 
@@ -73,6 +83,17 @@ class Network:
     def units(self) -> list[Layer | Loss]:
         """Layers followed by the loss."""
         return [*self.layers, self.loss]
+
+    def close(self) -> None:
+        """Release what any unit holds outside Python (external layers' child processes)."""
+        for unit in self.units:
+            close_unit(unit)
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def set_training(self, training: bool) -> None:
         """Put every layer in training (default) or evaluation mode."""
@@ -110,25 +131,34 @@ def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     budget = MemoryBudget(x.shape[0], dtype.itemsize)
     budget.add_activation(input_shape, "input")
     layers, shapes, paths = [], [input_shape], []
-    for i, layer_spec in enumerate(spec.layers):
-        layer = _instantiate(spec, layer_spec, layer_class)
-        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, i)))
-        out_shape = _build_layer(spec, layer_spec, layer, shapes[-1], rng, dtype)
-        where = f"layer {layer_spec.name!r}, {spec.source.where(layer_spec.path) or layer_spec.path}"
-        budget.add_params(layer.params, where)
-        budget.add_activation(out_shape, where)
-        layers.append(layer)
-        shapes.append(out_shape)
-        paths.append(layer_spec.path)
-    loss = _instantiate(spec, spec.loss, loss_class)
+    opened: list = []  # every unit instantiated so far, closed again if the build fails
     try:
-        invoke(loss, "build", loss.build, shapes[-1])
-    except GradcheckError as exc:
-        raise _locate(spec, exc, spec.loss.path,
-                      f"the network output has per-sample shape {shapes[-1]}") from None
-    paths.append(spec.loss.path)
-    network = Network(spec.name, layers, loss, shapes, dtype, paths)
-    target = _make_target(spec, network, x.shape[0])
+        for i, layer_spec in enumerate(spec.layers):
+            layer = _instantiate(spec, layer_spec, layer_class)
+            opened.append(layer)
+            rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, i)))
+            out_shape = _build_layer(spec, layer_spec, layer, shapes[-1], rng, dtype)
+            where = f"layer {layer_spec.name!r}, {spec.source.where(layer_spec.path) or layer_spec.path}"
+            budget.add_params(layer.params, where)
+            budget.add_activation(out_shape, where)
+            layers.append(layer)
+            shapes.append(out_shape)
+            paths.append(layer_spec.path)
+        loss = _instantiate(spec, spec.loss, loss_class)
+        opened.append(loss)
+        try:
+            invoke(loss, "build", loss.build, shapes[-1])
+        except GradcheckError as exc:
+            raise _locate(spec, exc, spec.loss.path,
+                          f"the network output has per-sample shape {shapes[-1]}") from None
+        paths.append(spec.loss.path)
+        network = Network(spec.name, layers, loss, shapes, dtype, paths)
+        target = _make_target(spec, network, x.shape[0])
+    except BaseException:
+        # Layers that hold processes (external layers) must not outlive a failed build.
+        for unit in opened:
+            close_unit(unit)
+        raise
     return network, Batch(x.astype(dtype), target)
 
 
@@ -178,6 +208,7 @@ def _instantiate(spec: NetworkSpec, layer_spec, lookup) -> Layer | Loss:
     unit.name = layer_spec.name
     unit.yaml_path = layer_spec.path
     unit.yaml_where = spec.source.where(layer_spec.path)
+    unit.base_dir = spec.base_dir
     return unit
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -29,6 +30,13 @@ class Layer:
     - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
       max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
       differs between x+h and x-h the finite difference straddles a kink and is not a failure.
+    - ``close()``: release what the layer holds outside Python (a child process, a file). Called
+      once when the check is over, also after an error; must be safe to call more than once.
+
+    Context the network provides (set after ``__init__``, before ``build``):
+
+    - ``self.base_dir``: the folder of the YAML file (``None`` when built without one), so that a
+      layer can resolve relative paths among its options the way ``plugins:`` and ``input.file`` are.
     """
 
     mixes_batch: ClassVar[bool] = False
@@ -41,6 +49,7 @@ class Layer:
         self.name: str = type(self).__name__
         self.yaml_path: str | None = None
         self.yaml_where: str | None = None
+        self.base_dir: Path | None = None
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
         """Create parameters for ``input_shape`` (per sample) and return the per-sample output shape."""
@@ -57,6 +66,9 @@ class Layer:
     def branch_state(self) -> np.ndarray | None:
         """Discrete branch state of the last forward (first axis = batch), or None if smooth."""
         return None
+
+    def close(self) -> None:
+        """Release external resources (processes, files); the default holds none."""
 
 
 class Loss:
@@ -79,6 +91,7 @@ class Loss:
         self.name: str = type(self).__name__
         self.yaml_path: str | None = None
         self.yaml_where: str | None = None
+        self.base_dir: Path | None = None
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Check that the network output shape (per sample) suits this loss."""
@@ -94,3 +107,6 @@ class Loss:
     def branch_state(self) -> np.ndarray | None:
         """Discrete branch state of the last forward (first axis = batch), or None if smooth."""
         return None
+
+    def close(self) -> None:
+        """Release external resources (processes, files); the default holds none."""
