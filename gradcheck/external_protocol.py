@@ -121,10 +121,17 @@ class Child:
             raise ProtocolError("start", f"{self.argv[0]} does not start: "
                                 f"{exc.strerror or exc}.", hint="check that the program exists, is "
                                 "executable and runs on this machine") from None
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._stderr)
+        # Shared with the finalizer: False once the stream is corrupt and 'quit' cannot be trusted.
+        self._graceful = [True]
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._stderr, self._graceful)
         os.set_blocking(self._proc.stdin.fileno(), False)
         os.set_blocking(self._proc.stdout.fileno(), False)
-        self.encoding = self._handshake()
+        try:
+            self.encoding = self._handshake()
+        except BaseException:
+            self._graceful[0] = False
+            self.close()
+            raise
 
     @property
     def pid(self) -> int:
@@ -177,6 +184,7 @@ class Child:
             return self._read_reply(deadline, what, expect, optional)
         except ProtocolError as exc:
             if exc.kind != "child":
+                self._graceful[0] = exc.kind == "exit"
                 self.close()
             raise
 
@@ -317,10 +325,10 @@ class Child:
         return f"; its stderr ended with: {text!r}" if text else ""
 
 
-def _shutdown(proc: subprocess.Popen, stderr_file) -> None:
-    """Stop ``proc``: 'quit' and end of input first, then SIGKILL to its whole process group.
-
-    A module-level function (not a method) so that the finalizer holds no reference to the Child.
+def _shutdown(proc: subprocess.Popen, stderr_file, graceful: list) -> None:
+    """Stop ``proc``: 'quit' and end of input first (if ``graceful[0]``), then SIGKILL to its whole
+    process group. A module-level function (not a method) so that the finalizer holds no
+    reference to the Child.
     """
     try:
         if proc.poll() is None:
@@ -334,7 +342,7 @@ def _shutdown(proc: subprocess.Popen, stderr_file) -> None:
             except OSError:
                 pass
             try:
-                proc.wait(timeout=_QUIT_GRACE_SECONDS)
+                proc.wait(timeout=_QUIT_GRACE_SECONDS if graceful[0] else 0.0)
             except subprocess.TimeoutExpired:
                 # Not reaped yet, so its pid still names its process group (start_new_session).
                 try:

@@ -196,7 +196,7 @@ class _ProtocolErrors:
         if exc.kind != "child":
             self.layer.close()
         command = " ".join(shlex.quote(a) for a in self.layer.command)
-        raise LayerError(f"external command `{command}` ({self.phase}): {exc.message}",
+        raise LayerError(f"external command `{command}`: {exc.message}",
                          hint=exc.hint) from None
 
 
