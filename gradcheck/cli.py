@@ -129,6 +129,40 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
     sys.exit(EXIT_PASS if exit_zero else report.exit_code)
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-probe", is_flag=True, help="Skip the short training probe (faster).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Report format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to FILE instead of stdout.")
+@color_option
+@plugin_option
+@debug_option
+@_user_errors
+def diagnose(config, no_probe, fmt, output, color, plugins, debug):
+    """Explain why the network in CONFIG does not train, and what to change.
+
+    Exit codes: 0 no error-severity finding, 1 at least one, 2 bad usage or config.
+    """
+    from gradcheck.diagnose import run_diagnosis
+    from gradcheck.render.findings import render_findings_json, render_findings_text
+
+    _load_plugins(plugins)
+    spec = load_config(config)
+    network, batch = build_network(spec)
+    with network:  # stops external layers' child processes, also on error
+        result = run_diagnosis(spec, network, batch, probe=not no_probe)
+    if fmt == "json":
+        _emit_text(render_findings_json(result), output)
+    elif output:
+        with _open(output) as stream:
+            make_console(stream, "never").print(render_findings_text(result))
+    else:
+        make_console(sys.stdout, color).print(render_findings_text(result))
+    sys.exit(result.exit_code)
+
+
 def _say(verbose: int, message: str) -> None:
     """-v chatter: stderr only, so it never mixes with a report on stdout."""
     if verbose:

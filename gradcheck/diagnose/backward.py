@@ -1,0 +1,214 @@
+"""Backward health on the config's batch: the gradient check first, then non-finite and
+zero gradients, the gradient-norm profile over depth, the size of one optimizer step, decay
+against data, and samples leaking into each other's gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.check import run_check, settings_for
+from gradcheck.config import NetworkSpec
+from gradcheck.diagnose import thresholds as T
+from gradcheck.diagnose.behaviour import Traits
+from gradcheck.diagnose.findings import Finding
+from gradcheck.diagnose.optim import first_update
+from gradcheck.diagnose.passes import Pass, param_list
+from gradcheck.errors import GradcheckError
+from gradcheck.network import Batch, Network, invoke
+
+GRADCHECK_SAMPLES = 16
+
+
+def _finding(id_, severity, layer, value, threshold, cause, fix, stage="backward") -> Finding:
+    return Finding(id_, severity, stage, layer, value, threshold, cause, fix)
+
+
+def gradient_check(spec: NetworkSpec, network: Network, batch: Batch) -> tuple[list[Finding], dict]:
+    """B1: the finite-difference check in sample mode; one error per root-cause layer."""
+    settings = settings_for(spec, mode="sample", samples=GRADCHECK_SAMPLES)
+    report = run_check(network, batch, settings)
+    summary = {"passed": report.passed, "mode": "sample", "samples": GRADCHECK_SAMPLES,
+               "root_causes": report.root_causes, **report.counts()}
+    found = []
+    for layer in report.layers:
+        if not layer.root_cause:
+            continue
+        worst = max((c for c in layer.checks if c.status == "fail"), key=lambda c: c.max_rel_error)
+        target = "dL/dinput" if worst.target == "input" else f"dL/d{worst.target}"
+        found.append(_finding(
+            "gradient-mismatch", "error", layer.name, worst.max_rel_error,
+            f"relative error <= {settings.tol.rtol:g}",
+            f"{layer.name}'s backward disagrees with finite differences: {target} at "
+            f"{worst.worst_index} is {worst.analytic:.4g} analytically but {worst.numeric:.4g} "
+            f"numerically ({worst.failed} of {worst.checked} sampled elements fail); every other "
+            "finding is measured with this wrong gradient",
+            f"fix {layer.name}'s backward ({target}) first; 'gradcheck check' shows every target",
+            stage="gradcheck"))
+    return found, summary
+
+
+def check_backward(spec: NetworkSpec, network: Network, run: Pass, traits: list[Traits],
+                   blockers: list[str]) -> list[Finding]:
+    """B2-B7 on one complete forward/backward ``run``."""
+    found = _nonfinite(network, run)
+    if found:
+        return found
+    found += _zero(network, run, blockers)
+    found += _profile(network, run)
+    if spec.train is not None:
+        found += _update_ratio(spec, network, run)
+        found += _regularisation(spec, network, run)
+    found += _batch_mixing(network, run, traits)
+    return found
+
+
+def _nonfinite(network: Network, run: Pass) -> list[Finding]:
+    for k in range(len(network.layers), -1, -1):
+        unit = network.units[k]
+        arrays = [("dL/dinput", run.grad_in.get(k))]
+        arrays += [(f"dL/d{n}", g) for (j, n), g in run.grads.items() if j == k]
+        for label, g in arrays:
+            if g is not None and not np.all(np.isfinite(g)):
+                return [_finding("nonfinite-backward", "error", unit.name, float(np.mean(~np.isfinite(g))),
+                                 "0 NaN/Inf", f"{unit.name} is the first unit, in backward order, "
+                                 f"whose {label} holds NaN/Inf although the gradient it received "
+                                 "is finite", f"guard {unit.name}'s backward against overflow and "
+                                 "division by zero")]
+    return []
+
+
+def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
+    params = param_list(network)
+    zero = [(k, n) for k, n, _ in params if not np.any(run.grads[(k, n)])]
+    if zero:
+        labels = ", ".join(f"{network.layers[k].name}.{n}" for k, n in zero)
+        why = (f": {', '.join(blockers)} has a zero Jacobian and blocks them" if blockers else
+               ": nothing reaches them (dead units or a zero Jacobian downstream)")
+        return [_finding("zero-gradient", "error", network.layers[zero[0][0]].name,
+                         float(len(zero)), "0 parameters with exactly zero gradient",
+                         f"{len(zero)} of {len(params)} parameters receive exactly zero gradient "
+                         f"({labels}){why}; they can never change",
+                         f"remove what blocks the gradient ({', '.join(blockers)})" if blockers
+                         else "find the layer after them whose backward returns zeros")]
+    total = sum(g.size for g in run.grads.values())
+    zeros = sum(int(np.sum(g == 0)) for g in run.grads.values())
+    if total and zeros / total >= T.ZERO_GRAD_SHARE:
+        return [_finding("zero-gradient", "warn", None, zeros / total, f"< {T.ZERO_GRAD_SHARE}",
+                         f"{zeros / total:.0%} of all parameter-gradient entries are exactly 0",
+                         "look for dead rectifiers (see dead-units) and reinitialise")]
+    return []
+
+
+def _weights(network: Network, run: Pass) -> list[tuple[str, float, float]]:
+    """(layer name, |g|, mean |g|) of each parametric layer's largest parameter, forward order."""
+    best: dict[int, tuple[str, float, float]] = {}
+    for k, name, p in param_list(network):
+        if k not in best or p.size > network.layers[k].params[best[k][0]].size:
+            g = run.grads[(k, name)]
+            best[k] = (name, float(np.linalg.norm(g)), float(np.mean(np.abs(g))))
+    return [(network.layers[k].name, norm, mean) for k, (_, norm, mean) in sorted(best.items())]
+
+
+def _profile(network: Network, run: Pass) -> list[Finding]:
+    layers = [w for w in _weights(network, run) if w[1] > 0]
+    if len(layers) < 2:
+        return []
+    (first, g_first, _), (last, g_last, _) = layers[0], layers[-1]
+    ratio = g_first / g_last
+    fix_vanish = ("use rectifiers with N(0, 2/fan_in) init, or add normalisation layers")
+    if ratio < T.VANISH_RATIO or any(m < T.VANISH_MEAN for _, _, m in layers):
+        low = min(layers, key=lambda w: w[2])
+        return [_finding("grad-profile", "warn", low[0], ratio, f"|g_first|/|g_last| >= {T.VANISH_RATIO:g}",
+                         f"gradients vanish towards the input: |g({first})| / |g({last})| = "
+                         f"{ratio:.3g}; smallest mean |g| {low[2]:.3g} in {low[0]}", fix_vanish)]
+    if ratio > T.EXPLODE_RATIO:
+        return [_finding("grad-profile", "warn", first, ratio, f"<= {T.EXPLODE_RATIO:g}",
+                         f"gradients explode towards the input: |g({first})| / |g({last})| = "
+                         f"{ratio:.3g}", "scale down the init (N(0, 1/fan_in)), normalise the "
+                         "inputs, or add normalisation layers")]
+    return []
+
+
+def _update_ratio(spec: NetworkSpec, network: Network, run: Pass) -> list[Finding]:
+    ratios = []
+    for k, name, p in param_list(network):
+        norm, g = float(np.linalg.norm(p)), run.grads[(k, name)]
+        if norm > 0 and np.any(g):
+            step = first_update(spec.train, np.asarray(p, np.float64), np.asarray(g, np.float64))
+            ratios.append((float(np.linalg.norm(step)) / norm, f"{network.layers[k].name}.{name}",
+                           network.layers[k].name))
+    if not ratios:
+        return []
+    found = []
+    high, low = max(ratios), min(ratios)
+    opt = spec.train
+    what = (f"lr {opt.lr:g}, momentum {opt.momentum:g}, weight_decay {opt.weight_decay:g}"
+            if opt.optimizer == "sgd" else f"adam lr {opt.lr:g}, weight_decay {opt.weight_decay:g}")
+    if high[0] > T.UPDATE_HIGH:
+        error = high[0] >= T.UPDATE_ERROR
+        found.append(_finding(
+            "update-ratio", "error" if error else "warn", high[2], high[0],
+            f"<= {T.UPDATE_HIGH:g} (error at >= {T.UPDATE_ERROR:g})",
+            f"the first step of the configured optimizer ({what}) changes {high[1]} by "
+            f"{high[0]:.3g} x its own size{_momentum(opt)}; about 1e-3 is healthy", "lower lr (and momentum or weight_decay) "
+            f"until the ratio is near 1e-3: about lr x {max(1e-3 / high[0], 1e-6):.2g}"))
+    if low[0] < T.UPDATE_LOW:
+        found.append(_finding(
+            "update-ratio", "warn", low[2], low[0], f">= {T.UPDATE_LOW:g}",
+            f"the first step of the configured optimizer ({what}) changes {low[1]} by only {low[0]:.3g} "
+            "x its size: it will barely train", "raise lr, or look for a vanishing gradient"))
+    return found
+
+
+def _momentum(opt) -> str:
+    if opt.optimizer != "sgd" or not opt.momentum:
+        return ""
+    return f", and momentum can grow later steps up to 1/(1 - {opt.momentum:g}) = {1 / (1 - opt.momentum):.3g} x that"
+
+
+def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Finding]:
+    decay = spec.train.weight_decay
+    if not decay:
+        return []
+    worst = None
+    for k, name, p in param_list(network):
+        data = float(np.linalg.norm(run.grads[(k, name)]))
+        reg = decay * float(np.linalg.norm(p))
+        if data > 0 and reg / data >= T.REG_DOMINATES and (worst is None or reg / data > worst[0]):
+            worst = (reg / data, f"{network.layers[k].name}.{name}", network.layers[k].name)
+    if worst is None:
+        return []
+    return [_finding("reg-dominates", "warn", worst[2], worst[0], f"< {T.REG_DOMINATES:g}",
+                     f"the weight-decay gradient of {worst[1]} is {worst[0]:.3g} x its data "
+                     "gradient: training mostly shrinks weights instead of fitting the data, and "
+                     "it can mask a wrong data gradient", f"lower weight_decay (now {decay:g}) "
+                     f"by at least {worst[0] / T.REG_DOMINATES * 10:.2g} x")]
+
+
+def _batch_mixing(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
+    if len(run.acts[0]) < 2:
+        return []
+    for k, layer in enumerate(network.layers):
+        if traits[k].batch_coupled or getattr(layer, "mixes_batch", False):
+            continue
+        x = run.acts[k]
+        rng = np.random.default_rng(k)
+        grad_out = np.zeros_like(run.acts[k + 1])
+        grad_out[0] = rng.normal(size=grad_out[0].shape)
+        with np.errstate(all="ignore"):
+            try:
+                invoke(layer, "forward", layer.forward, x)
+                grad = np.asarray(invoke(layer, "backward", layer.backward, grad_out))
+            except GradcheckError:
+                continue
+        own = float(np.max(np.abs(grad[0]), initial=0.0))
+        leak = float(np.max(np.abs(grad[1:]), initial=0.0))
+        if own > 0 and leak > T.BATCH_LEAK * own:
+            return [_finding(
+                "batch-mixing", "error", layer.name, leak / own, f"<= {T.BATCH_LEAK:g}",
+                f"{layer.name}'s forward treats samples independently, yet its backward sends "
+                f"sample 0's gradient into other samples' inputs (leak {leak / own:.3g} of its "
+                "own): an indexing bug mixes the batch axis with another",
+                f"check the batch index in {layer.name}'s backward (dL/dx[n] may only use "
+                "grad_out[n] and x[n])")]
+    return []

@@ -1,0 +1,110 @@
+"""The diagnosis model: findings with a severity, and the outcome of the training probe.
+
+Renderers (``gradcheck.render.findings``) are pure functions of a ``Diagnosis``; it alone decides
+the exit code, exactly as ``Report`` does for ``gradcheck check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gradcheck.report import EXIT_MISMATCH, EXIT_PASS
+
+# Worst first: the text report groups findings in this order.
+SEVERITIES = ("error", "warn", "info")
+# Stages in the order they run; a failing gradient check sorts first among equals.
+STAGES = ("gradcheck", "lint", "forward", "backward", "probe")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One thing the diagnosis found.
+
+    ``value`` is the measured number (None when the finding is a plain fact); ``threshold`` says
+    what it was compared with (``">= 1"``); ``cause`` explains it and ``fix`` says what to change.
+    ``layer`` is the YAML name of the layer concerned, ``"train"`` for optimizer settings, or None
+    for the network as a whole.
+    """
+
+    id: str
+    severity: str
+    stage: str
+    layer: str | None
+    value: float | None
+    threshold: str | None
+    cause: str
+    fix: str
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}")
+
+
+@dataclasses.dataclass
+class ProbeRun:
+    """One run of the training probe: its settings, loss per step and how it ended.
+
+    ``losses[k]`` is the loss before update k (so ``losses[0]`` is the loss at initialisation).
+    ``fit`` is the final accuracy (labels) or R^2 (values); ``stopped`` says why the run ended:
+    ``"passed"`` (fitted the batch, early exit), ``"steps"`` (ran every step) or ``"nonfinite"``.
+    """
+
+    label: str
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    steps: int
+    losses: list[float]
+    passed: bool
+    fit: float
+    fit_metric: str
+    stopped: str
+    nonfinite_step: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "optimizer": self.optimizer, "lr": self.lr,
+                "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "steps": self.steps, "steps_run": max(len(self.losses) - 1, 0),
+                "passed": self.passed, "fit": _finite(self.fit), "fit_metric": self.fit_metric,
+                "stopped": self.stopped, "nonfinite_step": self.nonfinite_step,
+                "losses": [_finite(v) for v in self.losses]}
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """Everything ``gradcheck diagnose`` found about one network."""
+
+    network: str
+    findings: list[Finding]
+    gradcheck: dict | None = None
+    runs: list[ProbeRun] = dataclasses.field(default_factory=list)
+    verdict: str | None = None
+
+    def sorted_findings(self) -> list[Finding]:
+        """Worst severity first; within a severity, in the order the stages ran."""
+        ranked = sorted(enumerate(self.findings), key=lambda item: (
+            SEVERITIES.index(item[1].severity), STAGES.index(item[1].stage), item[0]))
+        return [finding for _, finding in ranked]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
+    @property
+    def status(self) -> str:
+        """The worst severity found, or ``"ok"``."""
+        counts = self.counts()
+        return next((s for s in SEVERITIES if counts[s]), "ok")
+
+    @property
+    def exit_code(self) -> int:
+        """1 when an error-severity finding exists, else 0 (usage errors never get this far)."""
+        return EXIT_MISMATCH if self.counts()["error"] else EXIT_PASS

@@ -1,0 +1,218 @@
+"""Forward health on the config's batch: non-finite values, collapse across samples, dead and
+saturated units, activation scale, the initial loss and the loss's batch reduction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.diagnose import thresholds as T
+from gradcheck.diagnose.behaviour import Traits
+from gradcheck.diagnose.findings import Finding
+from gradcheck.diagnose.passes import Pass
+from gradcheck.errors import GradcheckError
+from gradcheck.network import Batch, Network, invoke
+
+
+def _finding(id_, severity, layer, value, threshold, cause, fix) -> Finding:
+    return Finding(id_, severity, "forward", layer, value, threshold, cause, fix)
+
+
+def spread(a: np.ndarray) -> float:
+    """Median over units of the std across the batch, over the layer's RMS (0 if all zero).
+
+    Units that are zero for every sample are left out: they are dead (a finding of their own), and
+    a rectifier layer whose live half varies normally must not count as collapsed.
+    """
+    flat = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    flat = flat[:, np.any(flat != 0, axis=0)]
+    rms = float(np.sqrt(np.mean(flat * flat))) if flat.size else 0.0
+    return 0.0 if rms == 0 else float(np.median(flat.std(axis=0)) / rms)
+
+
+def _names(network: Network, k: int) -> str:
+    return "input" if k == 0 else network.layers[k - 1].name
+
+
+def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits]) -> list[Finding]:
+    """All forward-health findings for one clean forward ``run`` on ``batch``."""
+    found = _nonfinite(network, run)
+    if found:
+        return found
+    if run.loss_error is not None:
+        return [_finding("loss-rejects-output", "error", network.loss.name, None, None,
+                         f"{network.loss.name} refused the network's output: {run.loss_error}",
+                         "make the last layer produce what the loss takes (see the lints above)")]
+    found += _collapse(network, run)
+    found += _dead(network, run, traits)
+    found += _saturation(network, run, traits)
+    found += _scale(network, run)
+    found += _initial_loss(network, batch, run)
+    found += _reduction(network, batch, run)
+    return found
+
+
+def _nonfinite(network: Network, run: Pass) -> list[Finding]:
+    for k, a in enumerate(run.acts):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            where = _names(network, k)
+            return [_finding("nonfinite-forward", "error", where, float(bad.mean()), "0 NaN/Inf",
+                             f"{'the input holds' if k == 0 else where + ' outputs'} {nan} NaN and "
+                             f"{inf} Inf values on the config's batch"
+                             + ("" if k == 0 else " although its input is finite"),
+                             "clean the input data" if k == 0 else
+                             f"guard {where}'s forward against overflow (exp of large values, "
+                             "division by zero, log of 0)")]
+    return []
+
+
+def _collapse(network: Network, run: Pass) -> list[Finding]:
+    if len(run.acts[0]) < 2 or spread(run.acts[0]) < T.COLLAPSE_WARN:
+        return []
+    for k in range(1, len(run.acts)):
+        s = spread(run.acts[k])
+        if s >= T.COLLAPSE_WARN:
+            continue
+        name, before = _names(network, k), _names(network, k - 1)
+        dead = not np.any(run.acts[k])
+        return [_finding(
+            "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name, s,
+            f">= {T.COLLAPSE_WARN:g} (error below {T.COLLAPSE_ERROR:g})",
+            f"{name} is the first layer whose outputs are (near-)identical across samples (spread "
+            f"{s:.2g}; {before} still varies){': they are all zero' if dead else ''}, so "
+            "everything after it cannot tell the samples apart",
+            f"find why {name} ignores its input: a dead rectifier, a saturated or size-1 "
+            "normalisation, or a vanishing init scale before it (see the other findings)")]
+    return []
+
+
+def _units(a: np.ndarray) -> np.ndarray:
+    """(samples, units): a unit is a feature, or a channel for (batch, C, ...) outputs."""
+    if a.ndim <= 2:
+        return a.reshape(len(a), -1)
+    return np.moveaxis(a, 1, 0).reshape(a.shape[1], -1).T
+
+
+def _dead(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
+    found = []
+    for k, t in enumerate(traits):
+        if not t.elementwise or t.affine or t.bounded is not None:
+            continue
+        units = np.abs(_units(run.acts[k + 1]))
+        dead = float(np.mean(np.percentile(units, 95, axis=0) < T.DEAD_ACTIVATION))
+        # A live rectifier unit is off for one sample with probability ~1/2, so for all of a
+        # batch of B with 2^-B: below DEAD_MIN_BATCH samples only a wholly dead layer is telling.
+        small = len(units) < T.DEAD_MIN_BATCH
+        if dead == 1.0 or (dead > T.DEAD_SHARE_WARN and not small):
+            found.append(_finding(
+                "dead-units", "error" if dead == 1.0 else "warn", t.name, dead,
+                f"<= {T.DEAD_SHARE_WARN} of units", f"{dead:.0%} of {t.name}'s units output 0 for "
+                "the whole batch: they pass no gradient and never recover",
+                "centre the inputs and the init of the layer before (zero-mean weights, zero "
+                "bias), lower the learning rate, or use a leaky rectifier"))
+    return found
+
+
+def _gain(fn, x: np.ndarray) -> np.ndarray | None:
+    h = 1e-4 * np.maximum(np.abs(x), 1.0)
+    with np.errstate(all="ignore"):
+        try:
+            return (np.asarray(fn(x + h)) - np.asarray(fn(x - h))) / (2 * h)
+        except GradcheckError:
+            return None
+
+
+def _saturation(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
+    found = []
+    for k, t in enumerate(traits):
+        if not t.elementwise or t.affine or t.bounded is None or t.constant:
+            continue
+        layer = network.layers[k]
+        fn = lambda v, layer=layer: invoke(layer, "forward", layer.forward, v)  # noqa: E731
+        x = run.acts[k]
+        grid = np.resize(np.linspace(-4.0, 4.0, 81), x.shape).astype(x.dtype)
+        peak, gain = _gain(fn, grid), _gain(fn, x)
+        if peak is None or gain is None or not np.max(np.abs(peak)) > 0:
+            continue
+        saturated = np.abs(gain) < T.SATURATED_GAIN * np.max(np.abs(peak))
+        share = float(np.mean(_units(saturated).mean(axis=0) > T.SATURATED_SHARE))
+        if share > T.SATURATED_SHARE:
+            found.append(_finding(
+                "saturation", "warn", t.name, share, f"<= {T.SATURATED_SHARE} of units",
+                f"{share:.0%} of {t.name}'s units sit where its slope is below "
+                f"{T.SATURATED_GAIN:g} of its peak for most samples: gradients through them vanish",
+                "scale the inputs and init of the layer before it down (N(0, 1/fan_in)), or use a "
+                "normalisation layer before the activation"))
+    return found
+
+
+def _scale(network: Network, run: Pass) -> list[Finding]:
+    found, info = [], None
+    for k in range(0, len(run.acts) - 1):  # the output's scale is the targets' business
+        a = np.asarray(run.acts[k], dtype=np.float64)
+        name = _names(network, k)
+        if float(np.mean(np.abs(a))) >= T.SCALE_ABNORMAL:
+            found.append(_finding(
+                "activation-scale", "warn", name, float(np.mean(np.abs(a))), f"< {T.SCALE_ABNORMAL:g}",
+                f"mean |value| of {'the input' if k == 0 else name + ' outputs'} is "
+                f"{np.mean(np.abs(a)):.3g}: large activations give large gradients and saturate "
+                "what follows", "normalise the inputs to zero mean and unit variance"
+                if k == 0 else f"scale down the init of the layers up to {name}"))
+            break
+        std = float(a.std())
+        if info is None and k > 0 and not SCALE_OK(std):
+            info = _finding("activation-scale", "info", name, std,
+                            f"std in [{T.SCALE_LOW}, {T.SCALE_HIGH}]",
+                            f"{name} outputs have std {std:.3g}, outside the range a fan-in "
+                            "scaled init keeps", "check the init scale of the layers before it")
+    return found + ([info] if info and not found else [])
+
+
+def SCALE_OK(std: float) -> bool:  # noqa: N802 - reads as the rule it is
+    return T.SCALE_LOW <= std <= T.SCALE_HIGH
+
+
+def _initial_loss(network: Network, batch: Batch, run: Pass) -> list[Finding]:
+    pred = run.pred
+    try:
+        if network.loss.target_kind == "labels":
+            classes = int(np.prod(pred.shape[1:]))
+            expected = network.loss_value(np.full(pred.shape, 1.0 / classes, pred.dtype),
+                                          batch.target)
+            if classes < 2 or abs(run.loss - expected) < T.INIT_LOSS_DEV * expected:
+                return []
+            return [_finding(
+                "initial-loss", "warn", network.loss.name, run.loss,
+                f"|L0 - {expected:.3g}| < {T.INIT_LOSS_DEV:g} x {expected:.3g}",
+                f"the initial loss {run.loss:.3g} is far from {expected:.3g} = the loss of "
+                f"uniform predictions over {classes} classes: the output layer starts confident",
+                "initialise the output layer smaller (N(0, 1/fan_in)) and its bias to zero")]
+        mean = np.broadcast_to(np.asarray(batch.target, dtype=np.float64).mean(axis=0), pred.shape)
+        baseline = network.loss_value(mean.astype(pred.dtype), batch.target)
+    except GradcheckError:
+        return []
+    if not (baseline > 0 and run.loss >= T.INIT_LOSS_REGRESSION * baseline):
+        return []
+    return [_finding(
+        "initial-loss", "info", network.loss.name, run.loss / baseline,
+        f"< {T.INIT_LOSS_REGRESSION:g} x L_mean",
+        f"the initial loss {run.loss:.3g} is {run.loss / baseline:.3g} x the loss {baseline:.3g} "
+        "of predicting the target mean", "initialise the output bias to the target mean, or "
+        "standardise the targets")]
+
+
+def _reduction(network: Network, batch: Batch, run: Pass) -> list[Finding]:
+    pred = run.pred
+    target = np.asarray(batch.target)
+    try:
+        doubled = network.loss_value(np.concatenate([pred, pred]), np.concatenate([target, target]))
+    except GradcheckError:
+        return []
+    if not (run.loss > 0 and doubled >= T.REDUCTION_GROWTH * run.loss):
+        return []
+    return [_finding(
+        "loss-reduction", "info", network.loss.name, doubled / run.loss, f"< {T.REDUCTION_GROWTH}",
+        f"{network.loss.name} doubles when the batch is duplicated: it sums over the batch, so "
+        "gradients and the right learning rate scale with the batch size",
+        "average over the batch, or divide the learning rate by the batch size")]

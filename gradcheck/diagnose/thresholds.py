@@ -1,0 +1,94 @@
+"""Every threshold the diagnosis uses, in one place, with where it comes from.
+
+Keys of the sources: CS = CS231n notes, KR = Karpathy's "A Recipe for Training Neural Networks",
+TDC = TheDeepChecker, AT = AUTOTRAINER, DD = DeepDiagnosis, UM = UMLAUT, NL = NeuraLint (see
+README "Diagnose" and research/diagnostics-anchors.md). *measured* marks numbers calibrated on
+this repository's configs.
+"""
+
+# --- static lints -------------------------------------------------------------------------
+# lr x weight_decay: the SGD decay factor 1 - lr*lambda is <= 0 from 1 on (every weight flips sign
+# each step: exact algebra); 0.1 is TDC's upper update-ratio band 10^-1, since decay alone adds
+# lr*lambda to the update ratio.
+DECAY_FLIP = 1.0
+DECAY_WARN = 0.1
+# UM's learning-rate band; optimizer-agnostic there, hence info only here (B5 decides).
+LR_HIGH, LR_LOW = 0.01, 1e-7
+# UM HighDropoutError.
+DROPOUT_MAX = 0.5
+# TDC pure_f_test at alpha = 0.1: F = max(v/v_ref, v_ref/v) > F_crit means a badly scaled init.
+INIT_F_CRIT = 2.70554
+# A constant init: std <= 1e-8 relative to the mean (NL f004, made relative unlike TDC's absolute).
+INIT_CONSTANT_RTOL = 1e-8
+# Not zero-centred: |mean| > std, or more than 95% of one sign (CS2 "half positive, half negative";
+# 0.95 is TDC's sign ratio). Needs >= 16 entries: below that a healthy N(0, s) draw has
+# |mean| > std with probability P(|Z| > 4) = 6e-5 only from 16 on.
+INIT_SIGN_SHARE = 0.95
+INIT_MIN_SIZE = 16
+
+# --- forward health -----------------------------------------------------------------------
+# Spread s = median over units of std-over-batch / RMS(layer). Healthy conv pre-activations have
+# s = 0.25-0.41; the R1 re-creation 7e-6, or 0 with a dead ReLU (anchors App. A1).
+COLLAPSE_ERROR = 1e-6
+COLLAPSE_WARN = 1e-3
+# TDC dead unit: the 95th percentile of |a| over the batch < 1e-5; flag > 50% of units (warn),
+# all of them (error).
+DEAD_ACTIVATION = 1e-5
+DEAD_SHARE_WARN = 0.5
+# ... judged only on batches of >= 8 samples (a live unit is off for all of them with p = 2^-8),
+# except a layer whose units are all dead.
+DEAD_MIN_BATCH = 8
+# Saturation: a bounded activation's local gain below sigmoid'(5)/sigmoid'(0) = 0.0266 of its
+# peak (DD counts |pre-activation| > 5 as saturated), for > 50% of the samples of > 50% of units.
+SATURATED_GAIN = 0.0266
+SATURATED_SHARE = 0.5
+# Activation scale: TDC's std band [0.5, 2] widened by sqrt(F_crit) -> [0.304, 3.29] (info);
+# AT omega1 = 10 on mean |a| (warn).
+SCALE_LOW, SCALE_HIGH = 0.304, 3.29
+SCALE_ABNORMAL = 10.0
+# Initial loss: TDC dev_ratio 1.0, |L0 - ln C| >= 1.0 * ln C; regression L0 >= 2 * L_mean (KR).
+INIT_LOSS_DEV = 1.0
+INIT_LOSS_REGRESSION = 2.0
+# Sum instead of mean reduction: loss x1.8 or more when the batch is duplicated (TDC: doubles).
+REDUCTION_GROWTH = 1.8
+
+# --- backward health ----------------------------------------------------------------------
+# AT beta1 / beta3 on |g_first| / |g_last|; DD threshold_VG on mean |g|.
+VANISH_RATIO = 1e-3
+EXPLODE_RATIO = 70.0
+VANISH_MEAN = 1e-7
+# AT gamma: network-wide share of exactly-zero gradient entries.
+ZERO_GRAD_SHARE = 0.7
+# CS3 "~1e-3"; TDC band log10 in [-4, -1]; a step as large as the weight itself (>= 1) is an error.
+UPDATE_HIGH, UPDATE_LOW, UPDATE_ERROR = 1e-1, 1e-4, 1.0
+# TDC Overwhelming_Reg: |grad reg| / |grad data| >= 2.
+REG_DOMINATES = 2.0
+# Batch mixing: other samples' dL/dx at most 1e-12 of the sample's own (exact zero up to rounding).
+BATCH_LEAK = 1e-12
+
+# --- training probe -----------------------------------------------------------------------
+# TDC: 16 samples; reference run: Adam 1e-3 without regularisation (KR "Adam is safe"; Adam 1e-3
+# fits a 16-sample batch to R^2 >= 0.996 within 300 steps, anchors App. A2), at most 1000 steps
+# (TDC: 1000 iterations); the slowest shipped config needs 490.
+PROBE_BATCH = 16
+REFERENCE_LR = 1e-3
+REFERENCE_STEPS = 1000
+CHECK_PERIOD = 10
+# Overfit one batch: accuracy >= 0.95 or R^2 >= 0.95 (TDC's 5% tolerance).
+FIT_ACCURACY = 0.95
+FIT_R2 = 0.95
+# TDC: diverging = loss / min loss >= 2 at each of 5 consecutive checks; stagnating = < 5% decrease
+# per check for 5 checks.
+DIVERGE_FACTOR = 2.0
+TREND_CHECKS = 5
+STAGNATE_DECREASE = 0.05
+# TDC weights: mean |W| > 1e8 or doubling per check for 5 checks = diverging; > 95% of |w| < 1e-5
+# = crushed; > 95% one sign (when init was balanced) = sign pathology.
+WEIGHT_HUGE = 1e8
+WEIGHT_TINY = 1e-5
+WEIGHT_SHARE = 0.95
+# Collapse: std(yhat_d)/std(y_d) < 0.05 for every output dimension (healthy 0.99-1.05; collapsed
+# saturated sigmoid 0.001; unconverged but alive 0.16-0.38, anchors App. A2); "to the mean" when
+# |mean yhat - mean y| < 0.1 std(y).
+COLLAPSE_SPREAD = 0.05
+COLLAPSE_MEAN = 0.1

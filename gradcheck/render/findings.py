@@ -1,0 +1,125 @@
+"""Renderers for a Diagnosis: the human report (findings grouped by severity, worst first, and the
+probe's loss curves plotted in the terminal) and versioned, byte-stable JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from rich.console import Group
+from rich.text import Text
+
+from gradcheck.diagnose.findings import SEVERITIES, Diagnosis, Finding, ProbeRun
+
+SCHEMA_VERSION = 1
+SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}
+CURVE_MARK = {"configured": ("*", "bold magenta"), "reference": ("o", "green")}
+PLOT_WIDTH, PLOT_HEIGHT = 60, 10
+
+
+def _number(value) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def finding_to_dict(f: Finding) -> dict:
+    return {"id": f.id, "severity": f.severity, "stage": f.stage, "layer": f.layer,
+            "value": _number(f.value), "threshold": f.threshold, "cause": f.cause, "fix": f.fix}
+
+
+def diagnosis_to_dict(d: Diagnosis) -> dict:
+    """The JSON document as plain data. Keys are a promise: later versions add, never rename."""
+    return {"schema_version": SCHEMA_VERSION, "network": d.network, "status": d.status,
+            "counts": d.counts(), "findings": [finding_to_dict(f) for f in d.sorted_findings()],
+            "gradcheck": d.gradcheck, "probe": {"verdict": d.verdict,
+                                                 "runs": [r.as_dict() for r in d.runs]}}
+
+
+def render_findings_json(d: Diagnosis) -> str:
+    """Sorted keys, no timestamps: the same diagnosis always gives the same bytes."""
+    return json.dumps(diagnosis_to_dict(d), indent=2, sort_keys=True) + "\n"
+
+
+def _value(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if math.isfinite(v) else str(v)
+
+
+def _finding(f: Finding) -> Text:
+    text = Text("  ")
+    text.append(f"[{f.id}]", style=SEVERITY_STYLE[f.severity])
+    if f.layer:
+        text.append(f" {f.layer}", style="bold")
+    text.append(f": {f.cause}")
+    if f.value is not None or f.threshold:
+        text.append(f"  (value {_value(f.value)}, threshold {f.threshold or '-'})", style="dim")
+    text.append("\n    fix: ", style="bold")
+    text.append(f.fix)
+    return text
+
+
+def loss_plot(runs: list[ProbeRun], width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT) -> Text:
+    """log10(loss) against step for every run, one character per cell; NaN steps are not drawn."""
+    points = [(r, k, math.log10(v)) for r in runs for k, v in enumerate(r.losses)
+              if v is not None and math.isfinite(v) and v > 0]
+    if not points:
+        return Text("  (no finite loss to plot)")
+    steps = max(len(r.losses) for r in runs) - 1 or 1
+    lo, hi = min(p[2] for p in points), max(p[2] for p in points)
+    span = hi - lo or 1.0
+    grid = [[(" ", "")] * width for _ in range(height)]
+    for run, k, y in points:
+        col = min(width - 1, round(k / steps * (width - 1)))
+        row = height - 1 - min(height - 1, round((y - lo) / span * (height - 1)))
+        grid[row][col] = CURVE_MARK.get(run.label, ("+", ""))
+    text = Text()
+    for i, row in enumerate(grid):
+        label = f"1e{hi:+.1f}" if i == 0 else f"1e{lo:+.1f}" if i == height - 1 else ""
+        text.append(f"  {label:>7} |")
+        for char, style in row:
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(f"  {'':>7} +{'-' * width}\n  {'':>7}  0{'step':^{width - 2 - len(str(steps))}}{steps}\n")
+    for run in runs:
+        char, style = CURVE_MARK.get(run.label, ("+", ""))
+        text.append(f"  {char}", style=style)
+        text.append(f" {run.label}: {run.optimizer} lr {run.lr:g}"
+                    + (f" momentum {run.momentum:g}" if run.momentum else "")
+                    + (f" weight_decay {run.weight_decay:g}" if run.weight_decay else "")
+                    + f", {len(run.losses) - 1} steps, {run.fit_metric} {_value(run.fit)}, "
+                    + ("fitted" if run.passed else f"NaN/Inf at step {run.nonfinite_step}"
+                       if run.stopped == "nonfinite" else "not fitted") + "\n")
+    return text
+
+
+def render_findings_text(d: Diagnosis) -> Group:
+    """The whole diagnosis as one rich renderable."""
+    parts = [Text.assemble(("gradcheck diagnose ", "bold"), (d.network, "bold cyan"))]
+    if d.gradcheck is not None:
+        g = d.gradcheck
+        parts.append(Text(f"gradient check (sample mode, {g['samples']} elements per tensor): "
+                          + ("pass" if g["passed"] else f"FAIL, root cause {', '.join(g['root_causes'])}"),
+                          style="" if g["passed"] else "bold red"))
+    ordered = d.sorted_findings()
+    for severity in SEVERITIES:
+        group = [f for f in ordered if f.severity == severity]
+        if group:
+            parts.append(Text(f"\n{severity.upper()} ({len(group)})", style=SEVERITY_STYLE[severity]))
+            parts.extend(_finding(f) for f in group)
+    if d.runs:
+        parts.append(Text("\ntraining probe: loss per step (log scale)", style="bold"))
+        parts.append(loss_plot(d.runs))
+        parts.append(Text(f"verdict: {d.verdict}"))
+    counts = d.counts()
+    summary = Text("\n")
+    if counts["error"]:
+        summary.append("FAIL", style="bold red")
+    elif counts["warn"]:
+        summary.append("WARN", style="yellow")
+    else:
+        summary.append("OK", style="bold green")
+    summary.append(f"  {counts['error']} error, {counts['warn']} warn, {counts['info']} info")
+    parts.append(summary)
+    return Group(*parts)
