@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from gradcheck import stacking
 from gradcheck.errors import LayerError
 from gradcheck.layers.base import Layer, Loss
 from gradcheck.network import Batch, Network, invoke
@@ -127,20 +128,31 @@ class Perturbed:
 
 
 class Probe:
-    """Evaluates the loss with elements of one target perturbed, re-running only the tail."""
+    """Evaluates the loss with elements of one target perturbed, re-running only the tail.
 
-    def __init__(self, network: Network, batch: Batch, cached: AnalyticPass, target: Target):
+    ``evaluate`` stacks many perturbed copies along the batch axis (see ``gradcheck.stacking``);
+    ``evaluate_serial`` is the plain one-perturbation-at-a-time reference it must agree with, and
+    the fallback for a layer that breaks the stacking assumptions. ``max_bytes`` caps the memory
+    of one stacked pass.
+    """
+
+    def __init__(self, network: Network, batch: Batch, cached: AnalyticPass, target: Target,
+                 max_bytes: int | None = None):
         self.network = network
         self.batch = batch
         self.target = target
         self.start = target.unit
         self.start_input = cached.inputs[target.unit]
+        self.clean_pred = cached.inputs[len(network.layers)]
         if target.name == INPUT:
             # A private copy: the cached input is shared by every other probe.
             self.array = np.array(self.start_input, copy=True)
         else:
             self.array = network.units[target.unit].params[target.name]
         self._tail_has_state = any(_has_branch_state(u) for u in network.units[self.start:])
+        self.rows = self.start_input.shape[0]
+        self.levels = stacking.levels_for(network, self.start, self.rows, max_bytes)
+        self.mixing = any(stacking.mixes_batch(u) for u in network.layers[self.start:])
 
     def loss(self) -> tuple[float, list]:
         """The loss with the target array as it is now, and the tail's branch states."""
@@ -154,8 +166,37 @@ class Probe:
         states = [u.branch_state() for u in net.units[self.start:]] if self._tail_has_state else []
         return value, states
 
-    def evaluate(self, flat_indices: np.ndarray, eps: float) -> Perturbed:
-        """Central differences for the elements at ``flat_indices`` with step ``eps``."""
+    # -- element perturbations ------------------------------------------------------------------
+
+    def evaluate(self, flat_indices: np.ndarray, eps: float, progress=None) -> Perturbed:
+        """Central differences for the elements at ``flat_indices`` with step ``eps``.
+
+        ``progress(n)`` is called with the number of elements finished after each stacked pass.
+        """
+        idx = np.asarray(flat_indices, dtype=np.intp).reshape(-1)
+        if idx.size == 0:
+            return Perturbed(np.empty(0), np.empty(0), np.empty(0), np.zeros(0, dtype=bool))
+        flat = self.array.reshape(-1)
+        hi = (flat[idx] + eps).astype(self.array.dtype)
+        lo = (flat[idx] - eps).astype(self.array.dtype)
+        # The stored values, not +-eps: in float32 they differ noticeably.
+        step = hi.astype(np.float64) - lo.astype(np.float64)
+        n_layers = len(self.network.layers)
+        try:
+            if self.target.name != INPUT and self.start < n_layers:
+                plus, minus, kinked = self._param_pairs(idx, hi, lo, progress)
+            elif self.target.name == INPUT and self.start < n_layers and not self.mixing:
+                plus, minus, kinked = self._row_pairs(idx, hi, lo, progress)
+            elif self.target.name == INPUT:
+                plus, minus, kinked = self._copy_pairs(idx, hi, lo, progress)
+            else:
+                raise stacking.Unbatchable("parameters of the loss")
+        except stacking.Unbatchable:
+            return self.evaluate_serial(idx, eps, progress)
+        return Perturbed(plus, minus, step, kinked)
+
+    def evaluate_serial(self, flat_indices: np.ndarray, eps: float, progress=None) -> Perturbed:
+        """The reference path: perturb one element, re-run the tail, restore; element by element."""
         n = len(flat_indices)
         plus, minus, step = np.empty(n), np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)
@@ -171,16 +212,207 @@ class Probe:
                 minus[j], states_minus = self.loss()
             finally:
                 flat[i] = saved
-            # The stored values, not saved +- eps: in float32 they differ noticeably.
             step[j] = float(hi) - float(lo)
             kinked[j] = _states_differ(states_plus, states_minus)
+            if progress is not None and (j + 1) % 64 == 0:
+                progress(64)
+        if progress is not None and n % 64:
+            progress(n % 64)
         return Perturbed(plus, minus, step, kinked)
 
+    def _row_pairs(self, idx, hi, lo, progress):
+        """Input of a tail that never mixes samples: a perturbation changes one sample's row
+        only, so each copy is one row, placed at a position congruent to its sample."""
+        rows, per = self.rows, self.array.size // self.rows
+        column, offset = idx // per, idx % per
+        rank = _rank_within(column)
+        pairs_per_column = self.levels // 2
+        chunk_of = rank // pairs_per_column
+        plus, minus = np.empty(len(idx)), np.empty(len(idx))
+        kinked = np.zeros(len(idx), dtype=bool)
+        base = self.start_input.reshape(1, rows, per)
+        for chunk in np.unique(chunk_of):
+            sel = np.flatnonzero(chunk_of == chunk)
+            level = 2 * (rank[sel] % pairs_per_column)
+            levels = int(level.max()) + 2
+            stacked = np.repeat(base, levels, axis=0)
+            stacked[level, column[sel], offset[sel]] = hi[sel]
+            stacked[level + 1, column[sel], offset[sel]] = lo[sel]
+            x = stacked.reshape(levels * rows, *self.start_input.shape[1:])
+            pred, states = stacking.run_tail(self.network, x, self.start, levels, rows)
+            pred = pred.reshape(levels, rows, *pred.shape[1:])
+            plus[sel], minus[sel], loss_kinks = self._row_losses(pred, level, column[sel])
+            kinked[sel] = loss_kinks | stacking.pair_kinks(
+                states, levels, (level, column[sel]), (level + 1, column[sel]))
+            if progress is not None:
+                progress(len(sel))
+        return plus, minus, kinked
 
-def _has_branch_state(unit) -> bool:
-    """Whether the unit overrides the contract's default (stateless) ``branch_state``."""
-    default = Loss.branch_state if isinstance(unit, Loss) else Layer.branch_state
-    return type(unit).branch_state is not default
+    def _row_losses(self, pred, level, column):
+        """Losses of whole batches that are the clean prediction with one row replaced."""
+        n = len(level)
+        plus, minus = np.empty(n), np.empty(n)
+        kinked = np.zeros(n, dtype=bool)
+        group = max(1, self.levels // 2)  # bounds the (group, B, ...) copies built at once
+        for lo_j in range(0, n, group):
+            part = slice(lo_j, min(n, lo_j + group))
+            m = part.stop - part.start
+            copies = np.repeat(self.clean_pred[None], 2 * m, axis=0)
+            j = np.arange(m)
+            copies[2 * j, column[part]] = pred[level[part], column[part]]
+            copies[2 * j + 1, column[part]] = pred[level[part] + 1, column[part]]
+            values, states = stacking.copy_losses(self.network, copies, self.batch.target)
+            plus[part], minus[part] = values[0::2], values[1::2]
+            kinked[part] = stacking.copy_state_kinks(states, 2 * j, 2 * j + 1)
+        return plus, minus, kinked
+
+    def _copy_pairs(self, idx, hi, lo, progress):
+        """Input of a tail that mixes samples (or of the loss): each copy is the whole batch."""
+        rows, per = self.rows, self.array.size // self.rows
+        plus, minus = np.empty(len(idx)), np.empty(len(idx))
+        kinked = np.zeros(len(idx), dtype=bool)
+        base = self.start_input.reshape(1, rows, per)
+        pairs = self.levels // 2
+        for lo_j in range(0, len(idx), pairs):
+            sel = np.arange(lo_j, min(len(idx), lo_j + pairs))
+            q = np.arange(len(sel))
+            stacked = np.repeat(base, 2 * len(sel), axis=0)
+            stacked[2 * q, idx[sel] // per, idx[sel] % per] = hi[sel]
+            stacked[2 * q + 1, idx[sel] // per, idx[sel] % per] = lo[sel]
+            stacked = stacked.reshape(2 * len(sel), *self.start_input.shape)
+            plus[sel], minus[sel], kinked[sel] = self._through_tail(stacked, self.start, [])
+            if progress is not None:
+                progress(len(sel))
+        return plus, minus, kinked
+
+    def _param_pairs(self, idx, hi, lo, progress):
+        """A parameter of layer k: layer k runs once per copy (its parameter is one array), and
+        its outputs, stacked, run through layers k+1..end together."""
+        layer = self.network.layers[self.start]
+        flat = self.array.reshape(-1)
+        plus, minus = np.empty(len(idx)), np.empty(len(idx))
+        kinked = np.zeros(len(idx), dtype=bool)
+        pairs = self.levels // 2
+        own_state = _has_branch_state(layer)
+        for lo_j in range(0, len(idx), pairs):
+            sel = range(lo_j, min(len(idx), lo_j + pairs))
+            outputs, states = [], []
+            for j in sel:
+                i = idx[j]
+                saved = flat[i]
+                try:
+                    for value in (hi[j], lo[j]):
+                        flat[i] = value
+                        outputs.append(invoke(layer, "forward", layer.forward, self.start_input))
+                        if own_state:
+                            states.append(invoke(layer, "branch_state", layer.branch_state))
+                finally:
+                    flat[i] = saved
+            stacked = np.stack(outputs)
+            part = slice(sel.start, sel.stop)
+            plus[part], minus[part], kinked[part] = self._through_tail(stacked, self.start + 1,
+                                                                       states)
+            if progress is not None:
+                progress(len(sel))
+        return plus, minus, kinked
+
+    def _through_tail(self, stacked, start, own_states):
+        """Run whole-batch copies (2m, B, ...) ordered +h, -h, +h, ... from unit ``start`` on."""
+        copies = len(stacked)
+        q = np.arange(copies // 2)
+        kinked = stacking.copy_state_kinks(own_states, 2 * q, 2 * q + 1)
+        if start < len(self.network.layers):
+            pred, states = stacking.run_tail(
+                self.network, stacked.reshape(copies * self.rows, *stacked.shape[2:]),
+                start, copies, self.rows)
+            kinked |= stacking.pair_kinks(states, copies, (2 * q,), (2 * q + 1,))
+            stacked = pred.reshape(copies, self.rows, *pred.shape[1:])
+        values, loss_states = stacking.copy_losses(self.network, stacked, self.batch.target)
+        kinked |= stacking.copy_state_kinks(loss_states, 2 * q, 2 * q + 1)
+        return values[0::2], values[1::2], kinked
+
+    # -- directions -----------------------------------------------------------------------------
+
+    def evaluate_directions(self, directions: np.ndarray, eps: float,
+                            grad: np.ndarray) -> tuple[Perturbed, np.ndarray]:
+        """Central differences along whole-array ``directions`` (n, *target shape).
+
+        Returns the losses at x +- eps*v (``step`` = 2*eps) and the analytic directional
+        derivative ``grad . (stored(x+eps v) - stored(x-eps v)) / (2 eps)`` for each direction,
+        so rounding of the perturbed values (float32) biases neither side.
+        """
+        base = self.array.astype(np.float64)
+        n = len(directions)
+        analytic, plus, minus = np.empty(n), np.empty(n), np.empty(n)
+        kinked = np.zeros(n, dtype=bool)
+        g = np.asarray(grad, dtype=np.float64).reshape(-1)
+        pairs = self.levels // 2
+        for lo_j in range(0, n, pairs):
+            part = slice(lo_j, min(n, lo_j + pairs))
+            values = []
+            for v in directions[part]:
+                hi = (base + eps * v).astype(self.array.dtype)
+                lo = (base - eps * v).astype(self.array.dtype)
+                values += [hi, lo]
+            for j, (hi, lo) in zip(range(part.start, part.stop), zip(values[0::2], values[1::2])):
+                delta = hi.astype(np.float64) - lo.astype(np.float64)
+                analytic[j] = float(g @ delta.reshape(-1)) / (2 * eps)
+            plus[part], minus[part], kinked[part] = self._whole_array_pairs(values)
+        step = np.full(n, 2 * eps)
+        return Perturbed(plus, minus, step, kinked), analytic
+
+    def _whole_array_pairs(self, values: list[np.ndarray]):
+        """Losses with the whole target array replaced by each of ``values`` (+, -, +, -, ...)."""
+        n_layers = len(self.network.layers)
+        try:
+            if self.target.name == INPUT:
+                return self._through_tail(np.stack(values), self.start, [])
+            if self.start < n_layers:
+                layer = self.network.layers[self.start]
+                saved = self.array.copy()
+                outputs, states = [], []
+                try:
+                    for value in values:
+                        self.array[...] = value
+                        outputs.append(invoke(layer, "forward", layer.forward, self.start_input))
+                        if _has_branch_state(layer):
+                            states.append(invoke(layer, "branch_state", layer.branch_state))
+                finally:
+                    self.array[...] = saved
+                return self._through_tail(np.stack(outputs), self.start + 1, states)
+        except stacking.Unbatchable:
+            pass
+        return self._whole_array_serial(values)
+
+    def _whole_array_serial(self, values: list[np.ndarray]):
+        saved = self.array.copy()
+        losses, states = [], []
+        try:
+            for value in values:
+                self.array[...] = value
+                loss, state = self.loss()
+                losses.append(loss)
+                states.append(state)
+        finally:
+            self.array[...] = saved
+        kinked = np.array([_states_differ(a, b) for a, b in zip(states[0::2], states[1::2])],
+                          dtype=bool)
+        return np.array(losses[0::2]), np.array(losses[1::2]), kinked
+
+
+def _rank_within(column: np.ndarray) -> np.ndarray:
+    """For each entry, how many earlier entries have the same value (a per-group counter)."""
+    order = np.argsort(column, kind="stable")
+    sorted_cols = column[order]
+    starts = np.flatnonzero(np.r_[True, sorted_cols[1:] != sorted_cols[:-1]])
+    counts = np.diff(np.r_[starts, len(column)])
+    rank_sorted = np.arange(len(column)) - np.repeat(starts, counts)
+    rank = np.empty(len(column), dtype=np.intp)
+    rank[order] = rank_sorted
+    return rank
+
+
+_has_branch_state = stacking.has_branch_state
 
 
 def _states_differ(a: list, b: list) -> bool:
