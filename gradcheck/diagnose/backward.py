@@ -201,14 +201,14 @@ def _batch_mixing(network: Network, run: Pass, traits: list[Traits]) -> list[Fin
                 grad = np.asarray(invoke(layer, "backward", layer.backward, grad_out))
             except GradcheckError:
                 continue
-        own = float(np.max(np.abs(grad[0]), initial=0.0))
+        scale = float(np.max(np.abs(grad), initial=0.0))
         leak = float(np.max(np.abs(grad[1:]), initial=0.0))
-        if own > 0 and leak > T.BATCH_LEAK * own:
+        if scale > 0 and leak > T.BATCH_LEAK * scale:
             return [_finding(
-                "batch-mixing", "error", layer.name, leak / own, f"<= {T.BATCH_LEAK:g}",
+                "batch-mixing", "error", layer.name, leak / scale, f"<= {T.BATCH_LEAK:g}",
                 f"{layer.name}'s forward treats samples independently, yet its backward sends "
-                f"sample 0's gradient into other samples' inputs (leak {leak / own:.3g} of its "
-                "own): an indexing bug mixes the batch axis with another",
+                f"sample 0's gradient into other samples' inputs (largest leak {leak / scale:.3g} "
+                "of the largest dL/dx): an indexing bug mixes the batch axis with another",
                 f"check the batch index in {layer.name}'s backward (dL/dx[n] may only use "
                 "grad_out[n] and x[n])")]
     return []

@@ -135,7 +135,7 @@ def layer_traits(network: Network, k: int, rng, x_real: np.ndarray) -> Traits:
                 traits.fan_in = _fan_in(layer, x, out_shape)
             if not traits.parametric and out_shape == in_shape:
                 traits.drop_share = _drop_share(layer, x_real)
-                traits.drop_sample = int(x_real.size)
+                traits.drop_sample = int(np.count_nonzero(x_real))
         except GradcheckError:
             pass
         finally:
@@ -164,7 +164,8 @@ def _drop_share(layer, x) -> float | None:
     trained = np.asarray(invoke(layer, "forward", layer.forward, x))
     if _close(trained.astype(np.float64), x.astype(np.float64), 1e-12):
         return None
-    return float(np.mean((trained == 0) & (x != 0)))
+    live = x != 0  # a zero input (after a rectifier) says nothing about the mask
+    return float(np.mean(trained[live] == 0)) if live.any() else None
 
 
 def tail_traits(network: Network, start: int, rng) -> Traits:

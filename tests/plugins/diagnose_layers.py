@@ -1,0 +1,73 @@
+"""Plugin layers for the diagnose tests: each behaves like a known failure, under a name the
+diagnosis cannot recognise, so only behavioural probes can find them."""
+
+import numpy as np
+
+import gradcheck
+
+
+@gradcheck.register_layer("diag_normalise")
+class Normalise(gradcheck.Layer):
+    """A hand-written softmax over the feature axis (correct, but named nothing like softmax)."""
+
+    def forward(self, x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        self.y = e / e.sum(axis=1, keepdims=True)
+        return self.y
+
+    def backward(self, grad_out):
+        return self.y * (grad_out - np.sum(grad_out * self.y, axis=1, keepdims=True))
+
+
+@gradcheck.register_layer("diag_leaky_batch_dense")
+class LeakyBatchDense(gradcheck.Layer):
+    """A dense layer whose backward rolls the batch axis: sample n gets sample n+1's gradient."""
+
+    def __init__(self, units: int):
+        super().__init__()
+        self.units = units
+
+    def build(self, input_shape, rng):
+        self.params["W"] = rng.normal(0.0, np.sqrt(2.0 / input_shape[0]), (input_shape[0], self.units))
+        return (self.units,)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"]
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
+        return np.roll(grad_out, 1, axis=0) @ self.params["W"].T  # BUG: wrong batch index
+
+
+@gradcheck.register_layer("diag_constant_dense")
+class ConstantDense(gradcheck.Layer):
+    """A dense layer whose weights all start at 0.1."""
+
+    def __init__(self, units: int):
+        super().__init__()
+        self.units = units
+
+    def build(self, input_shape, rng):
+        self.params["W"] = np.full((input_shape[0], self.units), 0.1)
+        return (self.units,)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"]
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
+        return grad_out @ self.params["W"].T
+
+
+@gradcheck.register_layer("diag_overflow")
+class Overflow(gradcheck.Layer):
+    """exp(1000 x): overflows to Inf on ordinary inputs."""
+
+    def forward(self, x):
+        self.y = np.exp(1000.0 * x)
+        return self.y
+
+    def backward(self, grad_out):
+        return 1000.0 * self.y * grad_out

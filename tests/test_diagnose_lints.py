@@ -1,0 +1,96 @@
+"""Single diagnose checks on small networks: each fires on its failure -- found by behaviour, so
+plugin layers named nothing like the built-ins are caught too -- and stays silent on the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TEST_PLUGINS, write_yaml
+
+from gradcheck.diagnose import diagnose_network
+
+PLUGIN = TEST_PLUGINS / "diagnose_layers.py"
+
+
+def run(tmp_path, layers: str, loss: str = "mse", extra: str = "", probe: bool = False):
+    text = (f"plugins: [{PLUGIN}]\nseed: 1\ninput: {{shape: [6], batch: 8}}\n{extra}\n"
+            f"layers:\n{layers}\nloss: {loss}\n")
+    return diagnose_network(write_yaml(tmp_path, text), probe=probe)
+
+
+def ids(d, severity=None):
+    return {f.id for f in d.findings if severity in (None, f.severity)}
+
+
+DENSE = "  - {type: dense, name: fc, units: 4}\n"
+
+
+def test_plugin_softmax_over_one_unit_is_found_by_behaviour(tmp_path):
+    d = run(tmp_path, "  - {type: dense, name: fc, units: 1}\n  - {type: diag_normalise, name: norm}\n")
+    assert "softmax-axis-1" in ids(d, "error") and "zero-gradient" in ids(d, "error")
+    ok = run(tmp_path, "  - {type: dense, name: fc, units: 3}\n  - {type: diag_normalise, name: norm}\n",
+             "cross_entropy")
+    assert "softmax-axis-1" not in ids(ok)
+
+
+def test_double_softmax_and_cross_entropy_on_one_unit(tmp_path):
+    double = run(tmp_path, DENSE + "  - {type: diag_normalise, name: norm}\n", "cross_entropy")
+    finding = next(f for f in double.findings if f.id == "loss-output-mismatch")
+    assert finding.layer == "norm" and "remove norm" in finding.fix
+    one = run(tmp_path, "  - {type: dense, name: fc, units: 1}\n", "cross_entropy")
+    assert "loss-output-mismatch" in ids(one, "error")
+
+
+def test_probability_loss_on_unbounded_outputs(tmp_path):
+    d = run(tmp_path, DENSE, "bce", "target: {data: uniform, low: 0.1, high: 0.9}")
+    assert "loss-output-mismatch" in ids(d, "error")
+    ok = run(tmp_path, DENSE + "  - sigmoid\n", "bce", "target: {data: uniform, low: 0.1, high: 0.9}")
+    assert ids(ok, "error") == set()
+
+
+def test_linear_stack_without_nonlinearity(tmp_path):
+    d = run(tmp_path, DENSE + "  - {type: dropout, rate: 0.2}\n  - {type: dense, name: fc2, units: 2}\n")
+    assert "no-nonlinearity" in ids(d, "warn")
+    ok = run(tmp_path, DENSE + "  - tanh\n  - {type: dense, name: fc2, units: 2}\n")
+    assert "no-nonlinearity" not in ids(ok)
+
+
+def test_backward_that_mixes_samples(tmp_path):
+    d = run(tmp_path, "  - {type: diag_leaky_batch_dense, name: leaky, units: 4}\n  - tanh\n" + DENSE)
+    finding = next(f for f in d.findings if f.id == "batch-mixing")
+    assert finding.layer == "leaky" and finding.severity == "error"
+    assert "batch-mixing" not in ids(run(tmp_path, "  - {type: batchnorm}\n  - tanh\n" + DENSE))
+
+
+def test_constant_init(tmp_path):
+    d = run(tmp_path, "  - {type: diag_constant_dense, name: const, units: 8}\n  - tanh\n" + DENSE)
+    assert next(f for f in d.findings if f.id == "init-constant").layer == "const"
+
+
+@pytest.mark.parametrize("rate, fires", [(0.8, True), (0.5, False)])
+def test_dropout_rate(tmp_path, rate, fires):
+    d = run(tmp_path, f"  - {{type: dense, units: 32}}\n  - relu\n  - {{type: dropout, rate: {rate}}}\n"
+            + DENSE)
+    assert ("dropout-high" in ids(d, "warn")) is fires
+
+
+@pytest.mark.parametrize("lr, decay, expected", [(0.1, 2.0, "decay-large"), (0.01, 0.0005, None)])
+def test_weight_decay_against_learning_rate(tmp_path, lr, decay, expected):
+    extra = f"train: {{optimizer: sgd, lr: {lr}, weight_decay: {decay}}}"
+    d = run(tmp_path, DENSE + "  - tanh\n  - {type: dense, units: 2}\n", extra=extra)
+    assert {"decay-large", "decay-flips-weights"} & ids(d) == ({expected} if expected else set())
+
+
+def test_first_nonfinite_layer(tmp_path):
+    d = run(tmp_path, DENSE + "  - {type: diag_overflow, name: boom}\n  - {type: dense, units: 2}\n")
+    finding = next(f for f in d.findings if f.id == "nonfinite-forward")
+    assert finding.layer == "boom" and d.exit_code == 1
+
+
+def test_output_that_ignores_the_input_collapses_to_the_mean(tmp_path):
+    # Every sample is the same input, so the best the network can do is the target mean.
+    extra = "train: {optimizer: adam, lr: 0.01, steps: 100}"
+    text = (f"seed: 1\ninput: {{shape: [6], batch: 8, data: normal, mean: 1.0, std: 0.0}}\n{extra}\n"
+            f"layers:\n{DENSE}  - tanh\n  - {{type: dense, units: 2}}\nloss: mse\n")
+    d = diagnose_network(write_yaml(tmp_path, text))
+    assert "collapse-to-mean" in ids(d, "error")
