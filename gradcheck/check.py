@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradcheck import tolerance
+from gradcheck import isolate, judge, regularisation, tolerance
 from gradcheck.config import NetworkSpec, load_config
 from gradcheck.engine import INPUT, AnalyticPass, Probe, Target, analytic_pass, target_array, targets
 from gradcheck.network import Batch, Network, build_network
@@ -25,11 +25,16 @@ class CheckSettings:
     samples: int
     seed: int
     dtype: str
+    # train.weight_decay: the L2 term is then checked apart from the data loss (regularisation.py).
+    weight_decay: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode, "eps": self.tol.eps, "rtol": self.tol.rtol,
-                "atol": self.tol.atol, "samples": self.samples if self.mode == "sample" else None,
-                "seed": self.seed, "dtype": self.dtype}
+        settings = {"mode": self.mode, "eps": self.tol.eps, "rtol": self.tol.rtol,
+                    "atol": self.tol.atol, "samples": self.samples if self.mode == "sample" else None,
+                    "seed": self.seed, "dtype": self.dtype}
+        if self.weight_decay:
+            settings["weight_decay"] = self.weight_decay
+        return settings
 
 
 def settings_for(spec: NetworkSpec, mode: str | None = None, eps: float | None = None,
@@ -41,7 +46,8 @@ def settings_for(spec: NetworkSpec, mode: str | None = None, eps: float | None =
                             atol if atol is not None else spec.check.atol)
     return CheckSettings(mode=mode or spec.check.mode, tol=tol,
                          samples=samples or spec.check.samples or DEFAULT_SAMPLES,
-                         seed=spec.seed, dtype=spec.dtype)
+                         seed=spec.seed, dtype=spec.dtype,
+                         weight_decay=spec.train.weight_decay if spec.train else 0.0)
 
 
 def check_network(source: str | Path | dict, **options) -> Report:
@@ -69,8 +75,9 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings) -> Report
                                                         type(unit).__name__),
                           index=k, checks=by_unit[k], is_loss=k == len(network.layers))
               for k, unit in enumerate(network.units)]
-    assign_blame(layers)
-    return Report(network=network.name, settings=settings.as_dict(), layers=layers)
+    report = Report(network=network.name, settings=settings.as_dict(), layers=layers)
+    finish_verdicts(network, cached, settings, report)
+    return report
 
 
 def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
@@ -94,46 +101,76 @@ def _check_target(network: Network, batch: Batch, cached: AnalyticPass, target: 
     indices = select_elements(analytic_full, settings.mode, settings.samples, rng)
     probe = Probe(network, batch, cached, target)
     perturbed = probe.evaluate(indices, settings.tol.eps)
-    analytic = analytic_full.reshape(-1)[indices]
-    numeric = perturbed.numeric
-    noise = tolerance.round_off(network.dtype, np.maximum(np.abs(perturbed.plus),
-                                                          np.abs(perturbed.minus)), perturbed.step)
-    rel = tolerance.relative_error(analytic, numeric, settings.tol, noise)
-    failing = (rel > settings.tol.rtol) & ~perturbed.kinked
-    rel_map = np.full(array.size, np.nan)
-    rel_map[indices] = rel
-    report = TargetReport(target=target.name, shape=tuple(array.shape), status="pass",
-                          checked=len(indices), failed=int(failing.sum()),
-                          kinks=int(perturbed.kinked.sum()),
-                          rel_error=rel_map.reshape(array.shape))
-    if len(indices) == 0:
-        report.status = "skipped"
-        return report
-    scored = np.where(perturbed.kinked, -1.0, rel)
-    worst = int(np.argmax(scored)) if np.any(~perturbed.kinked) else int(np.argmax(rel))
-    report.max_abs_error = float(np.max(np.where(perturbed.kinked, 0.0, np.abs(analytic - numeric))))
-    report.max_rel_error = float(max(scored.max(), 0.0))
-    report.worst_index = [int(i) for i in np.unravel_index(indices[worst], array.shape)]
-    report.analytic = float(analytic[worst])
-    report.numeric = float(numeric[worst])
-    if report.failed:
-        report.status = "fail"
-    elif report.kinks:
-        report.status = "kink"
-    return report
+    # Judging (kinks, step sweep, measured round-off, the pattern) lives in gradcheck.judge.
+    verdicts = judge.judge(probe.evaluate, analytic_full.reshape(-1)[indices], indices, perturbed,
+                           settings.tol, network.dtype)
+    return judge.target_report(target.name, tuple(array.shape), verdicts, analytic_full,
+                               is_input=target.name == INPUT,
+                               decay_term=regularisation.decay_term(network, target, settings))
+
+
+def finish_verdicts(network: Network, cached: AnalyticPass, settings: CheckSettings,
+                    report: Report) -> None:
+    """After every element is judged: the L2 term's own checks, failing layers checked alone,
+    blame, and the warnings about precision."""
+    for k, by_name in regularisation.l2_checks(network, settings).items():
+        checks = report.layers[k].checks
+        for name, l2_report in by_name.items():
+            at = next(i for i, c in enumerate(checks) if c.target == name and c.term == "data")
+            note = regularisation.masking_note(cached.grads[Target(k, name)],
+                                               network.layers[k].params[name], settings.weight_decay)
+            if note:
+                checks[at].notes.append(note)
+            checks.insert(at + 1, l2_report)
+
+    def select(grad: np.ndarray, rng) -> np.ndarray:
+        return select_elements(grad, settings.mode, settings.samples, rng)
+
+    isolate.isolate_layers(network, cached, settings, report.layers, select)
+    assign_blame(report.layers)
+    report.warnings.extend(_precision_warnings(settings, report))
+
+
+def _precision_warnings(settings: CheckSettings, report: Report) -> list[str]:
+    warnings = []
+    if settings.dtype == "float32":
+        warnings.append("float32 network: a central difference carries about 1e-7 relative "
+                        f"round-off, so the check is only as tight as rtol={settings.tol.rtol:g}; "
+                        "re-run with --float64 to check the formulas tightly")
+    for layer in report.layers:
+        limited = [c.target for c in layer.checks if any(n.startswith("precision limits")
+                                                         for n in c.notes)]
+        if limited and settings.dtype != "float32":
+            warnings.append(f"layer {layer.name!r}: its loss carries far more round-off than "
+                            f"{settings.dtype} (computes in float32 inside?); tolerances for "
+                            f"{', '.join(limited)} come from the measured round-off, so precision "
+                            "limits the check")
+    return warnings
 
 
 def assign_blame(layers: list[LayerReport]) -> None:
     """Mark root causes: a unit fails on its own unless the gradient flowing into it is wrong.
 
-    Unit k receives dL/d(output of k) from unit k+1's backward, which is exactly unit k+1's
-    ``input`` target. If that target fails, k's failures are inherited; otherwise they are k's own.
+    A layer checked alone (``isolated``, gradcheck.isolate) decides: failing alone makes it a root
+    cause, passing alone makes its failures inherited from the nearest root cause downstream.
+    Without a usable isolated verdict the structure decides: unit k receives dL/d(output of k)
+    from unit k+1's backward, which is exactly unit k+1's ``input`` target; if that target fails,
+    k's failures are inherited, otherwise they are k's own.
     """
     for k in range(len(layers) - 1, -1, -1):
         layer = layers[k]
+        layer.root_cause, layer.inherited_from = False, None
         if layer.status != "fail":
             continue
+        if layer.isolated == "fail":
+            layer.root_cause = True
+            continue
         downstream = layers[k + 1] if k + 1 < len(layers) else None
+        if layer.isolated in ("pass", "kink"):
+            cause = next((d.name for d in layers[k + 1:] if d.root_cause), None)
+            if cause is not None:
+                layer.inherited_from = cause
+                continue
         upstream_bad = downstream is not None and any(
             c.target == INPUT and c.status == "fail" for c in downstream.checks)
         if upstream_bad:

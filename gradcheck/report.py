@@ -40,6 +40,15 @@ class TargetReport:
     numeric: float | None = None
     rel_error: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # What the mismatch looks like (gradcheck.explain): a code and a sentence, None if it passes.
+    pattern: str | None = None
+    explanation: str | None = None
+    # The worst elements: dicts with index, analytic, numeric, rel_error, status.
+    worst_elements: list[dict] = dataclasses.field(default_factory=list)
+    # "data" (the network's loss) or "l2" (the weight-decay term, checked separately).
+    term: str = "data"
+    # Everything needed to re-run the worst element (gradcheck.replay); not rendered.
+    replay: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -53,6 +62,9 @@ class LayerReport:
     is_loss: bool = False
     root_cause: bool = False
     inherited_from: str | None = None
+    # The layer checked alone (gradcheck.isolate): its status, None when not needed, and details.
+    isolated: str | None = None
+    isolated_checks: list[TargetReport] = dataclasses.field(default_factory=list)
 
     @property
     def status(self) -> str:
