@@ -60,6 +60,7 @@ def compile_client(folder: Path) -> Path:
 
 
 def timed_check(config: dict, base_dir: Path) -> float:
+    """Seconds for build + check of ``config``; counts the external layer's requests meanwhile."""
     spec = gradcheck.load_config(config, base_dir=base_dir)
     start = time.perf_counter()
     network, batch = gradcheck.build_network(spec)
@@ -100,7 +101,13 @@ def main() -> None:
             dense.close()
 
         config = yaml.safe_load((EXAMPLES / "conv_c.yaml").read_text())
-        ext_seconds = timed_check(config, Path(tmp))
+        requests = []
+        forward = External.forward
+        External.forward = lambda self, x: (requests.append(x.shape[0]), forward(self, x))[1]
+        try:
+            ext_seconds = timed_check(config, Path(tmp))
+        finally:
+            External.forward = forward
         config["layers"][0] = {"type": "conv2d", "name": "cconv", **config["layers"][0]["options"]}
         builtin_seconds = timed_check(config, Path(tmp))
 
@@ -110,7 +117,8 @@ def main() -> None:
         print(f"| {label} | {batch} | {per_second:,.0f} | {1e6 / per_second:,.0f} | {samples:,.0f} |")
     print()
     print(f"full check of examples/external/conv_c.yaml: {ext_seconds:.2f} s with the C conv, "
-          f"{builtin_seconds:.2f} s with the built-in conv2d")
+          f"{builtin_seconds:.2f} s with the built-in conv2d; the C conv served {len(requests)} "
+          f"forward requests carrying {sum(requests)} samples (the engine stacks perturbed copies)")
 
 
 if __name__ == "__main__":

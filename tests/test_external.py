@@ -307,3 +307,29 @@ def test_option_values_and_arrays_encode_as_documented():
     text = encode_message("forward", [], [("x", np.array([0.1, 1e-300]))], "text")
     assert text == b"forward\narray x 1 2\n0.1 1e-300\nend\n"
     assert [float(v) for v in text.split(b"\n")[2].split()] == [0.1, 1e-300]
+
+
+def test_the_engine_stacks_perturbed_copies_into_few_external_requests(monkeypatch):
+    """Batching of perturbations reaches the child: requests carry more rows than the input batch."""
+    if shutil.which("python3") is None:
+        pytest.skip("the shipped YAML runs 'python3' from PATH")
+    batches = []
+    forward = External.forward
+    monkeypatch.setattr(External, "forward", lambda self, x: (batches.append(x.shape[0]),
+                                                              forward(self, x))[1])
+    report = gradcheck.check_network(EXAMPLES / "dense_python.yaml")
+    assert report.passed
+    ext = next(layer for layer in report.layers if layer.name == "ext")
+    evaluations = 2 * sum(c.checked for c in ext.checks)
+    # Parameters are shared by every row, so only input perturbations can be stacked.
+    assert max(batches) > 4 and len(batches) < evaluations, (len(batches), evaluations)
+
+
+def test_every_unit_gets_the_yaml_folder_as_base_dir(tmp_path):
+    folder = tmp_path / "nested"
+    folder.mkdir()
+    spec = gradcheck.load_config(write_yaml(folder, "input: {shape: [3]}\nlayers: [relu, "
+                                            "{type: dense, units: 2}]\nloss: mse\n"))
+    network, _ = gradcheck.build_network(spec)
+    with network:
+        assert {unit.base_dir.resolve() for unit in network.units} == {folder.resolve()}
