@@ -333,3 +333,21 @@ def test_every_unit_gets_the_yaml_folder_as_base_dir(tmp_path):
     network, _ = gradcheck.build_network(spec)
     with network:
         assert {unit.base_dir.resolve() for unit in network.units} == {folder.resolve()}
+
+
+def test_optional_reply_parts_mixes_batch_and_state(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the client writes child.pid in its working directory
+    mixing = External([sys.executable, str(MISBEHAVING), "mixes_batch"])
+    stateful = External([sys.executable, str(MISBEHAVING), "state"])
+    try:
+        assert mixing.build((3,), np.random.default_rng(0)) == (3,)
+        assert mixing.mixes_batch, "'mixes_batch 1' in the build reply; unknown fields are ignored"
+        stateful.build((3,), np.random.default_rng(0))
+        assert not stateful.mixes_batch
+        x = np.array([[1.0, -2.0, 3.0], [-0.5, 0.25, -4.0]])
+        np.testing.assert_array_equal(stateful.forward(x), x)
+        np.testing.assert_array_equal(stateful.branch_state(), x > 0)
+    finally:
+        mixing.close()
+        stateful.close()
+    assert all(_gone(pid) for pid in _pids(tmp_path))

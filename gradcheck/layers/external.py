@@ -174,8 +174,9 @@ class External(Layer):
                 raise ValueError
         except (ValueError, IndexError):
             self.close()
+            found = " ".join(tokens or []) or "nothing"
             raise LayerError(f"the child's build reply needs '{key} NDIM D1 .. Dn' with positive "
-                             f"sizes (per sample, no batch axis), got {' '.join(tokens or []) or 'nothing'!r}.",
+                             f"sizes (per sample, no batch axis), got {found!r}.",
                              hint="see docs/external-protocol.md, 'build'") from None
         return dims
 

@@ -3,7 +3,8 @@
 Test helper for tests/test_external.py (plain Python, no gradcheck import). It writes its pid to
 child.pid in its working directory (the YAML file's folder) so that the tests can prove it was
 stopped. MODE is one of: ok, garbage, garbage_reply, version2, exit_early, hang_forward,
-hang_with_grandchild, wrong_shape, error_build, flood.
+hang_with_grandchild, wrong_shape, error_build, flood, mixes_batch (declares it, plus an
+unknown reply field), state (reports the sign of each output as its branch state).
 """
 
 import os
@@ -58,7 +59,8 @@ while True:
         elif MODE == "error_build":
             send("error option 'filters' is required\n")
         else:
-            send(f"ok\noutput_shape {' '.join(fields['input_shape'])}\nend\n")
+            extra = "mixes_batch 1\nfuture_field ignored\n" if MODE == "mixes_batch" else ""
+            send(f"ok\noutput_shape {' '.join(fields['input_shape'])}\n{extra}end\n")
     elif verb == "forward":
         if MODE == "hang_forward":
             time.sleep(60)
@@ -75,7 +77,11 @@ while True:
             # Answers with a batch of 1 whatever batch it was sent.
             per_sample = len(values.split()) // int(dims[0])
             dims, values = ["1", *dims[1:]], " ".join(values.split()[:per_sample])
-        send(f"ok\narray y {len(dims)} {' '.join(dims)}\n{values}\nend\n")
+        state = ""
+        if MODE == "state":  # the sign of each output, as a ReLU would report its branch
+            signs = " ".join("1" if float(v) > 0 else "0" for v in values.split())
+            state = f"array state {len(dims)} {' '.join(dims)}\n{signs}\n"
+        send(f"ok\narray y {len(dims)} {' '.join(dims)}\n{values}\n{state}end\n")
     elif verb == "backward":
         dims, values = arrays["grad_out"]
         send(f"ok\narray grad_x {len(dims)} {' '.join(dims)}\n{values}\nend\n")
