@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import io
@@ -25,7 +26,9 @@ from gradcheck.render.junit import render_junit, render_junit_error
 from gradcheck.render.markdown import render_markdown
 from gradcheck.render.text import render_text, summary
 from gradcheck.starter import example_names, write_starter
-from gradcheck.report import EXIT_PASS, EXIT_USAGE
+from gradcheck.replay import replay as run_replay
+from gradcheck.replay import write_replay
+from gradcheck.report import EXIT_MISMATCH, EXIT_PASS, EXIT_USAGE
 
 # Formats rendered as plain text (no console); "text" is the rich report.
 MACHINE_RENDERERS = {"json": render_json, "junit": render_junit, "markdown": render_markdown}
@@ -96,17 +99,25 @@ def main(plugins):
               help="Also save the coloured text report as an HTML page.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to FILE instead of stdout.")
+@click.option("--replay", "replay_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the worst failing element (seed, layer, target, index, step, losses, "
+              "analytic, numeric) to FILE; re-run it with 'gradcheck replay FILE'.")
+@click.option("--float64", "float64", is_flag=True,
+              help="Run a float32 network in float64, to check the formulas tightly.")
 @color_option
 @plugin_option
 @debug_option
 @_user_errors
 def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, debug,
-          exit_zero=False, quiet=0, verbose=0, svg=None, html=None):
+          exit_zero=False, quiet=0, verbose=0, svg=None, html=None, replay_file=None,
+          float64=False):
     """Check every gradient of the network described in CONFIG (a YAML file)."""
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
     try:
         spec = load_config(config)
+        if float64:
+            spec = dataclasses.replace(spec, dtype="float64")
         for name, value in (("eps", eps), ("rtol", rtol)):
             if value is not None and not value > 0:
                 raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
@@ -126,6 +137,10 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
                   f"({time.perf_counter() - started:.2f}s in all)")
     _emit(report, fmt, output, color, quiet)
     _export(report, svg, html)
+    if replay_file is not None:
+        written = write_replay(report, config, replay_file)
+        click.echo(f"gradcheck: wrote {replay_file}; re-run it with: gradcheck replay {replay_file}"
+                   if written else "gradcheck: nothing fails, no replay file written", err=True)
     sys.exit(EXIT_PASS if exit_zero else report.exit_code)
 
 
@@ -219,6 +234,32 @@ def _open(path: Path):
 def _write(path: Path, text: str) -> None:
     with _open(path) as stream:
         stream.write(text)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@plugin_option
+@debug_option
+@_user_errors
+def replay(file, plugins, debug):
+    """Re-run the element recorded in FILE by 'gradcheck check --replay FILE'.
+
+    Exit 0 when it now matches, 1 when it still disagrees.
+    """
+    _load_plugins(plugins)
+    result = run_replay(file)
+    r = result.record
+    lines = [f"replay {r['network']}: layer {r['layer']!r} target {r['target']!r} index "
+             f"{r.get('index')} step {r['eps']:g} seed {r['seed']} dtype {r['dtype']}",
+             f"  analytic  {result.analytic: .10e}   (recorded {r['analytic']: .10e})",
+             f"  numeric   {result.numeric: .10e}   (recorded {r['numeric']: .10e})",
+             f"  loss +h   {result.loss_plus: .16e}", f"  loss -h   {result.loss_minus: .16e}",
+             f"  relative error {result.rel_error:.3e} (rtol {r['rtol']:g})"
+             + ("" if result.reproduced else "  [losses differ from the recording: the network "
+                "or its data changed]"),
+             "PASS  the element now matches" if result.passed else "FAIL  the element still disagrees"]
+    click.echo("\n".join(lines))
+    sys.exit(EXIT_PASS if result.passed else EXIT_MISMATCH)
 
 
 @main.command()

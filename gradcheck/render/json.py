@@ -23,7 +23,11 @@ def _check(check: TargetReport) -> dict:
         "inconclusive": check.inconclusive, "max_abs_error": _number(check.max_abs_error),
         "max_rel_error": _number(check.max_rel_error), "worst_index": check.worst_index,
         "analytic": _number(check.analytic), "numeric": _number(check.numeric),
-        "notes": list(check.notes),
+        "notes": list(check.notes), "term": check.term, "pattern": check.pattern,
+        "explanation": check.explanation,
+        "worst_elements": [{"index": e["index"], "analytic": _number(e["analytic"]),
+                            "numeric": _number(e["numeric"]), "rel_error": _number(e["rel_error"]),
+                            "status": e["status"]} for e in check.worst_elements],
     }
 
 
@@ -41,6 +45,8 @@ def report_to_dict(report: Report) -> dict:
         "layers": [{"name": layer.name, "type": layer.type, "status": layer.status,
                     "is_loss": layer.is_loss, "root_cause": layer.root_cause,
                     "inherited_from": layer.inherited_from,
+                    "isolated": layer.isolated,
+                    "isolated_checks": [_check(c) for c in layer.isolated_checks],
                     "checks": [_check(c) for c in layer.checks]} for layer in report.layers],
     }
 

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck.render.bars import BAR_HEADER, error_bar
+from gradcheck.render.heatmap import heatmap
 from gradcheck.report import LayerReport, Report, TargetReport
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "kink": "yellow", "inconclusive": "magenta",
@@ -36,7 +37,8 @@ def header(report: Report) -> Text:
 
 def _blame(layer: LayerReport) -> Text:
     if layer.root_cause:
-        return Text("root cause", style="bold red")
+        alone = " (fails alone)" if layer.isolated == "fail" and not layer.is_loss else ""
+        return Text(f"root cause{alone}", style="bold red")
     if layer.inherited_from:
         return Text(f"inherited from {layer.inherited_from}", style="dim")
     return Text("")
@@ -67,7 +69,50 @@ def table(report: Report) -> Table:
 
 
 def _target_label(check: TargetReport) -> str:
+    if check.term == "l2":
+        return f"dR/d{check.target} (L2)"
     return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
+
+
+def details(report: Report) -> list:
+    """For each failing target of a layer to blame: the pattern in words, the worst elements and
+    a heat map of the relative error. Inherited failures get one line: fix the cause first."""
+    parts = []
+    rtol = report.settings["rtol"]
+    for layer in report.layers:
+        if layer.status != "fail":
+            continue
+        if layer.inherited_from:
+            alone = " and passes when checked alone" if layer.isolated == "pass" else ""
+            parts.append(Text(f"{layer.name}: fails only through the wrong gradient it receives "
+                              f"from {layer.inherited_from}{alone}.", style="dim"))
+            continue
+        for check in layer.checks:
+            if check.status == "fail":
+                parts.append(_detail(layer, check, rtol))
+    return parts
+
+
+def _detail(layer: LayerReport, check: TargetReport, rtol: float) -> Text:
+    text = Text()
+    text.append(f"{layer.name} ({layer.type}) {_target_label(check)}", style="bold")
+    alone = {"fail": "fails alone too", "pass": "passes alone"}.get(layer.isolated or "", "")
+    text.append(f"  {check.failed} of {check.checked} elements fail" + (f"; {alone}" if alone else ""))
+    text.append("\n")
+    if check.explanation:
+        text.append("  pattern: ", style="bold")
+        text.append(check.explanation + "\n")
+    if check.worst_elements:
+        text.append(f"  {'index':<16} {'analytic':>12} {'numeric':>12} {'rel err':>9}\n", style="dim")
+        for e in check.worst_elements:
+            text.append(f"  {str(e['index']):<16} {e['analytic']:>12.4e} {e['numeric']:>12.4e} "
+                        f"{e['rel_error']:>9.1e}\n")
+    for note in check.notes:
+        text.append(f"  note: {note}\n", style="dim")
+    if check.rel_error is not None and check.rel_error.size > 1:
+        text.append("  relative error:\n")
+        text.append_text(heatmap(check.rel_error, rtol))
+    return text
 
 
 def _failed(check: TargetReport) -> Text:
@@ -107,6 +152,9 @@ def summary(report: Report) -> Text:
 def render_text(report: Report) -> Group:
     """The whole report as one rich renderable."""
     parts = [header(report), Text(""), table(report), Text("")]
+    found = details(report)
+    if found:
+        parts.extend([*found, Text("")])
     parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     parts.append(summary(report))
     return Group(*parts)

@@ -1,0 +1,65 @@
+"""A small terminal heat map of a target's relative error, so that row and column structure
+(an off-by-one in the last column, a padding ring, one bad sample) shows at a glance."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.text import Text
+
+MAX_ROWS, MAX_COLS = 16, 48
+SHADES = "░▒▓█"  # relative error from rtol (light) up to 1 and beyond (full)
+PASS_MARK, UNCHECKED = "·", " "
+
+
+def grid(rel_error: np.ndarray) -> tuple[np.ndarray, str]:
+    """The 2-D array drawn and what it shows: 1-D as one row, 2-D as is, more axes as the
+    maximum over the leading ones (the last two are rows and columns); larger grids are
+    reduced by block maxima. NaN (not checked) stays NaN unless a block has checked elements."""
+    rel = np.asarray(rel_error, dtype=float)
+    what = ""
+    if rel.ndim == 0:
+        rel = rel.reshape(1, 1)
+    elif rel.ndim == 1:
+        rel = rel.reshape(1, -1)
+    elif rel.ndim > 2:
+        lead = rel.ndim - 2
+        what = f"max over axes {', '.join(map(str, range(lead)))}; "
+        rel = _nanmax(rel.reshape(-1, *rel.shape[-2:]), axis=0)
+    rows, cols = rel.shape
+    row_block, col_block = -(-rows // MAX_ROWS), -(-cols // MAX_COLS)
+    if row_block > 1 or col_block > 1:
+        what += f"each cell the max of {row_block}x{col_block}; "
+        padded = np.full((-(-rows // row_block) * row_block, -(-cols // col_block) * col_block),
+                         np.nan)
+        padded[:rows, :cols] = rel
+        blocks = padded.reshape(padded.shape[0] // row_block, row_block,
+                                padded.shape[1] // col_block, col_block)
+        rel = _nanmax(blocks.transpose(0, 2, 1, 3).reshape(*blocks.shape[::2], -1), axis=-1)
+    return rel, what
+
+
+def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
+    checked = ~np.isnan(values)
+    best = np.max(np.where(checked, values, -np.inf), axis=axis)
+    return np.where(np.any(checked, axis=axis), best, np.nan)
+
+
+def heatmap(rel_error: np.ndarray, rtol: float, indent: str = "    ") -> Text:
+    """The heat map as rich Text: one character per element (or block), then a legend."""
+    cells, what = grid(rel_error)
+    text = Text()
+    span = max(np.log10(1.0 / rtol), 1e-9)
+    for row in cells:
+        text.append(indent)
+        for value in row:
+            if np.isnan(value):
+                text.append(UNCHECKED)
+            elif value <= rtol:
+                text.append(PASS_MARK, style="green")
+            else:
+                level = min(int(np.log10(value / rtol) / span * len(SHADES)), len(SHADES) - 1)
+                text.append(SHADES[level], style="red")
+        text.append("\n")
+    text.append(f"{indent}({what}{PASS_MARK} within rtol, {SHADES} relative error from rtol to 1"
+                f"{', blank: not checked' if np.isnan(cells).any() else ''})", style="dim")
+    return text
