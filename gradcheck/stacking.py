@@ -97,15 +97,23 @@ def _join_states(parts: list) -> np.ndarray | None:
 
 def copy_losses(network: Network, preds: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, list]:
     """The loss of each copy ``preds[c]`` (a whole batch), and the loss's branch state per copy
-    (empty when the loss has none). The contract's loss returns one scalar per batch, so each copy
-    is its own call."""
-    values = np.empty(len(preds))
+    (empty when the loss has none).
+
+    A stateless loss evaluates all copies in one ``forward_many`` call; a loss with a branch
+    state is run copy by copy, since the state describes only its most recent forward.
+    """
     loss = network.loss
-    want_state = has_branch_state(loss)
+    many = getattr(loss, "forward_many", None)
+    if not has_branch_state(loss) and callable(many):
+        values = invoke(loss, "forward", many, preds, target)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape == (len(preds),):
+            return values, []
+    values = np.empty(len(preds))
     states = []
     for c, pred in enumerate(preds):
         values[c] = network.loss_value(pred, target)
-        if want_state:
+        if has_branch_state(loss):
             states.append(invoke(loss, "branch_state", loss.branch_state))
     return values, states
 

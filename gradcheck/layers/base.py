@@ -27,6 +27,9 @@ class Layer:
 
     - ``mixes_batch``: set to True when one sample's output depends on other samples (batch
       normalisation in training mode); the engine then never evaluates samples independently.
+      Otherwise the engine may call ``forward`` on k copies of the batch stacked into k*B rows, or
+      on single rows placed so that row p of the stack stands for row p mod B of the batch: a
+      layer that depends on the batch position (dropout's mask) must treat row p as row p mod B.
     - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
       max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
       differs between x+h and x-h the finite difference straddles a kink and is not a failure.
@@ -78,6 +81,7 @@ class Loss:
       by default) or ``"labels"`` (classification: one integer label in [0, C) per sample).
     - ``build(input_shape)``: validate the per-sample output shape it is given (raise ``LayerError``).
     - ``forward(pred, target) -> float`` and ``backward() -> dL/dpred`` for the most recent forward.
+    - ``forward_many(preds, target) -> (n,)`` (optional): the loss of n stacked batches at once.
     """
 
     target_kind: ClassVar[str] = "values"
@@ -103,6 +107,16 @@ class Loss:
     def backward(self) -> np.ndarray:
         """Return dL/dpred for the most recent forward."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def forward_many(self, preds: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The loss of each of n whole batches ``preds`` (n, batch, *shape) against the same
+        ``target``, as an (n,) array.
+
+        The engine evaluates thousands of perturbed copies at once through this. The default is
+        one ``forward`` per copy; a loss may override it with a vectorised version, which must
+        return what those forwards return (to rounding). ``backward`` is never called after it.
+        """
+        return np.array([float(self.forward(pred, target)) for pred in preds], dtype=np.float64)
 
     def branch_state(self) -> np.ndarray | None:
         """Discrete branch state of the last forward (first axis = batch), or None if smooth."""

@@ -24,6 +24,11 @@ def _values_target(loss: str, pred: np.ndarray, target) -> np.ndarray:
     return target
 
 
+def _per_copy(values: np.ndarray) -> np.ndarray:
+    """(n, batch, *shape) -> (n, batch * prod(shape)): one row per stacked copy (forward_many)."""
+    return values.reshape(values.shape[0], -1)
+
+
 @register_loss("mse")
 class MeanSquaredError(Loss):
     """L = 0.5 * mean over the batch of sum((pred - target)**2) over each sample's elements.
@@ -40,6 +45,10 @@ class MeanSquaredError(Loss):
 
     def backward(self):
         return (self.diff / self.diff.shape[0]).astype(self.dtype, copy=False)
+
+    def forward_many(self, preds, target):
+        diff = preds - _values_target("mse", preds[0], target)
+        return 0.5 * np.sum(_per_copy(diff * diff), axis=1) / preds.shape[1]
 
 
 @register_loss("l2")
@@ -59,6 +68,10 @@ class L2(Loss):
 
     def backward(self):
         return (2.0 * self.diff).astype(self.dtype, copy=False)
+
+    def forward_many(self, preds, target):
+        diff = preds - _values_target("l2", preds[0], target)
+        return np.sum(_per_copy(diff * diff), axis=1).astype(np.float64)
 
 
 @register_loss("bce")
@@ -123,6 +136,13 @@ class SoftmaxCrossEntropy(Loss):
         self.probs, self.labels = np.exp(log_probs), labels
         return float(-log_probs[np.arange(batch), labels].mean())
 
+    def forward_many(self, preds, target):
+        _, batch, classes = preds.shape
+        labels = self._labels(np.asarray(target), batch, classes)
+        shifted = preds - preds.max(axis=2, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+        return -log_probs[:, np.arange(batch), labels].mean(axis=1).astype(np.float64)
+
     def backward(self):
         grad = self.probs.copy()
         grad[np.arange(grad.shape[0]), self.labels] -= 1.0
@@ -171,3 +191,7 @@ class Projection(Loss):
 
     def backward(self):
         return np.asarray(self.target, dtype=self.dtype).copy()
+
+    def forward_many(self, preds, target):
+        target = _values_target("projection", preds[0], target)
+        return np.sum(_per_copy(target * preds), axis=1).astype(np.float64)
