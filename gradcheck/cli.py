@@ -136,7 +136,7 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
     _say(verbose, f"checked {report.counts()['checked']} elements "
                   f"({time.perf_counter() - started:.2f}s in all)")
     _emit(report, fmt, output, color, quiet)
-    _export(report, svg, html)
+    _export(lambda: render_text(report), f"gradcheck {report.network}", svg, html)
     if replay_file is not None:
         written = write_replay(report, config, replay_file)
         click.echo(f"gradcheck: wrote {replay_file}; re-run it with: gradcheck replay {replay_file}"
@@ -147,35 +147,57 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--no-probe", is_flag=True, help="Skip the short training probe (faster).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Report format.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
+              show_default=True, help="Report format (junit: one testcase per finding, failing "
+              "on error severity; markdown: a table for a CI job summary or a PR comment).")
+@click.option("--exit-zero", is_flag=True,
+              help="Exit 0 even when an error-severity finding exists (config and usage errors "
+              "still exit 2).")
+@click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line.")
+@click.option("-v", "--verbose", count=True,
+              help="Say on stderr which plugins were loaded and how long each step took.")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the coloured text report as an SVG picture.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the coloured text report as an HTML page.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to FILE instead of stdout.")
 @color_option
 @plugin_option
 @debug_option
 @_user_errors
-def diagnose(config, no_probe, fmt, output, color, plugins, debug):
+def diagnose(config, no_probe, fmt, output, color, plugins, debug, exit_zero=False, quiet=0,
+             verbose=0, svg=None, html=None):
     """Explain why the network in CONFIG does not train, and what to change.
 
     Exit codes: 0 no error-severity finding, 1 at least one, 2 bad usage or config.
     """
     from gradcheck.diagnose import run_diagnosis
-    from gradcheck.render.findings import render_findings_json, render_findings_text
+    from gradcheck.render.findings import findings_summary, render_findings_json, render_findings_text
+    from gradcheck.render.findings_ci import (render_findings_junit, render_findings_junit_error,
+                                              render_findings_markdown)
 
-    _load_plugins(plugins)
-    spec = load_config(config)
-    network, batch = build_network(spec)
-    with network:  # stops external layers' child processes, also on error
-        result = run_diagnosis(spec, network, batch, probe=not no_probe)
-    if fmt == "json":
-        _emit_text(render_findings_json(result), output)
-    elif output:
-        with _open(output) as stream:
-            make_console(stream, "never").print(render_findings_text(result))
-    else:
-        make_console(sys.stdout, color).print(render_findings_text(result))
-    sys.exit(result.exit_code)
+    started = time.perf_counter()
+    _load_plugins(plugins, verbose)
+    try:
+        spec = load_config(config)
+        network, batch = build_network(spec)
+        _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
+                      f"({time.perf_counter() - started:.2f}s)")
+        with network:  # stops external layers' child processes, also on error
+            result = run_diagnosis(spec, network, batch, probe=not no_probe)
+    except GradcheckError as exc:
+        if fmt == "junit":
+            # A CI test reporter should show the crash, not a missing file.
+            _emit_text(render_findings_junit_error(Path(config).stem, str(exc)), output)
+        raise
+    _say(verbose, f"diagnosed: {len(result.findings)} findings "
+                  f"({time.perf_counter() - started:.2f}s in all)")
+    renderers = {"json": render_findings_json, "junit": render_findings_junit,
+                 "markdown": render_findings_markdown}
+    _emit(result, fmt, output, color, quiet, renderers, render_findings_text, findings_summary)
+    _export(lambda: render_findings_text(result), f"gradcheck diagnose {result.network}", svg, html)
+    sys.exit(EXIT_PASS if exit_zero else result.exit_code)
 
 
 def _say(verbose: int, message: str) -> None:
@@ -192,24 +214,26 @@ def _load_plugins(plugins, verbose: int = 0) -> None:
         _say(verbose, f"loaded plugin {ref}")
 
 
-def _export(report, svg: Path | None, html: Path | None) -> None:
-    """Save the coloured text report as pictures (rich records what it prints)."""
+def _export(render, title: str, svg: Path | None, html: Path | None) -> None:
+    """Save the coloured text report ``render()`` as pictures (rich records what it prints)."""
     if not (svg or html):
         return
     console = Console(file=io.StringIO(), record=True, force_terminal=True, width=EXPORT_WIDTH,
                       color_system="truecolor", highlight=False)
-    console.print(render_text(report))
+    console.print(render())
     if svg:
-        _write(svg, console.export_svg(title=f"gradcheck {report.network}", clear=False))
+        _write(svg, console.export_svg(title=title, clear=False))
     if html:
         _write(html, console.export_html(clear=False))
 
 
-def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0) -> None:
-    if fmt in MACHINE_RENDERERS:
-        _emit_text(MACHINE_RENDERERS[fmt](report), output)
+def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0,
+          renderers=MACHINE_RENDERERS, full=render_text, verdict=summary) -> None:
+    """Print ``report`` (a check Report, or a Diagnosis with its own renderers) as ``fmt``."""
+    if fmt in renderers:
+        _emit_text(renderers[fmt](report), output)
         return
-    renderable = summary(report) if quiet else render_text(report)
+    renderable = verdict(report) if quiet else full(report)
     if output:
         with _open(output) as stream:
             make_console(stream, "never").print(renderable)

@@ -112,14 +112,23 @@ def render_findings_text(d: Diagnosis) -> Group:
         parts.append(Text("\ntraining probe: loss per step (log scale)", style="bold"))
         parts.append(loss_plot(d.runs))
         parts.append(Text(f"verdict: {d.verdict}"))
-    counts = d.counts()
-    summary = Text("\n")
-    if counts["error"]:
-        summary.append("FAIL", style="bold red")
-    elif counts["warn"]:
-        summary.append("WARN", style="yellow")
-    else:
-        summary.append("OK", style="bold green")
-    summary.append(f"  {counts['error']} error, {counts['warn']} warn, {counts['info']} info")
-    parts.append(summary)
+    parts.append(Text("\n").append_text(findings_summary(d)))
     return Group(*parts)
+
+
+VERDICT_STYLE = {"FAIL": "bold red", "WARN": "yellow", "OK": "bold green"}
+
+
+def verdict_word(d: Diagnosis) -> str:
+    """FAIL when an error-severity finding exists (exit 1), WARN for warnings only, else OK."""
+    counts = d.counts()
+    return "FAIL" if counts["error"] else "WARN" if counts["warn"] else "OK"
+
+
+def findings_summary(d: Diagnosis) -> Text:
+    """The one-line verdict (all that ``-q`` prints)."""
+    counts = d.counts()
+    word = verdict_word(d)
+    text = Text(word, style=VERDICT_STYLE[word])
+    text.append(f"  {counts['error']} error, {counts['warn']} warn, {counts['info']} info")
+    return text
