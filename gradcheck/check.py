@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradcheck import isolate, judge, regularisation, tolerance
+from gradcheck import isolate, judge, modes, regularisation, tolerance
 from gradcheck.config import NetworkSpec, load_config
 from gradcheck.engine import INPUT, AnalyticPass, Probe, Target, analytic_pass, target_array, targets
 from gradcheck.network import Batch, Network, build_network
@@ -27,11 +27,23 @@ class CheckSettings:
     dtype: str
     # train.weight_decay: the L2 term is then checked apart from the data loss (regularisation.py).
     weight_decay: float = 0.0
+    # auto mode: full when its estimated time fits max_seconds (gradcheck.modes); once resolved,
+    # ``mode`` is what was done and ``requested_mode`` what was asked for.
+    max_seconds: float = modes.DEFAULT_MAX_SECONDS
+    directions: int = modes.DEFAULT_DIRECTIONS
+    requested_mode: str | None = None
+    estimated_full_seconds: float | None = None
 
     def as_dict(self) -> dict:
         settings = {"mode": self.mode, "eps": self.tol.eps, "rtol": self.tol.rtol,
-                    "atol": self.tol.atol, "samples": self.samples if self.mode == "sample" else None,
+                    "atol": self.tol.atol,
+                    "samples": self.samples if "sample" in self.mode.split("+") else None,
                     "seed": self.seed, "dtype": self.dtype}
+        if "directional" in self.mode.split("+"):
+            settings["directions"] = self.directions
+        if self.requested_mode and self.requested_mode != self.mode:
+            settings["requested_mode"] = self.requested_mode
+            settings["max_seconds"] = self.max_seconds
         if self.weight_decay:
             settings["weight_decay"] = self.weight_decay
         return settings
@@ -39,7 +51,8 @@ class CheckSettings:
 
 def settings_for(spec: NetworkSpec, mode: str | None = None, eps: float | None = None,
                  rtol: float | None = None, atol: float | None = None,
-                 samples: int | None = None) -> CheckSettings:
+                 samples: int | None = None, max_seconds: float | None = None,
+                 directions: int | None = None) -> CheckSettings:
     """The spec's ``check:`` block, with explicitly given options taking precedence."""
     tol = tolerance.resolve(spec.dtype, eps if eps is not None else spec.check.eps,
                             rtol if rtol is not None else spec.check.rtol,
@@ -47,7 +60,10 @@ def settings_for(spec: NetworkSpec, mode: str | None = None, eps: float | None =
     return CheckSettings(mode=mode or spec.check.mode, tol=tol,
                          samples=samples or spec.check.samples or DEFAULT_SAMPLES,
                          seed=spec.seed, dtype=spec.dtype,
-                         weight_decay=spec.train.weight_decay if spec.train else 0.0)
+                         weight_decay=spec.train.weight_decay if spec.train else 0.0,
+                         max_seconds=(max_seconds or spec.check.max_seconds
+                                      or modes.DEFAULT_MAX_SECONDS),
+                         directions=directions or modes.DEFAULT_DIRECTIONS)
 
 
 def check_network(source: str | Path | dict, **options) -> Report:
@@ -62,45 +78,67 @@ def check_network(source: str | Path | dict, **options) -> Report:
         return run_check(network, batch, settings_for(spec, **options))
 
 
-def run_check(network: Network, batch: Batch, settings: CheckSettings) -> Report:
-    """Compare analytic and finite-difference gradients for every target of ``network``."""
+def run_check(network: Network, batch: Batch, settings: CheckSettings,
+              progress=None) -> Report:
+    """Compare analytic and finite-difference gradients for every target of ``network``.
+
+    ``progress(done, total, what)``, when given, is called as the check advances (the CLI draws
+    a progress bar with it; the library itself never prints).
+    """
     network.set_training(True)
     cached = analytic_pass(network, batch)
+    settings = resolve_mode(network, batch, cached, settings)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(3,)))
+    all_targets = targets(network)
+    chosen = [select_elements(cached.grads[t], settings.mode, settings.samples, rng)
+              for t in all_targets]
+    ticker = modes.Ticker(progress, sum(len(c) for c in chosen) + len(all_targets) * (
+        2 * settings.directions if "directional" in settings.mode else 0))
+    directional_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(4,)))
     by_unit: dict[int, list[TargetReport]] = {}
-    for target in targets(network):
+    for target, indices in zip(all_targets, chosen):
+        ticker.what = f"{network.units[target.unit].name}.{target.name}"
         by_unit.setdefault(target.unit, []).append(
-            _check_target(network, batch, cached, target, settings, rng))
+            _check_target(network, batch, cached, target, settings, indices, ticker))
+        if "directional" in settings.mode:
+            modes.add_directional(by_unit[target.unit][-1], Probe(network, batch, cached, target),
+                                  cached.grads[target], settings.tol, network.dtype,
+                                  settings.directions, directional_rng, ticker)
     layers = [LayerReport(name=unit.name, type=getattr(type(unit), "registered_name",
                                                         type(unit).__name__),
                           index=k, checks=by_unit[k], is_loss=k == len(network.layers))
               for k, unit in enumerate(network.units)]
     report = Report(network=network.name, settings=settings.as_dict(), layers=layers)
+    report.warnings.extend(modes.coverage_warnings(settings, report))
     finish_verdicts(network, cached, settings, report)
     return report
 
 
+def resolve_mode(network: Network, batch: Batch, cached: AnalyticPass,
+                 settings: CheckSettings) -> CheckSettings:
+    """``auto``: full when its estimated time fits ``max_seconds``, else sample + directional."""
+    if settings.mode != "auto":
+        return dataclasses.replace(settings, requested_mode=settings.mode)
+    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5,)))
+    estimate = modes.estimate_full_seconds(network, batch, cached, settings.tol.eps, rng)
+    mode = "full" if estimate <= settings.max_seconds else "sample+directional"
+    return dataclasses.replace(settings, mode=mode, requested_mode="auto",
+                               estimated_full_seconds=estimate)
+
+
 def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
-    """Flat indices to check: all of them, or in ``sample`` mode the largest-gradient quarter of
-    the budget plus a uniform draw of the rest (large gradients are where bugs show first)."""
-    size = grad.size
-    if mode == "full" or size <= samples:
-        return np.arange(size)
-    magnitude = np.abs(grad).reshape(-1)
-    n_top = max(1, samples // 4)
-    top = np.argpartition(-magnitude, n_top - 1)[:n_top]
-    rest = np.setdiff1d(np.arange(size), top)
-    drawn = rng.choice(rest, size=samples - n_top, replace=False)
-    return np.sort(np.concatenate([top, drawn]))
+    """Flat indices to compare one by one (see ``gradcheck.modes.select_elements``)."""
+    return modes.select_elements(grad, mode, samples, rng)
 
 
 def _check_target(network: Network, batch: Batch, cached: AnalyticPass, target: Target,
-                  settings: CheckSettings, rng) -> TargetReport:
+                  settings: CheckSettings, indices: np.ndarray, ticker=None) -> TargetReport:
     analytic_full = cached.grads[target]
     array = target_array(network, cached, target)
-    indices = select_elements(analytic_full, settings.mode, settings.samples, rng)
     probe = Probe(network, batch, cached, target)
-    perturbed = probe.evaluate(indices, settings.tol.eps)
+    if len(indices) == 0:
+        return modes.empty_report(target.name, tuple(array.shape), analytic_full)
+    perturbed = probe.evaluate(indices, settings.tol.eps, progress=ticker)
     # Judging (kinks, step sweep, measured round-off, the pattern) lives in gradcheck.judge.
     verdicts = judge.judge(probe.evaluate, analytic_full.reshape(-1)[indices], indices, perturbed,
                            settings.tol, network.dtype)
@@ -124,7 +162,9 @@ def finish_verdicts(network: Network, cached: AnalyticPass, settings: CheckSetti
             checks.insert(at + 1, l2_report)
 
     def select(grad: np.ndarray, rng) -> np.ndarray:
-        return select_elements(grad, settings.mode, settings.samples, rng)
+        # A layer checked alone is small: element checks there, even in directional mode.
+        mode = "sample" if settings.mode == "directional" else settings.mode
+        return select_elements(grad, mode, settings.samples, rng)
 
     isolate.isolate_layers(network, cached, settings, report.layers, select)
     assign_blame(report.layers)

@@ -21,6 +21,7 @@ from gradcheck.console import make_console
 from gradcheck.errors import GradcheckError
 from gradcheck.network import build_network
 from gradcheck.plugins import load_entry_points, load_plugin
+from gradcheck.progress import ProgressBar
 from gradcheck.render.json import render_json
 from gradcheck.render.junit import render_junit, render_junit_error
 from gradcheck.render.markdown import render_markdown
@@ -80,7 +81,14 @@ def main(plugins):
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--mode", type=click.Choice(CHECK_MODES), help="Which elements to check [config or full].")
+@click.option("--mode", type=click.Choice(CHECK_MODES),
+              help="Which elements to check: every one (full), N per tensor (sample), random "
+              "directions (directional), or full when it fits --max-seconds, else sample and "
+              "directional (auto) [config or auto].")
+@click.option("--max-seconds", type=float,
+              help="auto mode: the time a full check may take before it falls back [60].")
+@click.option("--directions", type=click.IntRange(min=1),
+              help="Random directions per tensor in directional mode [4].")
 @click.option("--eps", type=float, help="Finite-difference step [float64: 1e-6].")
 @click.option("--rtol", type=float, help="Relative tolerance [float64: 1e-5].")
 @click.option("--atol", type=float, help="Absolute tolerance floor [float64: 1e-8].")
@@ -110,7 +118,7 @@ def main(plugins):
 @_user_errors
 def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, debug,
           exit_zero=False, quiet=0, verbose=0, svg=None, html=None, replay_file=None,
-          float64=False):
+          float64=False, max_seconds=None, directions=None):
     """Check every gradient of the network described in CONFIG (a YAML file)."""
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
@@ -123,11 +131,15 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
                 raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
         if atol is not None and atol < 0:
             raise click.BadParameter(f"must be >= 0, got {atol}", param_hint="--atol")
+        if max_seconds is not None and not max_seconds > 0:
+            raise click.BadParameter(f"must be > 0, got {max_seconds}", param_hint="--max-seconds")
         network, batch = build_network(spec)
         _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
                       f"({time.perf_counter() - started:.2f}s)")
         with network:  # stops external layers' child processes, also on error
-            report = run_check(network, batch, settings_for(spec, mode, eps, rtol, atol, samples))
+            settings = settings_for(spec, mode, eps, rtol, atol, samples, max_seconds, directions)
+            with ProgressBar() as progress:
+                report = run_check(network, batch, settings, progress=progress)
     except GradcheckError as exc:
         if fmt == "junit":
             # A CI test reporter should show the crash, not a missing file.

@@ -16,7 +16,7 @@ from gradcheck.yamlsource import Source, _child, parse_yaml, read_yaml_file
 
 TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "target", "check", "train")
 DTYPES = ("float64", "float32")
-CHECK_MODES = ("full", "sample")
+CHECK_MODES = ("auto", "full", "sample", "directional")
 OPTIMIZERS = ("sgd", "adam")
 DATA_KINDS = ("normal", "uniform")
 
@@ -58,7 +58,7 @@ class LayerSpec:
 class CheckSpec:
     """The ``check:`` block; ``None`` means "use the tolerance policy's default for the dtype"."""
 
-    mode: str = "full"
+    mode: str = "auto"
     eps: float | None = None
     rtol: float | None = None
     atol: float | None = None
@@ -318,7 +318,7 @@ def _check(r: _Reader, value) -> CheckSpec:
     block = r.mapping(value, "check", ("mode", "eps", "rtol", "atol", "samples", "max_seconds"),
                       "the 'check' block")
     return CheckSpec(
-        mode=r.choice(block.get("mode", "full"), "check.mode", CHECK_MODES),
+        mode=r.choice(block.get("mode", "auto"), "check.mode", CHECK_MODES),
         eps=r.number(block["eps"], "check.eps", positive=True) if "eps" in block else None,
         rtol=r.number(block["rtol"], "check.rtol", positive=True) if "rtol" in block else None,
         atol=r.number(block["atol"], "check.atol", nonnegative=True) if "atol" in block else None,

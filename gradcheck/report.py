@@ -47,6 +47,9 @@ class TargetReport:
     worst_elements: list[dict] = dataclasses.field(default_factory=list)
     # "data" (the network's loss) or "l2" (the weight-decay term, checked separately).
     term: str = "data"
+    # What was compared (gradcheck.modes): elements one by one, of how many, directions, and
+    # the elements a failing direction was localised to.
+    coverage: dict | None = None
     # Everything needed to re-run the worst element (gradcheck.replay); not rendered.
     replay: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 

@@ -24,7 +24,7 @@ def _check(check: TargetReport) -> dict:
         "max_rel_error": _number(check.max_rel_error), "worst_index": check.worst_index,
         "analytic": _number(check.analytic), "numeric": _number(check.numeric),
         "notes": list(check.notes), "term": check.term, "pattern": check.pattern,
-        "explanation": check.explanation,
+        "explanation": check.explanation, "coverage": check.coverage,
         "worst_elements": [{"index": e["index"], "analytic": _number(e["analytic"]),
                             "numeric": _number(e["numeric"]), "rel_error": _number(e["rel_error"]),
                             "status": e["status"]} for e in check.worst_elements],
