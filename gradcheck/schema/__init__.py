@@ -1,4 +1,5 @@
-"""The published JSON Schema of ``gradcheck check --format json``, and a small validator for it.
+"""The published JSON Schemas of ``gradcheck check --format json`` (``report.schema.json``) and
+``gradcheck diagnose --format json`` (``findings.schema.json``), and a small validator for them.
 
 The validator implements only the keywords the schema uses (type, enum, const, required,
 properties, additionalProperties, items, minimum, exclusiveMinimum, local $ref), so checking a
@@ -11,6 +12,7 @@ import json
 from importlib import resources
 
 SCHEMA_FILE = "report.schema.json"
+FINDINGS_SCHEMA_FILE = "findings.schema.json"
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -27,9 +29,9 @@ _SUPPORTED = _ANNOTATIONS | {"type", "enum", "const", "required", "properties",
                              "additionalProperties", "items", "minimum", "exclusiveMinimum", "$ref"}
 
 
-def load_schema() -> dict:
-    """The report schema shipped in the package."""
-    return json.loads(resources.files(__name__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+def load_schema(name: str = SCHEMA_FILE) -> dict:
+    """A schema shipped in the package: the check report's by default, or ``FINDINGS_SCHEMA_FILE``."""
+    return json.loads(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
 
 
 def validate(document, schema: dict | None = None) -> list[str]:
