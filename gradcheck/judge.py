@@ -34,11 +34,14 @@ import numpy as np
 from gradcheck import explain, kinks, tolerance
 from gradcheck.report import TargetReport
 
-# Failing elements per target that get the kink test and the step sweep (worst first); failures
-# beyond this many stay failures: by then the target is wrong beyond doubt.
-MAX_RECHECK = 256
-# Elements whose stencils measure the round-off.
-ROUND_OFF_SAMPLE = 4
+# Failing elements per target that get the kink test (2 evaluations each) and, of those not at
+# a kink, the step sweep (2-3 more), worst first; failures beyond these many stay failures: by
+# then the target is wrong beyond doubt.
+MAX_RECHECK = 4096
+MAX_SWEEP = 256
+# Elements whose stencils measure the round-off, and how much narrower than the step those are.
+ROUND_OFF_SAMPLE = 6
+MEASURE_SHRINK = 8.0
 # The measured noise of a loss value, times this and sqrt(2) / step, bounds a central difference's.
 NOISE_FACTOR = 4.0
 # Measured round-off this many ulps of the dtype above the loss: precision limits the check.
@@ -73,13 +76,16 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first,
     ``first`` = ``evaluate(indices, tol.eps)`` (the engine's pass at the default step)."""
     dtype = np.dtype(dtype)
     analytic = np.asarray(analytic, dtype=np.float64)
-    sigma, sigma_rel = _round_off(evaluate, indices, first, tol.eps)
+    sigma, sigma_rel, rho = _round_off(evaluate, indices, first, tol.eps)
     limited = sigma_rel > PRECISION_LIMIT_ULPS * np.finfo(dtype).eps
     if limited:
         eps = max(tol.eps, float(np.cbrt(min(sigma_rel, 1e-3))))
         if eps > tol.eps:
             first = evaluate(indices, eps)
-        tol = tolerance.Tolerance(eps=eps, rtol=max(tol.rtol, 10.0 * eps ** 2), atol=tol.atol)
+            rho *= tol.eps / eps  # the loss changes in proportion to the step; the noise does not
+        # Truncation left at this step, and the noise relative to the loss's change over it.
+        rtol = max(tol.rtol, 10.0 * eps ** 2, NOISE_FACTOR * np.sqrt(2.0) * rho)
+        tol = tolerance.Tolerance(eps=eps, rtol=rtol, atol=tol.atol)
     plus, minus, step = (np.asarray(first.plus, float), np.asarray(first.minus, float),
                          np.asarray(first.step, float))
     numeric = (plus - minus) / step
@@ -101,21 +107,34 @@ def _noise(dtype, plus, minus, step, sigma: float) -> np.ndarray:
     return np.maximum(formula, NOISE_FACTOR * np.sqrt(2.0) * sigma / step)
 
 
-def _round_off(evaluate: Evaluate, indices: np.ndarray, first, eps: float) -> tuple[float, float]:
-    """Measured noise of one loss value (absolute, and relative to the loss), from the stencils
-    of a few elements spread over the target that are not at a kink."""
+def _round_off(evaluate: Evaluate, indices: np.ndarray, first, eps: float):
+    """Measured noise of one loss value: absolute, relative to the loss, and relative to the
+    loss's change over the step (a float32 value inside the tail is rounded to its own ulp, so
+    its noise follows the element's gradient), from the stencils of a few elements spread over
+    the target that are not at a kink."""
     usable = np.flatnonzero(~np.asarray(first.kinked, bool))
     if len(usable) == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     pick = usable[np.unique(np.linspace(0, len(usable) - 1, min(len(usable), ROUND_OFF_SAMPLE))
                             .astype(int))]
-    half = evaluate(indices[pick], eps / 2.0)
+    # A stencil narrower than the step: round-off does not shrink with it, truncation (which a
+    # quadratic cannot absorb: the cubic term of the loss) does, by MEASURE_SHRINK cubed.
+    outer = evaluate(indices[pick], eps / MEASURE_SHRINK)
+    half = evaluate(indices[pick], eps / (2.0 * MEASURE_SHRINK))
     base = evaluate(indices[pick], 0.0).plus
-    values = kinks.stencil_values(first.minus[pick], half.minus, base, half.plus, first.plus[pick])
-    smooth = ~np.asarray(half.kinked, bool)
+    values = kinks.stencil_values(outer.minus, half.minus, base, half.plus, outer.plus)
+    # Elements at a kink (a bend a line with one break fits) would pass their bend off as noise.
+    smooth = ~np.asarray(half.kinked, bool) & ~np.asarray(outer.kinked, bool) & \
+        ~kinks.one_bend(values)
     sigma = kinks.measure_round_off(values[smooth])
-    scale = max(float(np.max(np.abs(base))), np.finfo(np.float64).tiny)
-    return sigma, sigma / scale
+    # The loss's size where it is evaluated (a loss of exactly 0 at the point has no scale).
+    scale = max(float(np.max(np.abs(base))), float(np.max(np.abs(first.plus[pick]))),
+                float(np.max(np.abs(first.minus[pick]))), np.finfo(np.float64).tiny)
+    # The loss's change over the full step (the stencil spans 1/MEASURE_SHRINK of it).
+    change = np.abs(values[smooth, 4] - values[smooth, 0]) / 2.0 * MEASURE_SHRINK
+    per_element = kinks.misfit(values[smooth]) * np.sqrt(2.5) / np.maximum(change, 1e-300)
+    rho = float(np.median(per_element)) if len(per_element) else 0.0
+    return sigma, sigma / scale, rho
 
 
 def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, noise: np.ndarray, dtype) -> None:
@@ -131,6 +150,7 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, noise: np.ndarray
                                                                   point_noise)
     v.status[pos[kinked]] = "kink"
     keep = ~kinked
+    keep[np.cumsum(keep) > MAX_SWEEP] = False
     pos, sub = pos[keep], sub[keep]
     if len(pos) == 0:
         return

@@ -52,7 +52,7 @@ def misfit(values: np.ndarray) -> np.ndarray:
 def _hinge_projectors() -> list[np.ndarray]:
     """Residual projectors of "a line plus one bend at b" for bends b across the stencil."""
     projectors = []
-    for bend in np.linspace(-0.975, 0.975, 40):
+    for bend in np.linspace(-0.975, 0.975, 79):  # steps of 0.025: 0 (an exact tie) included
         design = np.stack([np.ones(5), STENCIL, np.maximum(STENCIL - bend, 0.0)], axis=1)
         projectors.append(np.eye(5) - design @ np.linalg.pinv(design))
     return projectors
@@ -60,7 +60,7 @@ def _hinge_projectors() -> list[np.ndarray]:
 
 _HINGES = _hinge_projectors()
 # A kink is one bend: a line with one break fits it this much better than a quadratic does.
-HINGE_IMPROVEMENT = 0.25
+HINGE_IMPROVEMENT = 0.1
 
 
 def hinge_misfit(values: np.ndarray) -> np.ndarray:
@@ -70,6 +70,12 @@ def hinge_misfit(values: np.ndarray) -> np.ndarray:
         residual = values @ projector.T
         best = np.minimum(best, np.sqrt(np.mean(residual ** 2, axis=1)))
     return best
+
+
+def one_bend(values: np.ndarray) -> np.ndarray:
+    """Rows a line with one break fits far better than a quadratic: a kink, not noise."""
+    bend = misfit(values)
+    return (bend > 0) & (hinge_misfit(values) <= HINGE_IMPROVEMENT * bend)
 
 
 def stencil_kinked(values: np.ndarray, step: np.ndarray, error: np.ndarray,
