@@ -5,7 +5,7 @@ An element that fails at the default step is not yet a failure. It is looked at 
 1. **Kink.** The branch state of the tail differed at +h and -h (``branch_state``), or, for
    layers that expose none, the loss along the element bends at one point (``gradcheck.kinks``):
    the central difference averages two slopes, so it proves nothing. Reported, never a failure.
-2. **Step sweep.** Estimates at h/2, 10h (and h/10 in float64) and the Richardson extrapolation
+2. **Step sweep.** Estimates at h/2, 10h, 100h (and h/10 in float64) and the Richardson extrapolation
    R = (4 D(h/2) - D(h)) / 3, whose truncation error is O(h^4) instead of O(h^2):
    - R agrees with the analytic value: the default step was too coarse; the element passes;
    - D(h), D(h/2) and R agree with each other (the estimate has settled) yet not with the
@@ -18,7 +18,9 @@ Round-off is measured, not assumed: the loss is evaluated on a five-point stenci
 elements and what a quadratic cannot explain is its noise. When that noise is far above the
 dtype's (a layer casting to float32 inside a float64 network, or a noisy float32 sum), the step
 grows to the cube root of the relative noise (the optimum for central differences), ``rtol``
-to 10 h^2 (the truncation error left at that step), and the report warns.
+to the largest of 10 h^2 (the truncation left at that step), the noise relative to the loss's
+change over the step, and float32's own rtol (the analytic side is computed no better), and the
+report warns.
 
 ``judge`` runs on any ``evaluate(flat_indices, eps) -> Perturbed``: the whole network's tail
 (``engine.Probe``) or a single layer under a projection (``gradcheck.isolate``).
@@ -76,7 +78,7 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first,
     ``first`` = ``evaluate(indices, tol.eps)`` (the engine's pass at the default step)."""
     dtype = np.dtype(dtype)
     analytic = np.asarray(analytic, dtype=np.float64)
-    sigma, sigma_rel, rho = _round_off(evaluate, indices, first, tol.eps)
+    sigma, sigma_rel, rho = _round_off(evaluate, indices, first, tol.eps, analytic)
     limited = sigma_rel > PRECISION_LIMIT_ULPS * np.finfo(dtype).eps
     if limited:
         eps = max(tol.eps, float(np.cbrt(min(sigma_rel, 1e-3))))
@@ -84,7 +86,10 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first,
             first = evaluate(indices, eps)
             rho *= tol.eps / eps  # the loss changes in proportion to the step; the noise does not
         # Truncation left at this step, and the noise relative to the loss's change over it.
-        rtol = max(tol.rtol, 10.0 * eps ** 2, NOISE_FACTOR * np.sqrt(2.0) * rho)
+        # and the analytic side is no better than float32 either (1 - y**2 from a float32 y):
+        # float32's own tolerance is the floor.
+        rtol = max(tol.rtol, 10.0 * eps ** 2, NOISE_FACTOR * np.sqrt(2.0) * rho,
+                   tolerance.DEFAULTS[np.dtype(np.float32)].rtol)
         tol = tolerance.Tolerance(eps=eps, rtol=rtol, atol=tol.atol)
     plus, minus, step = (np.asarray(first.plus, float), np.asarray(first.minus, float),
                          np.asarray(first.step, float))
@@ -107,7 +112,7 @@ def _noise(dtype, plus, minus, step, sigma: float) -> np.ndarray:
     return np.maximum(formula, NOISE_FACTOR * np.sqrt(2.0) * sigma / step)
 
 
-def _round_off(evaluate: Evaluate, indices: np.ndarray, first, eps: float):
+def _round_off(evaluate: Evaluate, indices: np.ndarray, first, eps: float, analytic: np.ndarray):
     """Measured noise of one loss value: absolute, relative to the loss, and relative to the
     loss's change over the step (a float32 value inside the tail is rounded to its own ulp, so
     its noise follows the element's gradient), from the stencils of a few elements spread over
@@ -133,7 +138,14 @@ def _round_off(evaluate: Evaluate, indices: np.ndarray, first, eps: float):
     # The loss's change over the full step (the stencil spans 1/MEASURE_SHRINK of it).
     change = np.abs(values[smooth, 4] - values[smooth, 0]) / 2.0 * MEASURE_SHRINK
     per_element = kinks.misfit(values[smooth]) * np.sqrt(2.5) / np.maximum(change, 1e-300)
-    rho = float(np.median(per_element)) if len(per_element) else 0.0
+    # The largest: a value rounded inside the tail is noisier at some elements than at others.
+    rho = float(np.max(per_element)) if len(per_element) else 0.0
+    # A loss that does not move at all where the gradient says it should (a float32 value in the
+    # tail rounds both sides to the same number) hides noise of at least the change it missed.
+    flat = np.all(values == 0.0, axis=1) & (analytic[pick] != 0.0)
+    if flat.any():
+        missed = np.abs(analytic[pick][flat]) * eps / MEASURE_SHRINK
+        sigma, rho = max(sigma, float(np.max(missed))), max(rho, 0.5 / MEASURE_SHRINK)
     return sigma, sigma / scale, rho
 
 
@@ -160,14 +172,20 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, noise: np.ndarray
         np.asarray(half.step, float)[keep]
     richardson = (4.0 * d_half - d_h) / 3.0
     wide_p = evaluate(sub, 10.0 * eps)
-    estimates = [(wide_p.plus - wide_p.minus) / wide_p.step, d_h, d_half, richardson]
+    widest = evaluate(sub, 100.0 * eps)
+    estimates = [(widest.plus - widest.minus) / widest.step,
+                 (wide_p.plus - wide_p.minus) / wide_p.step, d_h, d_half, richardson]
     if dtype == np.float64 and not v.precision_limited:
         fine = evaluate(sub, eps / 10.0)
         estimates.append((fine.plus - fine.minus) / fine.step)
     nz = noise[pos]
     agree = lambda x, y, n: tolerance.relative_error(x, y, v.tol, n) <= v.tol.rtol  # noqa: E731
     rich_ok = agree(a, richardson, 3.0 * nz)
-    settled = agree(d_h, d_half, 2.0 * nz) & agree(d_half, richardson, 3.0 * nz)
+    # A loss that did not change at all (a step below the resolution of a float32 value inside
+    # the tail) has not settled on 0: it has not been measured.
+    resolved = (v.plus[pos] != v.minus[pos]) & (np.asarray(half.plus, float)[keep] !=
+                                                np.asarray(half.minus, float)[keep])
+    settled = resolved & agree(d_h, d_half, 2.0 * nz) & agree(d_half, richardson, 3.0 * nz)
     stack = np.stack(estimates)
     low, high = stack.min(axis=0), stack.max(axis=0)
     band = v.tol.rtol * np.maximum(np.abs(low), np.abs(high)) + v.tol.atol + 10.0 * nz
