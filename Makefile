@@ -24,5 +24,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Bench only: torch is the reference, pinned, and never a dependency of gradcheck itself. Single
+# threaded on both sides; OPENBLAS_CORETYPE/L2_SIZE (set on some machines for old OpenBLAS builds)
+# are unset for this command alone, since they slow a current numpy.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+		$(BIN)/python bench/bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

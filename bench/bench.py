@@ -1,0 +1,198 @@
+"""Benchmark: gradcheck's modes against torch.autograd.gradcheck on the networks N1..N4 of issue 4.
+
+Run with ``make bench`` (it installs the bench-only torch pin into the venv). Both sides run
+float64 and single-threaded; torch checks every parameter (``all parameters as inputs``), while
+gradcheck's ``full`` mode checks every parameter *and* every layer's input (dL/d(input) of each
+layer and of the loss, which is what blame needs), so it compares more elements than torch does.
+Prints three Markdown tables: N1..N4, full-mode scaling with width, and directional mode on a
+network with over 10 million parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from gradcheck.check import check_network
+from gradcheck.config import load_config
+from gradcheck.engine import analytic_pass, target_array, targets
+from gradcheck.modes import estimate_full_seconds
+from gradcheck.network import build_network
+
+CONV = "conv2d"
+NETWORKS = {
+    "N1": {"input": {"shape": [1, 20, 20], "batch": 32}, "layers": [
+        {"type": CONV, "filters": 1, "kernel": 3, "padding": 1}, "sigmoid", "flatten",
+        {"type": "dense", "units": 4}, "sigmoid", {"type": "dense", "units": 4}], "loss": "mse"},
+    "N2": {"input": {"shape": [64], "batch": 16}, "layers": [
+        {"type": "dense", "units": 128}, "tanh", {"type": "dense", "units": 64}, "relu",
+        {"type": "dense", "units": 10}], "loss": "cross_entropy"},
+    "N3": {"input": {"shape": [1, 28, 28], "batch": 4}, "layers": [
+        {"type": CONV, "filters": 6, "kernel": 5, "padding": 2}, "relu", "maxpool2d",
+        {"type": CONV, "filters": 16, "kernel": 5}, "relu", "maxpool2d", "flatten",
+        {"type": "dense", "units": 120}, "relu", {"type": "dense", "units": 84}, "relu",
+        {"type": "dense", "units": 10}], "loss": "cross_entropy"},
+    "N4": {"input": {"shape": [1, 16, 16], "batch": 8}, "layers": [
+        {"type": CONV, "filters": 8, "kernel": 3, "padding": 1}, "batchnorm", "relu", "maxpool2d",
+        {"type": CONV, "filters": 8, "kernel": 3, "padding": 1}, "batchnorm", "relu", "maxpool2d",
+        "flatten", {"type": "dense", "units": 32}, "relu", {"type": "dense", "units": 5},
+        "sigmoid"], "loss": "mse"},
+}
+BIG = {"input": {"shape": [2048], "batch": 8}, "layers": [
+    {"type": "dense", "units": 4096}, "relu", {"type": "dense", "units": 512}, "relu",
+    {"type": "dense", "units": 10}], "loss": "cross_entropy"}
+WIDTHS = (64, 128, 256, 512, 1024)
+MEASURED_WIDTH_LIMIT = 256  # wider: the auto-mode estimate (a full run would take many minutes)
+
+
+def wide_n2(width: int) -> dict:
+    return {"input": {"shape": [64], "batch": 16}, "layers": [
+        {"type": "dense", "units": width}, "tanh", {"type": "dense", "units": width}, "relu",
+        {"type": "dense", "units": 10}], "loss": "cross_entropy"}
+
+
+def seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def sizes(config: dict) -> tuple[int, int]:
+    """(parameters, parameters + layer inputs): what torch checks, what full mode checks."""
+    network, batch = build_network(load_config(config))
+    cached = analytic_pass(network, batch)
+    params = sum(p.size for unit in network.units for p in unit.params.values())
+    return params, sum(target_array(network, cached, t).size for t in targets(network))
+
+
+def gradcheck_seconds(config: dict, mode: str) -> tuple[float, bool]:
+    report = None
+
+    def run():
+        nonlocal report
+        report = check_network(config, mode=mode)
+    return seconds(run), report.passed
+
+
+def torch_function(name: str, config: dict):
+    """The same network in torch: a function of all parameters, returning the scalar loss."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    f64 = torch.float64
+    shape = config["input"]["shape"]
+    x = torch.randn(config["input"]["batch"], *shape, dtype=f64)
+    params, ops = [], []
+    channels, features = shape[0], int(np.prod(shape))
+    spatial = shape[1:] if len(shape) == 3 else None
+    for layer in config["layers"]:
+        kind = layer if isinstance(layer, str) else layer["type"]
+        if kind == CONV:
+            f, k = layer["filters"], layer["kernel"]
+            pad = layer.get("padding", 0)
+            params += [torch.randn(f, channels, k, k, dtype=f64) * 0.3, torch.zeros(f, dtype=f64)]
+            i = len(params) - 2
+            ops.append(lambda h, p, i=i, pad=pad: F.conv2d(h, p[i], p[i + 1], padding=pad))
+            spatial = [s + 2 * pad - k + 1 for s in spatial]
+            channels = f
+        elif kind == "batchnorm":
+            params += [torch.ones(channels, dtype=f64), torch.zeros(channels, dtype=f64)]
+            i = len(params) - 2
+            ops.append(lambda h, p, i=i: F.batch_norm(h, None, None, p[i], p[i + 1], training=True))
+        elif kind == "maxpool2d":
+            ops.append(lambda h, p: F.max_pool2d(h, 2))
+            spatial = [s // 2 for s in spatial]
+        elif kind == "flatten":
+            ops.append(lambda h, p: h.flatten(1))
+            features = channels * int(np.prod(spatial))
+        elif kind == "dense":
+            units = layer["units"]
+            params += [torch.randn(units, features, dtype=f64) / features ** 0.5,
+                       torch.zeros(units, dtype=f64)]
+            i = len(params) - 2
+            ops.append(lambda h, p, i=i: F.linear(h, p[i], p[i + 1]))
+            features = units
+        else:
+            ops.append({"relu": lambda h, p: torch.relu(h), "tanh": lambda h, p: torch.tanh(h),
+                        "sigmoid": lambda h, p: torch.sigmoid(h)}[kind])
+    if config["loss"] == "mse":
+        target = torch.rand(x.shape[0], features, dtype=f64)
+
+        def loss(out):
+            return 0.5 * ((out - target) ** 2).sum() / out.shape[0]
+    else:
+        labels = torch.randint(0, features, (x.shape[0],))
+
+        def loss(out):
+            return F.cross_entropy(out, labels)
+
+    def fn(*p):
+        h = x
+        for op in ops:
+            h = op(h, p)
+        return loss(h)
+
+    return fn, [q.requires_grad_() for q in params]
+
+
+def torch_seconds(name: str, config: dict, fast: bool) -> float:
+    import torch
+
+    fn, params = torch_function(name, config)
+    return seconds(lambda: torch.autograd.gradcheck(fn, params, fast_mode=fast))
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}; "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}\n")
+    print("| net | params (torch checks) | elements (full checks) | gradcheck full s | "
+          "gradcheck directional s | torch slow s | torch fast s | slow / full | "
+          "slow / directional |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, config in NETWORKS.items():
+        params, elements = sizes(config)
+        full, passed = gradcheck_seconds(config, "full")
+        directional, passed_d = gradcheck_seconds(config, "directional")
+        slow = torch_seconds(name, config, fast=False)
+        fast = torch_seconds(name, config, fast=True)
+        flag = "" if passed and passed_d else " (FAILED)"
+        print(f"| {name}{flag} | {params:,} | {elements:,} | {full:.2f} | {directional:.2f} | "
+              f"{slow:.2f} | {fast:.2f} | {slow / full:.1f}x | {slow / directional:.0f}x |",
+              flush=True)
+
+    print("\n| N2 hidden width | params | elements | full-mode s |")
+    print("|---:|---:|---:|---:|")
+    for width in WIDTHS:
+        config = wide_n2(width)
+        params, elements = sizes(config)
+        if width <= MEASURED_WIDTH_LIMIT:
+            took = f"{gradcheck_seconds(config, 'full')[0]:.1f}"
+        else:
+            network, batch = build_network(load_config(config))
+            cached = analytic_pass(network, batch)
+            estimate = estimate_full_seconds(network, batch, cached, 1e-6,
+                                             np.random.default_rng(0))
+            took = f"~{estimate:.0f} (estimate)"
+        print(f"| {width} | {params:,} | {elements:,} | {took} |", flush=True)
+
+    params, elements = sizes(BIG)
+    took, passed = gradcheck_seconds(BIG, "directional")
+    auto, _ = gradcheck_seconds(BIG, "auto")
+    print(f"\n| network | params | directional s | auto s (falls back to sample+directional) |")
+    print("|---|---:|---:|---:|")
+    print(f"| dense 2048-4096-512-10, batch 8{'' if passed else ' (FAILED)'} | {params:,} | "
+          f"{took:.1f} | {auto:.1f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
