@@ -14,7 +14,7 @@ from gradcheck.explain import classify
 from gradcheck.judge import judge
 from gradcheck.engine import Perturbed
 from gradcheck.tolerance import Tolerance
-from zoo_cases import BUGGY, TRICKY_OK
+from zoo_cases import BUGGY, TRICKY_OK, ZOO
 
 
 @pytest.mark.parametrize("case", sorted(BUGGY))
@@ -243,3 +243,14 @@ def test_json_carries_pattern_isolation_and_root_causes(tmp_path, run_cli):
     assert layers["last"]["isolated"] is None
     w = next(c for c in layers["culprit"]["checks"] if c["target"] == "W")
     assert w["pattern"] == "transposed" and w["worst_elements"]
+
+
+def test_two_wrong_layers_in_one_network_are_both_root_causes():
+    config = {"seed": 1, "plugins": [ZOO], "input": {"shape": [5], "batch": 3}, "loss": "mse",
+              "layers": [{"type": "dense", "units": 5}, {"type": "zoo_tanh_one_minus_y", "name": "a"},
+                         {"type": "dense", "units": 5}, {"type": "zoo_sigmoid_on_input", "name": "b"},
+                         {"type": "dense", "units": 2}]}
+    report = check_network(config)
+    assert report.root_causes == ["a", "b"]
+    by_name = {layer.name: layer for layer in report.layers}
+    assert by_name["dense_2"].inherited_from == "b" and by_name["dense_1"].inherited_from == "a"
