@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from gradcheck import tolerance
-from gradcheck.engine import Probe, target_array, targets
+from gradcheck.engine import INPUT, Probe, target_array, targets
 from gradcheck.report import TargetReport
 
 MODES = ("auto", "full", "sample", "directional")
@@ -32,7 +32,11 @@ DEFAULT_DIRECTIONS = 4
 # failing groups are followed per level, so a tensor that is wrong everywhere costs no more.
 LEAF_SIZE = 8
 MAX_GROUPS = 8
+# auto's estimate times this many elements per target. A parameter's copies each cost a forward
+# of its layer (4 tell that cost well, and keep slow external layers' requests few); an input's
+# copies share one stacked pass, where more elements give a fairer per-element figure.
 CALIBRATION_ELEMENTS = 24
+CALIBRATION_PARAM_ELEMENTS = 4
 # Directions whose +h/-h copies are built at once: n_directions * size values.
 DIRECTION_BATCH_VALUES = 2**22
 
@@ -189,7 +193,8 @@ def estimate_full_seconds(network, batch, cached, eps: float, rng, progress=None
         if size == 0:
             continue
         probe = Probe(network, batch, cached, target)
-        picked = rng.choice(size, size=min(size, CALIBRATION_ELEMENTS), replace=False)
+        wanted = CALIBRATION_ELEMENTS if target.name == INPUT else CALIBRATION_PARAM_ELEMENTS
+        picked = rng.choice(size, size=min(size, wanted), replace=False)
         started = time.perf_counter()
         probe.evaluate(np.sort(picked), eps)
         total += (time.perf_counter() - started) / len(picked) * size
