@@ -46,6 +46,8 @@ class CheckSettings:
             settings["max_seconds"] = self.max_seconds
         if self.weight_decay:
             settings["weight_decay"] = self.weight_decay
+        if self.mode == "full":
+            settings["intermediate_samples"] = max(self.samples, modes.INTERMEDIATE_SAMPLES)
         return settings
 
 
@@ -90,7 +92,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     settings = resolve_mode(network, batch, cached, settings)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(3,)))
     all_targets = targets(network)
-    chosen = [select_elements(cached.grads[t], settings.mode, settings.samples, rng)
+    chosen = [modes.select_for_target(t, cached.grads[t], settings.mode, settings.samples, rng)
               for t in all_targets]
     ticker = modes.Ticker(progress, sum(len(c) for c in chosen) + len(all_targets) * (
         2 * settings.directions if "directional" in settings.mode else 0))

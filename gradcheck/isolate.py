@@ -8,8 +8,8 @@ step sweep, measured round-off, patterns). A layer that fails alone is a root ca
 passes alone but fails end to end inherits its failure from the nearest root cause downstream.
 
 The loss needs no separate run: its ``input`` target already differentiates the loss alone.
-Only layers that fail (or are inconclusive) end to end are isolated: a layer that passes end to
-end has nothing to explain, and isolation costs one layer evaluation per checked element.
+Layers are isolated only when something fails (or is inconclusive) end to end, and then all of
+them: isolation costs one layer evaluation per checked element, far less than the tail.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ def isolate_layers(network: Network, cached, settings, layers: list[LayerReport]
     ``cached``: the network's clean pass (its ``inputs`` are what each layer sees);
     ``select(grad, rng) -> flat indices``: the element selection the end-to-end check uses.
     """
+    # Once anything fails, every layer is checked alone: a wrong dL/dx can hide from a sampled
+    # blame probe (gradcheck.modes.INTERMEDIATE_SAMPLES) yet fail alone, exhaustively and cheaply.
+    anything_failed = any(report.status in NEEDS_ISOLATION for report in layers)
     for k, report in enumerate(layers):
         if report.is_loss:
             report.isolated = report.status
-        elif report.status in NEEDS_ISOLATION:
+        elif anything_failed:
             rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5, k)))
             report.isolated_checks = isolate_layer(network, cached, settings, k, rng, select)
             report.isolated = worst_status(c.status for c in report.isolated_checks)

@@ -41,6 +41,26 @@ CALIBRATION_PARAM_ELEMENTS = 4
 DIRECTION_BATCH_VALUES = 2**22
 
 
+# ``full`` compares every element of every parameter and of the network input. The input of each
+# later layer (dL/d(its input)) is a blame probe, not extra coverage: any error in it reaches the
+# exhaustively checked parameters and network input upstream, and a failing check isolates every
+# layer (gradcheck.isolate). So those inputs are compared on a generous stratified sample: checking
+# all of them would cost one tail forward per activation, often 10x the rest of the check.
+INTERMEDIATE_SAMPLES = 512
+
+
+def is_blame_probe(target) -> bool:
+    """Whether ``target`` is the input of a layer after the first (or of the loss)."""
+    return target.name == INPUT and target.unit > 0
+
+
+def select_for_target(target, grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
+    """``select_elements`` for one target, with ``full`` sampling the blame probes."""
+    if mode == "full" and is_blame_probe(target):
+        return select_elements(grad, "sample", max(samples, INTERMEDIATE_SAMPLES), rng)
+    return select_elements(grad, mode, samples, rng)
+
+
 def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
     """Flat indices to compare one by one: all of them (``full``), none (``directional``), or
     ``samples`` of them (``sample``): the largest-|gradient| quarter plus a draw stratified over
@@ -197,7 +217,8 @@ def estimate_full_seconds(network, batch, cached, eps: float, rng, progress=None
         picked = rng.choice(size, size=min(size, wanted), replace=False)
         started = time.perf_counter()
         probe.evaluate(np.sort(picked), eps)
-        total += (time.perf_counter() - started) / len(picked) * size
+        compared = min(size, INTERMEDIATE_SAMPLES) if is_blame_probe(target) else size
+        total += (time.perf_counter() - started) / len(picked) * compared
         if progress is not None:
             progress(0)
     return total

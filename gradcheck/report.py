@@ -71,7 +71,9 @@ class LayerReport:
 
     @property
     def status(self) -> str:
-        return worst_status(c.status for c in self.checks)
+        # Failing alone is a failure even where the end-to-end samples happened to pass.
+        alone = [self.isolated] if self.isolated == "fail" else []
+        return worst_status([*(c.status for c in self.checks), *alone])
 
 
 @dataclasses.dataclass
