@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ class CheckSettings:
     directions: int = modes.DEFAULT_DIRECTIONS
     requested_mode: str | None = None
     estimated_full_seconds: float | None = None
+    # An explicit --max-seconds (or check.max_seconds) is also a hard stop: past it the check
+    # ends cleanly and reports the targets it did not reach as skipped.
+    deadline_seconds: float | None = None
 
     def as_dict(self) -> dict:
         settings = {"mode": self.mode, "eps": self.tol.eps, "rtol": self.tol.rtol,
@@ -65,6 +69,7 @@ def settings_for(spec: NetworkSpec, mode: str | None = None, eps: float | None =
                          weight_decay=spec.train.weight_decay if spec.train else 0.0,
                          max_seconds=(max_seconds or spec.check.max_seconds
                                       or modes.DEFAULT_MAX_SECONDS),
+                         deadline_seconds=max_seconds or spec.check.max_seconds,
                          directions=directions or modes.DEFAULT_DIRECTIONS)
 
 
@@ -87,6 +92,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     ``progress(done, total, what)``, when given, is called as the check advances (the CLI draws
     a progress bar with it; the library itself never prints).
     """
+    started = time.monotonic()
     network.set_training(True)
     cached = analytic_pass(network, batch)
     settings = resolve_mode(network, batch, cached, settings)
@@ -94,24 +100,40 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     all_targets = targets(network)
     chosen = [modes.select_for_target(t, cached.grads[t], settings.mode, settings.samples, rng)
               for t in all_targets]
+    deadline = started + settings.deadline_seconds if settings.deadline_seconds else None
     ticker = modes.Ticker(progress, sum(len(c) for c in chosen) + len(all_targets) * (
-        2 * settings.directions if "directional" in settings.mode else 0))
+        2 * settings.directions if "directional" in settings.mode else 0), deadline)
     directional_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(4,)))
     by_unit: dict[int, list[TargetReport]] = {}
-    for target, indices in zip(all_targets, chosen):
+    stopped_at = None
+    for n, (target, indices) in enumerate(zip(all_targets, chosen)):
         ticker.what = f"{network.units[target.unit].name}.{target.name}"
-        by_unit.setdefault(target.unit, []).append(
-            _check_target(network, batch, cached, target, settings, indices, ticker))
-        if "directional" in settings.mode:
-            modes.add_directional(by_unit[target.unit][-1], Probe(network, batch, cached, target),
-                                  cached.grads[target], settings.tol, network.dtype,
-                                  settings.directions, directional_rng, ticker)
+        try:
+            if stopped_at is not None:
+                raise modes.TimeUp
+            ticker.check_deadline()
+            checked = _check_target(network, batch, cached, target, settings, indices, ticker)
+            if "directional" in settings.mode:
+                modes.add_directional(checked, Probe(network, batch, cached, target),
+                                      cached.grads[target], settings.tol, network.dtype,
+                                      settings.directions, directional_rng, ticker)
+        except modes.TimeUp:
+            stopped_at = n if stopped_at is None else stopped_at
+            array = target_array(network, cached, target)
+            checked = modes.empty_report(target.name, tuple(array.shape), cached.grads[target])
+            checked.notes.append(f"not checked: the --max-seconds {settings.deadline_seconds:g} "
+                                 "deadline had passed")
+        by_unit.setdefault(target.unit, []).append(checked)
     layers = [LayerReport(name=unit.name, type=getattr(type(unit), "registered_name",
                                                         type(unit).__name__),
                           index=k, checks=by_unit[k], is_loss=k == len(network.layers))
               for k, unit in enumerate(network.units)]
     report = Report(network=network.name, settings=settings.as_dict(), layers=layers)
     report.warnings.extend(modes.coverage_warnings(settings, report))
+    if stopped_at is not None:
+        report.warnings.append(
+            f"stopped at the --max-seconds {settings.deadline_seconds:g} deadline: {stopped_at} of "
+            f"{len(all_targets)} targets were checked, the rest are reported as skipped")
     finish_verdicts(network, cached, settings, report)
     return report
 

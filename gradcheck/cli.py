@@ -86,7 +86,9 @@ def main(plugins):
               "directions (directional), or full when it fits --max-seconds, else sample and "
               "directional (auto) [config or auto].")
 @click.option("--max-seconds", type=float,
-              help="auto mode: the time a full check may take before it falls back [60].")
+              help="Time budget in seconds: auto mode falls back from full when a full check "
+                   "would exceed it [60], and when given, any check stops cleanly at it and "
+                   "reports what it covered.")
 @click.option("--directions", type=click.IntRange(min=1),
               help="Random directions per tensor in directional mode [4].")
 @click.option("--eps", type=float, help="Finite-difference step [float64: 1e-6].")

@@ -224,19 +224,31 @@ def estimate_full_seconds(network, batch, cached, eps: float, rng, progress=None
     return total
 
 
-class Ticker:
-    """Counts work done for a ``progress(done, total, what)`` callback (None: counts nothing)."""
+class TimeUp(Exception):
+    """Raised from the progress ticker when a check's ``--max-seconds`` deadline has passed; the
+    engine's ``finally`` blocks restore every perturbed value on the way out."""
 
-    def __init__(self, progress, total: int):
+
+class Ticker:
+    """Counts work done for a ``progress(done, total, what)`` callback (None: counts nothing),
+    and enforces the deadline (``time.monotonic()`` value, or None) at every step."""
+
+    def __init__(self, progress, total: int, deadline: float | None = None):
         self.progress = progress
         self.total = max(1, int(total))
         self.done = 0
         self.what = ""
+        self.deadline = deadline
 
     def __call__(self, advance: int) -> None:
         self.done = min(self.total, self.done + int(advance))
         if self.progress is not None:
             self.progress(self.done, self.total, self.what)
+        self.check_deadline()
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeUp
 
 
 def empty_report(name: str, shape: tuple[int, ...], analytic_full: np.ndarray) -> TargetReport:

@@ -109,4 +109,5 @@ class Report:
         return {"checked": sum(c.checked for c in checks), "failed": sum(c.failed for c in checks),
                 "kinks": sum(c.kinks for c in checks),
                 "inconclusive": sum(c.inconclusive for c in checks),
-                "targets": len(checks), "failed_targets": sum(c.status == "fail" for c in checks)}
+                "targets": len(checks), "failed_targets": sum(c.status == "fail" for c in checks),
+                "skipped_targets": sum(c.status == "skipped" for c in checks)}

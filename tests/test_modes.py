@@ -3,6 +3,7 @@ they promise; directional mode localises an injected bug; stacking respects its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -204,7 +205,10 @@ def test_auto_is_full_within_budget_and_falls_back_and_says_so_beyond_it():
     assert report.settings["mode"] == "full" and report.settings["requested_mode"] == "auto"
     assert not any("auto mode" in w for w in report.warnings)
     network, batch = build_network(spec)
-    report = run_check(network, batch, settings_for(spec, max_seconds=1e-9, samples=4))
+    # A budget no full check fits (set on the settings directly: an explicit --max-seconds would
+    # also be a hard stop, tested in test_robustness).
+    settings = dataclasses.replace(settings_for(spec, samples=4), max_seconds=1e-9)
+    report = run_check(network, batch, settings)
     assert report.settings["mode"] == "sample+directional"
     assert report.settings["samples"] == 4 and report.settings["directions"] == 4
     assert any("auto mode" in w and "compared one by one" in w for w in report.warnings)

@@ -210,3 +210,28 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
     text = "input: !!python/object/apply:os.system ['echo pwned']\nlayers: [relu]\nloss: mse\n"
     result = _run(["check", str(write_yaml(tmp_path, text))])
     assert result.exit_code == 2 and "pwned" not in result.stdout
+
+
+def test_max_seconds_stops_a_long_check_cleanly(tmp_path):
+    # A deliberately slow (correct) plugin layer makes the check outlast a tiny deadline.
+    (tmp_path / "slow.py").write_text(
+        "import time\nimport gradcheck\n\n@gradcheck.register_layer('slow_identity')\n"
+        "class Slow(gradcheck.Layer):\n    def forward(self, x):\n        time.sleep(0.1)\n"
+        "        return x\n    def backward(self, g):\n        return g\n")
+    text = ("plugins: [slow.py]\ninput: {shape: [64], batch: 4}\nlayers:\n"
+            "  - {type: dense, name: d, units: 64}\n  - {type: slow_identity, name: s}\n"
+            "  - {type: dense, name: out, units: 3}\nloss: mse\n")
+    path = write_yaml(tmp_path, text)
+    spec = gradcheck.load_config(path)
+    network, batch = gradcheck.build_network(spec)
+    params = {k: v.copy() for k, v in network.layers[0].params.items()}
+    report = run_check(network, batch, settings_for(spec, mode="full", max_seconds=0.5))
+    counts = report.counts()
+    assert counts["skipped_targets"] >= 1 and counts["checked"] > 0
+    assert any("--max-seconds 0.5 deadline" in w for w in report.warnings)
+    assert report.passed
+    for k, v in network.layers[0].params.items():
+        np.testing.assert_array_equal(v, params[k])
+    result = _run(["check", str(path), "--mode", "full", "--max-seconds", "0.5", "--format", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["summary"]["skipped_targets"] >= 1
