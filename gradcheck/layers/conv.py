@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from gradcheck.errors import LayerError
 from gradcheck.layers.base import Layer
@@ -67,9 +68,9 @@ def tap_slices(tap: tuple[int, int], out_shape: tuple[int, int], stride: tuple[i
     """Where kernel element ``tap`` = (i, j) lands in the padded input, for every output position.
 
     ``x_padded[:, :, rows, cols]`` is (batch, C, out_h, out_w): the input values that all output
-    positions see through that one kernel element. Convolution and pooling loop over the kh*kw
-    taps, each a whole-batch array operation; unlike im2col this never materialises a kh*kw
-    times larger copy of the input, which on this kind of data costs more than the arithmetic.
+    positions see through that one kernel element. Pooling and conv2d's backward loop over the
+    kh*kw taps, each a whole-batch array operation that never materialises a kh*kw times larger
+    copy of the input (conv2d's forward does, in bounded chunks: see ``Conv2D.forward``).
     """
     rows, cols = (slice(t * d, t * d + s * (n - 1) + 1, s)
                   for t, n, s, d in zip(tap, out_shape, stride, dilation))
@@ -94,6 +95,11 @@ def crop_spatial(grad_padded: np.ndarray, padding: tuple[int, int]) -> np.ndarra
     ph, pw = padding
     height, width = grad_padded.shape[2:]
     return grad_padded[:, :, ph:height - ph, pw:width - pw]
+
+
+# Cap on one chunk of conv2d's im2col columns (rows x C*kh*kw x positions): small chunks stay in
+# cache, measured as fast as or faster than 64 MiB ones (bench/conv_micro.py shapes).
+COLUMN_BYTES = 4 * 2**20
 
 
 @register_layer("conv2d")
@@ -132,14 +138,22 @@ class Conv2D(Layer):
         batch = x.shape[0]
         # Parameters are read afresh on every call: the engine perturbs them in place. Casting
         # them to x's dtype keeps float32 runs in float32 instead of silently upcasting.
-        weight = self.params["W"].astype(x.dtype, copy=False)
+        weight = self.params["W"].astype(x.dtype, copy=False).reshape(self.filters, -1)
         self.x_padded = pad_spatial(x, self.padding)
         self.out_shape = output_size("conv2d", x.shape[2:], self._span(), self.stride,
                                      self.padding)
-        y = np.zeros((batch, self.filters, self.out_shape[0] * self.out_shape[1]), dtype=x.dtype)
-        for i, j in taps(self.kernel):
-            # (filters, C) @ (batch, C, positions): one BLAS product per kernel element.
-            y += weight[:, :, i, j] @ self._patch(i, j)
+        windows = self._windows()
+        y = np.empty((batch, self.filters, self.out_shape[0] * self.out_shape[1]), dtype=x.dtype)
+        # im2col: gather each chunk's windows into (rows, C*kh*kw, positions) columns, then one
+        # (filters, C*kh*kw) @ columns product. Full mode stacks thousands of perturbed rows
+        # here, and one deep product beats kh*kw shallow ones 1.5-5x (bench/conv_micro.py);
+        # chunking keeps the kh*kw times larger column copy under COLUMN_BYTES.
+        row_bytes = max(1, weight.shape[1] * y.shape[2] * x.dtype.itemsize)
+        rows = max(1, COLUMN_BYTES // row_bytes)
+        for start in range(0, batch, rows):
+            chunk = windows[start:start + rows]
+            columns = chunk.reshape(chunk.shape[0], weight.shape[1], -1)  # a copy: the gather
+            np.matmul(weight, columns, out=y[start:start + rows])
         if self.bias:
             y += self.params["b"].astype(x.dtype, copy=False)[:, None]
         return y.reshape(batch, self.filters, *self.out_shape)
@@ -168,6 +182,15 @@ class Conv2D(Layer):
     def _span(self) -> tuple[int, int]:
         """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    def _windows(self) -> np.ndarray:
+        """(batch, C, kh, kw, out_h, out_w) read-only view: the input under every kernel element."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        # (batch, C, positions_h, positions_w, span_h, span_w) at stride 1, then every stride-th
+        # position and every dilation-th element of each window.
+        view = sliding_window_view(self.x_padded, self._span(), axis=(2, 3))
+        view = view[:, :, ::sh, ::sw, ::dh, ::dw]
+        return view.transpose(0, 1, 4, 5, 2, 3)
 
     def _patch(self, i: int, j: int) -> np.ndarray:
         """(batch, C, out_h * out_w) input seen through kernel element (i, j)."""
