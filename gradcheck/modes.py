@@ -46,7 +46,7 @@ DIRECTION_BATCH_VALUES = 2**22
 # exhaustively checked parameters and network input upstream, and a failing check isolates every
 # layer (gradcheck.isolate). So those inputs are compared on a generous stratified sample: checking
 # all of them would cost one tail forward per activation, often 10x the rest of the check.
-INTERMEDIATE_SAMPLES = 512
+INTERMEDIATE_SAMPLES = 256
 
 
 def is_blame_probe(target) -> bool:

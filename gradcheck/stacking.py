@@ -6,7 +6,8 @@ interpreter. So the engine stacks perturbed copies along the batch axis and runs
 *chunk* of copies. Layout: a stacked batch has ``levels * B`` rows, and row ``p`` always stands for
 row ``p mod B`` of the real batch (the contract lets a layer that depends on the batch position,
 like dropout, rely on that). A layer that mixes the batch (``mixes_batch``) is run on each level's
-B rows separately, so it never sees rows of another copy.
+B rows separately, so it never sees rows of another copy — in one call when it offers
+``forward_groups``, else one call per level.
 
 A chunk is bounded by ``max_bytes`` (see ``levels_for``), so memory stays bounded whatever the
 network size: at least one +h/-h pair is always evaluated together.
@@ -65,7 +66,11 @@ def run_tail(network: Network, x: np.ndarray, start: int, levels: int,
     states: list[np.ndarray] = []
     for layer in network.layers[start:]:
         want_state = has_branch_state(layer)
-        if mixes_batch(layer) and levels > 1:
+        grouped = getattr(layer, "forward_groups", None)
+        if mixes_batch(layer) and levels > 1 and callable(grouped) and not want_state:
+            x = invoke(layer, "forward", grouped, x, batch)
+            state = None
+        elif mixes_batch(layer) and levels > 1:
             outs, parts = [], []
             for level in range(levels):
                 outs.append(invoke(layer, "forward", layer.forward,

@@ -308,3 +308,16 @@ def test_lrn_rejects_bad_options(options, message):
 def test_lrn_rejects_non_image_input(shape):
     with pytest.raises(LayerError, match=r"\(channels, height, width\)"):
         LocalResponseNorm().build(shape, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4, 4)])
+def test_batchnorm_forward_groups_equals_one_forward_per_group(shape):
+    rng = np.random.default_rng(0)
+    layer = BatchNorm()
+    layer.build(shape[1:], rng)
+    layer.params["gamma"] = rng.normal(size=layer.params["gamma"].shape)
+    layer.params["beta"] = rng.normal(size=layer.params["beta"].shape)
+    groups = [rng.normal(size=shape) for _ in range(3)]
+    stacked = layer.forward_groups(np.concatenate(groups), shape[0])
+    expected = np.concatenate([layer.forward(g) for g in groups])
+    np.testing.assert_allclose(stacked, expected, rtol=1e-12, atol=1e-12)

@@ -30,6 +30,10 @@ class Layer:
       Otherwise the engine may call ``forward`` on k copies of the batch stacked into k*B rows, or
       on single rows placed so that row p of the stack stands for row p mod B of the batch: a
       layer that depends on the batch position (dropout's mask) must treat row p as row p mod B.
+    - ``forward_groups(x, group_size)``: for a layer that mixes the batch, forward applied to each
+      consecutive block of ``group_size`` rows as a separate batch (no backward follows it). The
+      engine then evaluates many perturbed copies of the batch in one call instead of one call
+      per copy; without it, it loops.
     - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
       max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
       differs between x+h and x-h the finite difference straddles a kink and is not a failure.

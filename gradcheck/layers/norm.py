@@ -119,6 +119,20 @@ class BatchNorm(Layer):
             self.x_hat = (x - mean) * self.inv_std
         return self.params["gamma"].reshape(view) * self.x_hat + self.params["beta"].reshape(view)
 
+    def forward_groups(self, x, group_size):
+        """Forward on each consecutive block of ``group_size`` rows as its own batch (the optional
+        contract method the engine uses to run many perturbed copies of the batch in one call).
+        x: (groups * group_size, *shape). Nothing is cached: no backward follows it."""
+        if not self.training:
+            return self.forward(x)
+        view = (1, 1, -1) + (1,) * (x.ndim - 2)
+        grouped = x.reshape(x.shape[0] // group_size, group_size, *x.shape[1:])
+        axes = (1,) + tuple(range(3, grouped.ndim))
+        self._stat_axes(grouped[0])
+        x_hat, _ = _normalise(grouped, axes, self.eps)
+        y = self.params["gamma"].reshape(view) * x_hat + self.params["beta"].reshape(view)
+        return y.reshape(x.shape)
+
     def backward(self, grad_out):
         view = (1, -1) + (1,) * (grad_out.ndim - 2)
         self.grads["gamma"] = (grad_out * self.x_hat).sum(axis=self.axes)
