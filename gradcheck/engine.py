@@ -294,21 +294,23 @@ class Probe:
         kinked = np.zeros(len(idx), dtype=bool)
         pairs = self.levels // 2
         own_state = _has_branch_state(layer)
+        out_shape = (self.rows, *self.network.shapes[self.start + 1])
         for lo_j in range(0, len(idx), pairs):
             sel = range(lo_j, min(len(idx), lo_j + pairs))
-            outputs, states = [], []
-            for j in sel:
+            # Written in place: np.stack of thousands of small outputs costs a second copy.
+            stacked = np.empty((2 * len(sel), *out_shape), dtype=self.network.dtype)
+            states = []
+            for c, j in enumerate(sel):
                 i = idx[j]
                 saved = flat[i]
                 try:
-                    for value in (hi[j], lo[j]):
+                    for level, value in ((2 * c, hi[j]), (2 * c + 1, lo[j])):
                         flat[i] = value
-                        outputs.append(invoke(layer, "forward", layer.forward, self.start_input))
+                        stacked[level] = invoke(layer, "forward", layer.forward, self.start_input)
                         if own_state:
                             states.append(invoke(layer, "branch_state", layer.branch_state))
                 finally:
                     flat[i] = saved
-            stacked = np.stack(outputs)
             part = slice(sel.start, sel.stop)
             plus[part], minus[part], kinked[part] = self._through_tail(stacked, self.start + 1,
                                                                        states)

@@ -126,7 +126,8 @@ class Sigmoid(Layer):
         # exp(-|x|) never overflows; 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0 are the same
         # function, each evaluated where it is stable.
         z = np.exp(-np.abs(x))
-        self.y = np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+        self.y = 1.0 / (1.0 + z)
+        np.multiply(self.y, z, out=self.y, where=x < 0)
         return self.y
 
     def backward(self, grad_out):
