@@ -2,8 +2,9 @@
 
 Run with ``make bench`` (it installs the bench-only torch pin into the venv). Both sides run
 float64 and single-threaded; torch checks every parameter (``all parameters as inputs``), while
-gradcheck's ``full`` mode checks every parameter *and* every layer's input (dL/d(input) of each
-layer and of the loss, which is what blame needs), so it compares more elements than torch does.
+gradcheck's ``full`` mode compares every parameter and every network-input element, plus a
+stratified sample of each later layer's input (the blame probes), so it compares more elements
+than torch does: the tables show the elements each compared.
 Prints three Markdown tables: N1..N4, full-mode scaling with width, and directional mode on a
 network with over 10 million parameters.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from gradcheck.check import check_network
 from gradcheck.config import load_config
-from gradcheck.engine import analytic_pass, target_array, targets
+from gradcheck.engine import analytic_pass
 from gradcheck.modes import estimate_full_seconds
 from gradcheck.network import build_network
 
@@ -61,21 +62,21 @@ def seconds(fn) -> float:
     return time.perf_counter() - started
 
 
-def sizes(config: dict) -> tuple[int, int]:
-    """(parameters, parameters + layer inputs): what torch checks, what full mode checks."""
-    network, batch = build_network(load_config(config))
-    cached = analytic_pass(network, batch)
-    params = sum(p.size for unit in network.units for p in unit.params.values())
-    return params, sum(target_array(network, cached, t).size for t in targets(network))
+def parameter_count(config: dict) -> int:
+    """What torch checks: every parameter element."""
+    network, _ = build_network(load_config(config))
+    return sum(p.size for unit in network.units for p in unit.params.values())
 
 
-def gradcheck_seconds(config: dict, mode: str) -> tuple[float, bool]:
+def gradcheck_run(config: dict, mode: str) -> tuple[float, bool, int]:
+    """Seconds, verdict and elements compared one by one."""
     report = None
 
     def run():
         nonlocal report
         report = check_network(config, mode=mode)
-    return seconds(run), report.passed
+    took = seconds(run)
+    return took, report.passed, report.counts()["checked"]
 
 
 def torch_function(name: str, config: dict):
@@ -155,14 +156,14 @@ def main() -> None:
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}\n")
-    print("| net | params (torch checks) | elements (full checks) | gradcheck full s | "
+    print("| net | params (torch checks) | elements compared (full) | gradcheck full s | "
           "gradcheck directional s | torch slow s | torch fast s | slow / full | "
           "slow / directional |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, config in NETWORKS.items():
-        params, elements = sizes(config)
-        full, passed = gradcheck_seconds(config, "full")
-        directional, passed_d = gradcheck_seconds(config, "directional")
+        params = parameter_count(config)
+        full, passed, elements = gradcheck_run(config, "full")
+        directional, passed_d, _ = gradcheck_run(config, "directional")
         slow = torch_seconds(name, config, fast=False)
         fast = torch_seconds(name, config, fast=True)
         flag = "" if passed and passed_d else " (FAILED)"
@@ -170,24 +171,27 @@ def main() -> None:
               f"{slow:.2f} | {fast:.2f} | {slow / full:.1f}x | {slow / directional:.0f}x |",
               flush=True)
 
-    print("\n| N2 hidden width | params | elements | full-mode s |")
+    print("\n| N2 hidden width | params | elements compared | full-mode s |")
     print("|---:|---:|---:|---:|")
     for width in WIDTHS:
         config = wide_n2(width)
-        params, elements = sizes(config)
+        params = parameter_count(config)
         if width <= MEASURED_WIDTH_LIMIT:
-            took = f"{gradcheck_seconds(config, 'full')[0]:.1f}"
+            full, _, elements = gradcheck_run(config, "full")
+            took = f"{full:.1f}"
         else:
+            elements = "-"
             network, batch = build_network(load_config(config))
             cached = analytic_pass(network, batch)
             estimate = estimate_full_seconds(network, batch, cached, 1e-6,
                                              np.random.default_rng(0))
             took = f"~{estimate:.0f} (estimate)"
-        print(f"| {width} | {params:,} | {elements:,} | {took} |", flush=True)
+        print(f"| {width} | {params:,} | {elements if isinstance(elements, str) else f'{elements:,}'}"
+              f" | {took} |", flush=True)
 
-    params, elements = sizes(BIG)
-    took, passed = gradcheck_seconds(BIG, "directional")
-    auto, _ = gradcheck_seconds(BIG, "auto")
+    params = parameter_count(BIG)
+    took, passed, _ = gradcheck_run(BIG, "directional")
+    auto, _, _ = gradcheck_run(BIG, "auto")
     print(f"\n| network | params | directional s | auto s (falls back to sample+directional) |")
     print("|---|---:|---:|---:|")
     print(f"| dense 2048-4096-512-10, batch 8{'' if passed else ' (FAILED)'} | {params:,} | "
