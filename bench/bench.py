@@ -56,10 +56,22 @@ def wide_n2(width: int) -> dict:
         {"type": "dense", "units": 10}], "loss": "cross_entropy"}
 
 
+# Shared 2-core VMs swing by up to 2x between runs: each side gets the best of a few runs (the
+# usual way to read through noise from other tenants), except runs too long to repeat.
+REPEATS = 3
+REPEAT_BELOW_SECONDS = 15.0
+
+
 def seconds(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    """Best wall time of up to REPEATS runs of ``fn`` (one run when it takes long)."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+        if best > REPEAT_BELOW_SECONDS:
+            break
+    return best
 
 
 def parameter_count(config: dict) -> int:

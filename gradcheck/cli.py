@@ -54,6 +54,22 @@ def _user_errors(command):
     return wrapper
 
 
+def output_options(command):
+    """The output options ``check`` and ``diagnose`` share: -q/-v, --svg/--html exports, -o."""
+    for option in reversed((
+        click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line."),
+        click.option("-v", "--verbose", count=True,
+                     help="Say on stderr which plugins were loaded and how long each step took."),
+        click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also save the coloured text report as an SVG picture."),
+        click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also save the coloured text report as an HTML page."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the report to FILE instead of stdout."))):
+        command = option(command)
+    return command
+
+
 color_option = click.option("--color", type=click.Choice(["auto", "always", "never"]),
                             default="auto", show_default=True,
                             help="Colour the report (auto: only on a terminal, never with NO_COLOR).")
@@ -100,15 +116,7 @@ def main(plugins):
               "markdown: a table for a CI job summary or a PR comment).")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when gradients disagree (config and usage errors still exit 2).")
-@click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line.")
-@click.option("-v", "--verbose", count=True,
-              help="Say on stderr which plugins were loaded and how long each step took.")
-@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the coloured text report as an SVG picture.")
-@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the coloured text report as an HTML page.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report to FILE instead of stdout.")
+@output_options
 @click.option("--replay", "replay_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the worst failing element (seed, layer, target, index, step, losses, "
               "analytic, numeric) to FILE; re-run it with 'gradcheck replay FILE'.")
@@ -167,15 +175,7 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when an error-severity finding exists (config and usage errors "
               "still exit 2).")
-@click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line.")
-@click.option("-v", "--verbose", count=True,
-              help="Say on stderr which plugins were loaded and how long each step took.")
-@click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the coloured text report as an SVG picture.")
-@click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the coloured text report as an HTML page.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report to FILE instead of stdout.")
+@output_options
 @color_option
 @plugin_option
 @debug_option
