@@ -34,6 +34,11 @@ class Layer:
       consecutive block of ``group_size`` rows as a separate batch (no backward follows it). The
       engine then evaluates many perturbed copies of the batch in one call instead of one call
       per copy; without it, it loops.
+    - ``perturbed_outputs(x, name, flat_indices, values)``: ``forward(x)`` with
+      ``params[name].flat[flat_indices[k]] = values[k]``, for each k: shape (k, batch, *output).
+      A layer affine in a parameter can return the clean output plus a rank-one change instead of
+      running a forward per perturbed element. The engine confirms it against ``forward`` once per
+      target.
     - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
       max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
       differs between x+h and x-h the finite difference straddles a kink and is not a failure.

@@ -179,6 +179,23 @@ class Conv2D(Layer):
                                                                copy=False)
         return crop_spatial(grad_padded, self.padding)
 
+    def perturbed_outputs(self, x, name, flat_indices, values):
+        """forward(x) with one element of W or b replaced, per copy: (n, batch, filters, oh, ow).
+
+        y is affine in W and b: W[f, c, i, j] -> v adds (v - W[f, c, i, j]) times the input seen
+        through kernel element (i, j) of channel c to output channel f only."""
+        y = self.forward(x)
+        copies = np.arange(len(flat_indices))
+        delta = (values - self.params[name].reshape(-1)[flat_indices]).astype(y.dtype)
+        out = np.repeat(y[None], len(copies), axis=0)
+        if name == "W":
+            f, c, i, j = np.unravel_index(flat_indices, self.params["W"].shape)
+            patches = self._windows()[:, c, i, j]  # (batch, n, out_h, out_w)
+            out[copies, :, f] += delta[:, None, None, None] * patches.transpose(1, 0, 2, 3)
+        else:
+            out[copies, :, flat_indices] += delta[:, None, None, None]
+        return out
+
     def _span(self) -> tuple[int, int]:
         """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))

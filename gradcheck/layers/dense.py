@@ -39,6 +39,21 @@ class Dense(Layer):
         y = x @ self.params["W"]
         return y + self.params["b"] if self.bias else y
 
+    def perturbed_outputs(self, x, name, flat_indices, values):
+        """forward(x) with one element of W or b replaced, per copy: (n, batch, units).
+
+        y is affine in W and b, so W[i, j] -> v adds (v - W[i, j]) * x[:, i] to column j only."""
+        y = x @ self.params["W"] + self.params["b"] if self.bias else x @ self.params["W"]
+        copies = np.arange(len(flat_indices))
+        delta = (values - self.params[name].reshape(-1)[flat_indices]).astype(y.dtype)
+        out = np.repeat(y[None], len(copies), axis=0)
+        if name == "W":
+            rows, cols = np.divmod(flat_indices, self.units)
+            out[copies, :, cols] += delta[:, None] * x[:, rows].T
+        else:
+            out[copies, :, flat_indices] += delta[:, None]
+        return out
+
     def backward(self, grad_out):
         self.grads["W"] = self.x.T @ grad_out
         if self.bias:

@@ -1,0 +1,78 @@
+"""The optional ``perturbed_outputs`` contract method: built-ins agree with ``forward``, and the
+engine refuses one that does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import gradcheck
+from gradcheck.check import run_check, settings_for
+from gradcheck.registry import layer_class
+
+
+def _expected(layer, x, name, indices, values):
+    flat = layer.params[name].reshape(-1)
+    outputs = []
+    for i, v in zip(indices, values):
+        saved = flat[i]
+        flat[i] = v
+        outputs.append(layer.forward(x))
+        flat[i] = saved
+    return np.stack(outputs)
+
+
+CASES = [
+    ("dense", {"units": 3}, (4,)),
+    ("dense", {"units": 2, "bias": False}, (5,)),
+    ("conv2d", {"filters": 2, "kernel": 3, "padding": 1}, (2, 5, 5)),
+    ("conv2d", {"filters": 3, "kernel": [2, 3], "stride": 2, "dilation": [1, 2]}, (2, 7, 8)),
+]
+
+
+@pytest.mark.parametrize("kind, options, shape", CASES)
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**16))
+def test_builtin_perturbed_outputs_equal_forward(kind, options, shape, seed):
+    rng = np.random.default_rng(seed)
+    layer = layer_class(kind)(**options)
+    layer.build(shape, rng)
+    x = rng.normal(size=(3, *shape))
+    for name, param in layer.params.items():
+        indices = rng.integers(0, param.size, 6)
+        values = param.reshape(-1)[indices] + rng.normal(size=6)
+        before = param.copy()
+        got = layer.perturbed_outputs(x, name, indices, values)
+        np.testing.assert_allclose(got, _expected(layer, x, name, indices, values),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(param, before)
+
+
+@gradcheck.register_layer("dense_lying_shortcut")
+class DenseLyingShortcut(gradcheck.Layer):
+    """A correct dense layer whose perturbed_outputs ignores the perturbation."""
+
+    def build(self, input_shape, rng):
+        self.params["W"] = rng.normal(size=(input_shape[0], 2))
+        return (2,)
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params["W"]
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
+        return grad_out @ self.params["W"].T
+
+    def perturbed_outputs(self, x, name, flat_indices, values):
+        return np.repeat(self.forward(x)[None], len(flat_indices), axis=0)
+
+
+def test_engine_refuses_perturbed_outputs_that_disagree_with_forward():
+    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 2},
+                                  "layers": [{"type": "dense_lying_shortcut", "name": "liar"}],
+                                  "loss": "mse"})
+    network, batch = gradcheck.build_network(spec)
+    with pytest.raises(gradcheck.LayerError, match="liar.*perturbed_outputs disagrees"):
+        run_check(network, batch, settings_for(spec, mode="full"))
