@@ -23,9 +23,9 @@ def color_enabled(stream: TextIO, choice: str = "auto") -> bool:
 
 def make_console(stream: TextIO, choice: str = "auto") -> Console:
     """A rich Console on ``stream``; without colour it emits no escape sequences at all."""
-    if color_enabled(stream, choice):
-        return Console(file=stream, force_terminal=True, highlight=False)
     # Off a terminal rich would wrap at 80 columns; reports are tables, so allow them room.
-    width = None if stream.isatty() else 160
+    width = None if hasattr(stream, "isatty") and stream.isatty() else 160
+    if color_enabled(stream, choice):
+        return Console(file=stream, force_terminal=True, highlight=False, width=width)
     return Console(file=stream, color_system=None, force_terminal=False, highlight=False,
                    width=width, no_color=True)

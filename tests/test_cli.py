@@ -99,3 +99,21 @@ def test_python_dash_m_and_piped_output():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "PASS" in proc.stdout and ANSI not in proc.stdout
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_text_report_fits_the_terminal_without_truncated_cells(width):
+    import io
+
+    from rich.console import Console
+
+    from gradcheck.check import check_network
+    from gradcheck.render.text import render_text
+
+    report = check_network(CONFIGS / "broken" / "plugin_buggy.yaml")
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(render_text(report))
+    table_lines = [line for line in out.getvalue().splitlines() if "│" in line or "┃" in line]
+    assert table_lines and all(len(line) <= width for line in table_lines)
+    assert not any("…" in line for line in table_lines)
+    assert "root cause" in out.getvalue() and "inherited from act" in out.getvalue()

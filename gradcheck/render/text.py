@@ -44,28 +44,52 @@ def _blame(layer: LayerReport) -> Text:
     return Text("")
 
 
-def table(report: Report) -> Table:
-    """One row per target; the first row of each layer names it and says where blame lies."""
+# Columns in order, each with the order it is dropped in when the terminal is too narrow for the
+# whole table (0: always shown). An 80-column terminal keeps what a verdict needs.
+COLUMNS = (("layer", "left", 0), ("type", "left", 4), ("target", "left", 0), ("shape", "left", 6),
+           ("checked", "right", 2), ("failed", "right", 0), ("max rel err", "right", 0),
+           (BAR_HEADER, "left", 7), ("worst index", "left", 3), ("analytic", "right", 5),
+           ("numeric", "right", 5), ("status", "left", 0), ("blame", "left", 1))
+
+
+def table(report: Report, dropped: int = 0) -> Table:
+    """One row per target; the first row of each layer names it and says where blame lies.
+
+    ``dropped``: leave out the columns whose drop rank is above ``8 - dropped`` (see COLUMNS)."""
+    keep = [rank == 0 or rank < 8 - dropped for _, _, rank in COLUMNS]
     grid = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for column, justify in (("layer", "left"), ("type", "left"), ("target", "left"),
-                            ("shape", "left"), ("checked", "right"), ("failed", "right"),
-                            ("max rel err", "right"), (BAR_HEADER, "left"), ("worst index", "left"),
-                            ("analytic", "right"), ("numeric", "right"), ("status", "left"),
-                            ("blame", "left")):
-        grid.add_column(column, justify=justify, no_wrap=True)
+    for (column, justify, _), shown in zip(COLUMNS, keep):
+        if shown:
+            grid.add_column(column, justify=justify, no_wrap=True)
     for layer in report.layers:
         for i, check in enumerate(layer.checks):
             first = i == 0
-            grid.add_row(
+            cells = (
                 layer.name if first else "", layer.type if first else "",
                 _target_label(check), "x".join(map(str, check.shape)) or "scalar",
                 str(check.checked), _failed(check), _fmt(check.max_rel_error, ".1e"),
                 error_bar(check.max_rel_error, report.settings["rtol"]),
                 "-" if check.worst_index is None else str(check.worst_index),
                 _fmt(check.analytic), _fmt(check.numeric), _status(check.status),
-                _blame(layer) if first else Text(""),
-                end_section=i == len(layer.checks) - 1)
+                _blame(layer) if first else Text(""))
+            grid.add_row(*(c for c, shown in zip(cells, keep) if shown),
+                         end_section=i == len(layer.checks) - 1)
     return grid
+
+
+class FittedTable:
+    """The layers x targets table with as many columns as the console's width allows."""
+
+    def __init__(self, report: Report):
+        self.report = report
+
+    def __rich_console__(self, console, options):
+        unbounded = options.update(max_width=10**6)
+        for dropped in range(8):
+            grid = table(self.report, dropped)
+            if console.measure(grid, options=unbounded).maximum <= options.max_width:
+                break
+        yield grid
 
 
 def _target_label(check: TargetReport) -> str:
@@ -151,7 +175,7 @@ def summary(report: Report) -> Text:
 
 def render_text(report: Report) -> Group:
     """The whole report as one rich renderable."""
-    parts = [header(report), Text(""), table(report), Text("")]
+    parts = [header(report), Text(""), FittedTable(report), Text("")]
     found = details(report)
     if found:
         parts.extend([*found, Text("")])
