@@ -236,3 +236,17 @@ def test_cli_modes_and_coverage_keys(run_cli):
     assert check["coverage"]["directions"] == 2 and check["coverage"]["elements"] == 0
     bad = run_cli("check", CONFIGS / "lenet.yaml", "--max-seconds", "0")
     assert bad.exit_code == 2
+
+
+def test_verdict_line_counts_directions_and_skipped_targets(run_cli):
+    # A directional pass compares no single element: the verdict must not read "0 elements match".
+    directional = run_cli("check", CONFIGS / "mlp.yaml", "--mode", "directional", "-q")
+    assert directional.exit_code == 0
+    assert "0 elements and " in directional.stdout and " directions in " in directional.stdout
+    full = run_cli("check", CONFIGS / "mlp.yaml", "-q")
+    assert "directions" not in full.stdout and "skipped" not in full.stdout
+    # A check stopped at its deadline must say that targets were never reached.
+    stopped = run_cli("check", CONFIGS / "lenet.yaml", "--mode", "full", "--max-seconds", "1e-6",
+                      "-q")
+    assert stopped.exit_code == 0
+    assert "targets skipped (not checked)" in stopped.stdout and " of " in stopped.stdout

@@ -6,6 +6,7 @@ byte-stable like the JSON.
 
 from __future__ import annotations
 
+from gradcheck.render import compared_phrase
 from gradcheck.report import Report, TargetReport
 
 ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "skipped": "➖"}
@@ -36,7 +37,9 @@ def render_markdown(report: Report) -> str:
     verdict = "PASS" if report.passed else "FAIL"
     lines = [f"### {ICON.get(report.status, '')} gradcheck `{_cell(report.network)}`: {verdict}", ""]
     if report.passed:
-        lines.append(f"{counts['checked']} elements in {counts['targets']} targets match.")
+        reached = counts["targets"] - counts["skipped_targets"]
+        targets = f"{reached} of {counts['targets']}" if reached < counts["targets"] else reached
+        lines.append(f"{compared_phrase(report)} in {targets} targets match.")
     else:
         lines.append(f"{counts['failed']} of {counts['checked']} elements in "
                      f"{counts['failed_targets']} of {counts['targets']} targets disagree.")
@@ -44,7 +47,8 @@ def render_markdown(report: Report) -> str:
             causes = ", ".join(f"`{_cell(c)}`" for c in report.root_causes)
             lines[-1] += f" **Root cause: {causes}** (its own backward is wrong)."
     extra = [f"{counts['kinks']} at kinks" if counts["kinks"] else "",
-             f"{counts['inconclusive']} inconclusive" if counts["inconclusive"] else ""]
+             f"{counts['inconclusive']} inconclusive" if counts["inconclusive"] else "",
+             f"{counts['skipped_targets']} targets skipped" if counts["skipped_targets"] else ""]
     if any(extra):
         lines[-1] += " Not failures: " + ", ".join(e for e in extra if e) + "."
     lines += ["", f"mode={s['mode']} eps={s['eps']:g} rtol={s['rtol']:g} atol={s['atol']:g} "

@@ -6,6 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from gradcheck.render import compared_phrase
 from gradcheck.render.bars import BAR_HEADER, error_bar
 from gradcheck.render.heatmap import heatmap
 from gradcheck.report import LayerReport, Report, TargetReport
@@ -156,11 +157,16 @@ def summary(report: Report) -> Text:
         extra.append(f"{counts['kinks']} at kinks (not failures)")
     if counts["inconclusive"]:
         extra.append(f"{counts['inconclusive']} inconclusive (finite difference unreliable)")
+    if counts["skipped_targets"]:
+        # A deadline-stopped check must not read as a full pass of every target.
+        extra.append(f"{counts['skipped_targets']} targets skipped (not checked)")
     tail = f"; {', '.join(extra)}" if extra else ""
+    reached = counts["targets"] - counts["skipped_targets"]
+    targets = f"{reached} of {counts['targets']}" if reached < counts["targets"] else reached
     text = Text()
     if report.passed:
         text.append("PASS", style="bold green")
-        text.append(f"  {counts['checked']} elements in {counts['targets']} targets match{tail}.")
+        text.append(f"  {compared_phrase(report)} in {targets} targets match{tail}.")
         return text
     text.append("FAIL", style="bold red")
     text.append(f"  {counts['failed']} of {counts['checked']} elements in "
