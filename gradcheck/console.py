@@ -26,6 +26,9 @@ def make_console(stream: TextIO, choice: str = "auto") -> Console:
     # Off a terminal rich would wrap at 80 columns; reports are tables, so allow them room.
     width = None if hasattr(stream, "isatty") and stream.isatty() else 160
     if color_enabled(stream, choice):
-        return Console(file=stream, force_terminal=True, highlight=False, width=width)
+        # no_color=False: rich would otherwise read NO_COLOR itself and strip the colours an
+        # explicit --color always asked for (the flag overrides the environment).
+        return Console(file=stream, force_terminal=True, highlight=False, width=width,
+                       no_color=False)
     return Console(file=stream, color_system=None, force_terminal=False, highlight=False,
                    width=width, no_color=True)

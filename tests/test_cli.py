@@ -76,6 +76,13 @@ def test_color_always_emits_ansi_but_no_color_wins_over_auto(run_cli):
     assert ANSI not in run_cli("check", MLP, "--color", "auto", env={"NO_COLOR": "1"}).stdout
 
 
+def test_explicit_color_always_overrides_no_color(run_cli):
+    # The flag is per-invocation, NO_COLOR a user default: the flag wins (no-color.org), and the
+    # verdict keeps its green, not just bold.
+    out = run_cli("check", MLP, "-q", "--color", "always", env={"NO_COLOR": "1"}).stdout
+    assert "\x1b[1;32mPASS" in out
+
+
 def test_layers_lists_builtins_with_options(run_cli):
     result = run_cli("layers")
     assert result.exit_code == 0
