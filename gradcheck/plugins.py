@@ -33,7 +33,10 @@ def load_plugin(ref: str, base_dir: Path, where: str | None = None) -> None:
 
 def _origin(exc: BaseException) -> str:
     """The innermost frame of a plugin exception, as 'file:line'."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError):
+        return ""  # its message already names the file and line; the frames are importlib's
+    # importlib's own frames (<frozen ...>) would point the user at Python's internals.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
     if not frames:
         return ""
     last = frames[-1]

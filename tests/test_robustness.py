@@ -193,6 +193,14 @@ def test_plugin_raising_on_import_names_file_and_line(tmp_path):
     assert "broken.py" in result.stderr and "missing libfoo" in result.stderr and ":3" in result.stderr
 
 
+def test_plugin_syntax_error_names_the_file_not_importlib(tmp_path):
+    (tmp_path / "typo.py").write_text("import gradcheck\ndef oops(:\n")
+    text = "plugins: [typo.py]\ninput: {shape: [3]}\nlayers: [relu]\nloss: mse\n"
+    result = _run(["check", str(write_yaml(tmp_path, text))])
+    assert result.exit_code == 2
+    assert "typo.py, line 2" in result.stderr and "frozen" not in result.stderr
+
+
 @pytest.mark.parametrize("make, needle", [
     (lambda p: p.write_bytes(b"not numpy"), "not a readable"),
     (lambda p: np.save(p, np.array([[1.0, np.nan, 2.0]] * 2)), "NaN/Inf"),
