@@ -173,8 +173,8 @@ def _check_target(network: Network, batch: Batch, cached: AnalyticPass, target: 
 
 def finish_verdicts(network: Network, cached: AnalyticPass, settings: CheckSettings,
                     report: Report) -> None:
-    """After every element is judged: the L2 term's own checks, failing layers checked alone,
-    blame, and the warnings about precision."""
+    """After every element is judged: the L2 term's own checks, every layer checked alone once
+    anything fails, blame, and the warnings about precision."""
     for k, by_name in regularisation.l2_checks(network, settings).items():
         checks = report.layers[k].checks
         for name, l2_report in by_name.items():

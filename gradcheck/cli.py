@@ -98,7 +98,8 @@ def main(plugins):
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--mode", type=click.Choice(CHECK_MODES),
-              help="Which elements to check: every one (full), N per tensor (sample), random "
+              help="Which elements to check: every parameter and network-input element, later "
+              "layers' inputs sampled (full), N per tensor (sample), random "
               "directions (directional), or full when it fits --max-seconds, else sample and "
               "directional (auto) [config or auto].")
 @click.option("--max-seconds", type=float,

@@ -1,4 +1,4 @@
-"""Each failing layer checked alone, to tell a root cause from an inherited failure.
+"""Every layer checked alone once anything fails, to tell a root cause from an inherited failure.
 
 End to end, every layer below a wrong backward fails too: it receives a wrong upstream gradient.
 Alone, a layer gets a random upstream gradient G (standard normal, from the seed) and the scalar

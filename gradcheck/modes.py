@@ -1,6 +1,8 @@
 """Which elements a check compares, and how: ``full``, ``sample``, ``directional`` and ``auto``.
 
-- ``full``: every element of every target, by central differences.
+- ``full``: every element of every parameter and of the network input, by central differences;
+  the input of each later layer (and of the loss) is a blame probe compared on a stratified sample
+  of ``INTERMEDIATE_SAMPLES`` elements (see below).
 - ``sample``: N elements per tensor: the largest-gradient quarter (bugs show first where the
   gradient is large) and the rest stratified over the leading axis (rows of a weight matrix,
   filters of a kernel, samples and channels of an input), so no row or channel is skipped
@@ -320,5 +322,5 @@ def coverage_warnings(settings, report) -> list[str]:
     if "directional" in settings.mode.split("+"):
         what.append(f"{settings.directions} random directions per tensor")
     parts.append(f"checked {' and '.join(what)}: {compared:,} of {total:,} elements compared "
-                 "one by one (--mode full compares every element)")
+                 "one by one (--mode full compares every parameter and network-input element)")
     return [" ".join(parts)]
