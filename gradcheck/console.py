@@ -23,8 +23,9 @@ def color_enabled(stream: TextIO, choice: str = "auto") -> bool:
 
 def make_console(stream: TextIO, choice: str = "auto") -> Console:
     """A rich Console on ``stream``; without colour it emits no escape sequences at all."""
-    # Off a terminal rich would wrap at 80 columns; reports are tables, so allow them room.
-    width = None if hasattr(stream, "isatty") and stream.isatty() else 160
+    # Off a terminal rich would wrap at 80 columns; reports are tables, so allow them room (the
+    # full text table, bar column included, is about 165 columns).
+    width = None if hasattr(stream, "isatty") and stream.isatty() else 180
     if color_enabled(stream, choice):
         # no_color=False: rich would otherwise read NO_COLOR itself and strip the colours an
         # explicit --color always asked for (the flag overrides the environment).

@@ -65,34 +65,40 @@ def analytic_pass(network: Network, batch: Batch) -> AnalyticPass:
     return AnalyticPass(inputs, loss, grads)
 
 
+def _unit_error(unit, message: str, hint: str | None = None) -> LayerError:
+    """A LayerError located at the unit's YAML entry (when it was built from a config)."""
+    return LayerError(message, hint=hint, path=getattr(unit, "yaml_path", None),
+                      where=getattr(unit, "yaml_where", None))
+
+
 def _expect_array(unit, phase: str, value, shape, dtype) -> None:
     where = f"layer {unit.name!r} ({getattr(type(unit), 'registered_name', type(unit).__name__)})"
     if not isinstance(value, np.ndarray):
-        raise LayerError(f"{where}: {phase} returned {type(value).__name__}, expected a numpy array.")
+        raise _unit_error(unit, f"{where}: {phase} returned {type(value).__name__}, expected a numpy array.")
     if value.shape != tuple(shape):
         hint = ("backward must return dL/dx with the shape of the forward input"
                 if phase == "backward" else "build must return the shape forward produces")
-        raise LayerError(f"{where}: {phase} returned shape {value.shape}, expected {tuple(shape)}.",
+        raise _unit_error(unit, f"{where}: {phase} returned shape {value.shape}, expected {tuple(shape)}.",
                          hint=hint)
     if not np.issubdtype(value.dtype, np.floating):
-        raise LayerError(f"{where}: {phase} returned dtype {value.dtype}, expected {dtype}.")
+        raise _unit_error(unit, f"{where}: {phase} returned dtype {value.dtype}, expected {dtype}.")
     if not np.all(np.isfinite(value)):
-        raise LayerError(f"{where}: {phase} produced NaN/Inf values.",
+        raise _unit_error(unit, f"{where}: {phase} produced NaN/Inf values.",
                          hint="run 'gradcheck diagnose' for the first layer that goes non-finite")
 
 
 def _collect_param_grads(unit, k: int, grads: dict) -> None:
     missing = [name for name in unit.params if name not in unit.grads]
     if missing:
-        raise LayerError(f"layer {unit.name!r}: backward set no gradient for parameter(s) "
+        raise _unit_error(unit, f"layer {unit.name!r}: backward set no gradient for parameter(s) "
                          f"{', '.join(map(repr, missing))}.", hint="store dL/dparam in self.grads[name]")
     for name, param in unit.params.items():
         grad = np.asarray(unit.grads[name])
         if grad.shape != param.shape:
-            raise LayerError(f"layer {unit.name!r}: grads[{name!r}] has shape {grad.shape}, "
+            raise _unit_error(unit, f"layer {unit.name!r}: grads[{name!r}] has shape {grad.shape}, "
                              f"expected the parameter's shape {param.shape}.")
         if not np.all(np.isfinite(grad)):
-            raise LayerError(f"layer {unit.name!r}: grads[{name!r}] holds NaN/Inf values.")
+            raise _unit_error(unit, f"layer {unit.name!r}: grads[{name!r}] holds NaN/Inf values.")
         grads[Target(k, name)] = np.array(grad, dtype=np.float64)
 
 
