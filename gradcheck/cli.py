@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from gradcheck import docgen, registry
 from gradcheck.check import run_check, settings_for
@@ -331,7 +332,8 @@ def layers(name, color, plugins, debug, markdown=False):
             _show_one(console, kind, layer_name, cls)
         return
     for kind, layer_name, cls in entries:
-        console.print(f"[bold]{layer_name}[/bold] ({kind}{_origin(cls)})  {_options(cls)}")
+        console.print(f"[bold]{escape(layer_name)}[/bold] "
+                      f"{escape(f'({kind}{_origin(cls)})  {_options(cls)}')}")
         doc = inspect.getdoc(cls) or ""
         if doc:
             lines = doc.splitlines() if name else doc.splitlines()[:1]
@@ -341,8 +343,9 @@ def layers(name, color, plugins, debug, markdown=False):
 
 def _show_one(console, kind: str, name: str, cls) -> None:
     """One layer or loss in full: options table, a YAML example, the docstring."""
-    console.print(f"[bold]{name}[/bold] ({kind}{_origin(cls) or ', built-in'}; "
-                  f"{cls.__module__}.{cls.__qualname__})", highlight=False)
+    console.print(f"[bold]{escape(name)}[/bold] "
+                  + escape(f"({kind}{_origin(cls) or ', built-in'}; "
+                           f"{cls.__module__}.{cls.__qualname__})"), highlight=False)
     opts = docgen.options(cls)
     console.print("")
     if opts:

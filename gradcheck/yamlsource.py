@@ -80,6 +80,10 @@ def parse_yaml(text: str, filename: str | None = None) -> Source:
 
 def read_yaml_file(path: Path) -> Source:
     """Read and parse a YAML file, turning I/O and decoding problems into ConfigErrors."""
+    if Path(path).suffix == ".py":
+        raise ConfigError("is a Python file, not a network description (YAML).", where=str(path),
+                          hint="a plugin file is named under 'plugins:' in a network YAML; "
+                               "'gradcheck init' writes a starter network")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -68,3 +68,10 @@ def test_default_names_are_stable_and_numbered():
     spec = load_config({"input": {"shape": [4]}, "layers": ["relu", {"type": "dense", "units": 2},
                                                            "relu"], "loss": "mse"})
     assert [layer.name for layer in spec.layers] == ["relu_1", "dense_1", "relu_2"]
+
+
+def test_python_file_given_as_network_is_explained(tmp_path):
+    path = tmp_path / "layers.py"
+    path.write_text("import gradcheck\n")
+    with pytest.raises(ConfigError, match="Python file.*plugins:"):
+        load_config(path)
