@@ -20,7 +20,7 @@ import numpy as np
 
 from gradcheck.check import check_network
 from gradcheck.config import load_config
-from gradcheck.engine import analytic_pass
+from gradcheck.analytic import analytic_pass
 from gradcheck.modes import estimate_full_seconds
 from gradcheck.network import build_network
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from gradcheck import isolate, judge, modes, regularisation, tolerance
 from gradcheck.config import NetworkSpec, load_config
-from gradcheck.engine import INPUT, AnalyticPass, Probe, Target, analytic_pass, target_array, targets
+from gradcheck.analytic import INPUT, AnalyticPass, Target, analytic_pass, target_array, targets
+from gradcheck.engine import Probe
 from gradcheck.network import Batch, Network, build_network
 from gradcheck.report import LayerReport, Report, TargetReport
 

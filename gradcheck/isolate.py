@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck import judge
-from gradcheck.engine import INPUT, Probe, analytic_pass, target_array, targets
+from gradcheck.analytic import INPUT, analytic_pass, target_array, targets
+from gradcheck.engine import Probe
 from gradcheck.network import Batch, Network
 from gradcheck.registry import loss_class
 from gradcheck.report import LayerReport, worst_status

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck import judge
-from gradcheck.engine import INPUT, Perturbed, Target
+from gradcheck.analytic import INPUT, Target
+from gradcheck.engine import Perturbed
 
 
 def is_weight(array: np.ndarray) -> bool:

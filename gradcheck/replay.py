@@ -17,7 +17,8 @@ import numpy as np
 
 from gradcheck import tolerance
 from gradcheck.config import load_config
-from gradcheck.engine import Probe, Target, analytic_pass
+from gradcheck.analytic import Target, analytic_pass
+from gradcheck.engine import Probe
 from gradcheck.errors import ConfigError
 from gradcheck.network import build_network
 from gradcheck.report import Report

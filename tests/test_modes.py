@@ -13,7 +13,8 @@ from conftest import CONFIGS
 from gradcheck import modes, stacking, tolerance
 from gradcheck.check import run_check, settings_for
 from gradcheck.config import load_config
-from gradcheck.engine import INPUT, Probe, Target, analytic_pass, target_array, targets
+from gradcheck.analytic import INPUT, Target, analytic_pass, target_array, targets
+from gradcheck.engine import Probe
 from gradcheck.layers.base import Layer
 from gradcheck.layers.dense import Dense
 from gradcheck.network import build_network
