@@ -202,14 +202,20 @@ def _precision_warnings(settings: CheckSettings, report: Report) -> list[str]:
         warnings.append("float32 network: a central difference carries about 1e-7 relative "
                         f"round-off, so the check is only as tight as rtol={settings.tol.rtol:g}; "
                         "re-run with --float64 to check the formulas tightly")
-    for layer in report.layers:
-        limited = [c.target for c in layer.checks if any(n.startswith("precision limits")
-                                                         for n in c.notes)]
-        if limited and settings.dtype != "float32":
-            warnings.append(f"layer {layer.name!r}: its loss carries far more round-off than "
-                            f"{settings.dtype} (computes in float32 inside?); tolerances for "
-                            f"{', '.join(limited)} come from the measured round-off, so precision "
-                            "limits the check")
+    flagged = [(layer, [c.target for c in layer.checks
+                        if any(n.startswith("precision limits") for n in c.notes)])
+               for layer in report.layers]
+    flagged = [(layer, limited) for layer, limited in flagged if limited]
+    if flagged and settings.dtype != "float32":
+        # Round-off entering the loss at one layer reaches the checks of every layer before it
+        # too; the deepest flagged layer is where it enters.
+        source, limited = flagged[-1]
+        others = [layer.name for layer, _ in flagged[:-1]]
+        also = f"; it also limits the checks of {', '.join(others)} before it" if others else ""
+        warnings.append(f"layer {source.name!r}: the loss carries far more round-off from here on "
+                        f"than {settings.dtype} (computes in float32 inside?); tolerances for "
+                        f"{', '.join(limited)} come from the measured round-off, so precision "
+                        f"limits the check{also}")
     return warnings
 
 

@@ -218,6 +218,8 @@ def test_float32_inside_a_float64_network_is_a_warning_not_a_failure():
     report = check_network(TRICKY_OK["float32_inside_float64"])
     assert report.passed
     assert any("ok_tanh_float32" in w and "precision limits" in w for w in report.warnings)
+    # The warning names the layer where the round-off enters, not the correct dense before it.
+    assert not any(w.startswith("layer 'dense") for w in report.warnings)
 
 
 def test_text_report_explains_and_draws_a_heat_map(tmp_path, run_cli):
