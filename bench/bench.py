@@ -204,7 +204,7 @@ def main() -> None:
     params = parameter_count(BIG)
     took, passed, _ = gradcheck_run(BIG, "directional")
     auto, _, _ = gradcheck_run(BIG, "auto")
-    print(f"\n| network | params | directional s | auto s (falls back to sample+directional) |")
+    print("\n| network | params | directional s | auto s (falls back to sample+directional) |")
     print("|---|---:|---:|---:|")
     print(f"| dense 2048-4096-512-10, batch 8{'' if passed else ' (FAILED)'} | {params:,} | "
           f"{took:.1f} | {auto:.1f} |")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck.errors import ConfigError
-from gradcheck.yamlsource import Source, _child, parse_yaml, read_yaml_file
+from gradcheck.yamlsource import Source, _child, read_yaml_file
 
 TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "target", "check", "train")
 DTYPES = ("float64", "float32")
@@ -178,12 +178,6 @@ def load_config(source: str | Path | dict, base_dir: str | Path | None = None) -
         parsed = read_yaml_file(path)
         folder = Path(base_dir) if base_dir is not None else path.resolve().parent
     return _validate(parsed, folder)
-
-
-def load_config_text(text: str, base_dir: str | Path | None = None,
-                     filename: str | None = None) -> NetworkSpec:
-    """Validate a network description given as YAML text."""
-    return _validate(parse_yaml(text, filename), Path(base_dir) if base_dir else Path.cwd())
 
 
 def _validate(source: Source, base_dir: Path) -> NetworkSpec:

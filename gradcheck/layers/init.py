@@ -8,8 +8,3 @@ import numpy as np
 def he_normal(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
     """N(0, 2/fan_in): keeps activation variance constant through rectifiers (He et al. 2015)."""
     return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-
-
-def lecun_normal(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
-    """N(0, 1/fan_in): keeps variance constant through roughly linear, symmetric activations."""
-    return rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
