@@ -127,7 +127,9 @@ class Sigmoid(Layer):
         # function, each evaluated where it is stable.
         z = np.exp(-np.abs(x))
         self.y = 1.0 / (1.0 + z)
-        np.multiply(self.y, z, out=self.y, where=x < 0)
+        # For x < 0 the stable form is z / (1 + z) = y * z. maximum(z, x >= 0) is z there and 1
+        # elsewhere: a branch-free select, several times faster than a masked multiply.
+        self.y *= np.maximum(z, x >= 0)
         return self.y
 
     def backward(self, grad_out):
