@@ -10,27 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cases_norm import LOSS_CASES
+from fd import numeric_loss_grad
 from gradcheck.errors import DataError, LayerError
 from gradcheck.layers.losses import L2, BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy
 from gradcheck.registry import loss_class
 
 FEW = settings(max_examples=25, deadline=None)
-
-
-def numeric_loss_grad(loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """dL/dpred by central differences, one element at a time (shares no code with the losses)."""
-    pred = np.array(pred, dtype=np.float64, copy=True)
-    grad = np.zeros_like(pred)
-    flat, flat_grad = pred.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        plus = loss.forward(pred, target)
-        flat[i] = saved - eps
-        minus = loss.forward(pred, target)
-        flat[i] = saved
-        flat_grad[i] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def draw_target(loss, pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:
