@@ -113,11 +113,11 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
             if stopped_at is not None:
                 raise modes.TimeUp
             ticker.check_deadline()
-            checked = _check_target(network, batch, cached, target, settings, indices, ticker)
+            probe = Probe(network, batch, cached, target)
+            checked = _check_target(network, probe, target, settings, indices, ticker)
             if "directional" in settings.mode:
-                modes.add_directional(checked, Probe(network, batch, cached, target),
-                                      cached.grads[target], settings.tol, network.dtype,
-                                      settings.directions, directional_rng, ticker)
+                modes.add_directional(checked, probe, cached.grads[target], settings.tol,
+                                      network.dtype, settings.directions, directional_rng, ticker)
         except modes.TimeUp:
             stopped_at = n if stopped_at is None else stopped_at
             array = target_array(network, cached, target)
@@ -151,23 +151,17 @@ def resolve_mode(network: Network, batch: Batch, cached: AnalyticPass,
                                estimated_full_seconds=estimate)
 
 
-def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
-    """Flat indices to compare one by one (see ``gradcheck.modes.select_elements``)."""
-    return modes.select_elements(grad, mode, samples, rng)
-
-
-def _check_target(network: Network, batch: Batch, cached: AnalyticPass, target: Target,
-                  settings: CheckSettings, indices: np.ndarray, ticker=None) -> TargetReport:
-    analytic_full = cached.grads[target]
-    array = target_array(network, cached, target)
-    probe = Probe(network, batch, cached, target)
+def _check_target(network: Network, probe: Probe, target: Target, settings: CheckSettings,
+                  indices: np.ndarray, ticker=None) -> TargetReport:
+    analytic_full = probe.cached.grads[target]
+    shape = tuple(probe.array.shape)
     if len(indices) == 0:
-        return modes.empty_report(target.name, tuple(array.shape), analytic_full)
+        return modes.empty_report(target.name, shape, analytic_full)
     perturbed = probe.evaluate(indices, settings.tol.eps, progress=ticker)
     # Judging (kinks, step sweep, measured round-off, the pattern) lives in gradcheck.judge.
     verdicts = judge.judge(probe.evaluate, analytic_full.reshape(-1)[indices], indices, perturbed,
                            settings.tol, network.dtype)
-    return judge.target_report(target.name, tuple(array.shape), verdicts, analytic_full,
+    return judge.target_report(target.name, shape, verdicts, analytic_full,
                                is_input=target.name == INPUT,
                                decay_term=regularisation.decay_term(network, target, settings))
 
@@ -187,9 +181,10 @@ def finish_verdicts(network: Network, cached: AnalyticPass, settings: CheckSetti
             checks.insert(at + 1, l2_report)
 
     def select(grad: np.ndarray, rng) -> np.ndarray:
-        # A layer checked alone is small: element checks there, even in directional mode.
-        mode = "sample" if settings.mode == "directional" else settings.mode
-        return select_elements(grad, mode, settings.samples, rng)
+        # A layer checked alone is small: element checks there (every element in full mode, a
+        # sample otherwise), even in directional mode.
+        mode = "full" if settings.mode == "full" else "sample"
+        return modes.select_elements(grad, mode, settings.samples, rng)
 
     isolate.isolate_layers(network, cached, settings, report.layers, select)
     assign_blame(report.layers)

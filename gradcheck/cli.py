@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -134,7 +135,7 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
     """Check every gradient of the network described in CONFIG (a YAML file)."""
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
-    try:
+    with _junit_crash_document(fmt, output, config, render_junit_error):
         spec = load_config(config)
         if float64:
             spec = dataclasses.replace(spec, dtype="float64")
@@ -152,11 +153,6 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
             settings = settings_for(spec, mode, eps, rtol, atol, samples, max_seconds, directions)
             with ProgressBar() as progress:
                 report = run_check(network, batch, settings, progress=progress)
-    except GradcheckError as exc:
-        if fmt == "junit":
-            # A CI test reporter should show the crash, not a missing file.
-            _emit_text(render_junit_error(Path(config).stem, str(exc)), output)
-        raise
     _say(verbose, f"checked {report.counts()['checked']} elements "
                   f"({time.perf_counter() - started:.2f}s in all)")
     _emit(report, fmt, output, color, quiet)
@@ -195,18 +191,13 @@ def diagnose(config, no_probe, fmt, output, color, plugins, debug, exit_zero=Fal
 
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
-    try:
+    with _junit_crash_document(fmt, output, config, render_findings_junit_error):
         spec = load_config(config)
         network, batch = build_network(spec)
         _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
                       f"({time.perf_counter() - started:.2f}s)")
         with network:  # stops external layers' child processes, also on error
             result = run_diagnosis(spec, network, batch, probe=not no_probe)
-    except GradcheckError as exc:
-        if fmt == "junit":
-            # A CI test reporter should show the crash, not a missing file.
-            _emit_text(render_findings_junit_error(Path(config).stem, str(exc)), output)
-        raise
     _say(verbose, f"diagnosed: {len(result.findings)} findings "
                   f"({time.perf_counter() - started:.2f}s in all)")
     renderers = {"json": render_findings_json, "junit": render_findings_junit,
@@ -255,6 +246,18 @@ def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0,
             make_console(stream, "never").print(renderable)
     else:
         make_console(sys.stdout, color).print(renderable)
+
+
+@contextlib.contextmanager
+def _junit_crash_document(fmt: str, output: Path | None, config: Path, render_error):
+    """With --format junit, a user error still writes a JUnit document (one <error> case) before
+    it propagates: a CI test reporter should show the crash, not a missing file."""
+    try:
+        yield
+    except GradcheckError as exc:
+        if fmt == "junit":
+            _emit_text(render_error(Path(config).stem, str(exc)), output)
+        raise
 
 
 def _emit_text(text: str, output: Path | None) -> None:

@@ -45,6 +45,7 @@ class Probe:
         self.network = network
         self.batch = batch
         self.target = target
+        self.cached = cached
         self.start = target.unit
         self.start_input = cached.inputs[target.unit]
         self.clean_pred = cached.inputs[len(network.layers)]
@@ -53,7 +54,8 @@ class Probe:
             self.array = np.array(self.start_input, copy=True)
         else:
             self.array = network.units[target.unit].params[target.name]
-        self._tail_has_state = any(_has_branch_state(u) for u in network.units[self.start:])
+        self._tail_has_state = any(stacking.has_branch_state(u)
+                                   for u in network.units[self.start:])
         self.rows = self.start_input.shape[0]
         self.levels = stacking.levels_for(network, self.start, self.rows, max_bytes)
         self.mixing = any(stacking.mixes_batch(u) for u in network.layers[self.start:])
@@ -193,13 +195,13 @@ class Probe:
         """A parameter of layer k: layer k runs once per copy (its parameter is one array), and
         its outputs, stacked, run through layers k+1..end together."""
         layer = self.network.layers[self.start]
+        own_state = stacking.has_branch_state(layer)
+        if callable(getattr(layer, "perturbed_outputs", None)) and not own_state:
+            return self._param_pairs_direct(layer, idx, hi, lo, progress)
         flat = self.array.reshape(-1)
         plus, minus = np.empty(len(idx)), np.empty(len(idx))
         kinked = np.zeros(len(idx), dtype=bool)
         pairs = self.levels // 2
-        own_state = _has_branch_state(layer)
-        if callable(getattr(layer, "perturbed_outputs", None)) and not own_state:
-            return self._param_pairs_direct(layer, idx, hi, lo, progress)
         out_shape = (self.rows, *self.network.shapes[self.start + 1])
         for lo_j in range(0, len(idx), pairs):
             sel = range(lo_j, min(len(idx), lo_j + pairs))
@@ -327,7 +329,7 @@ class Probe:
                     for value in values:
                         self.array[...] = value
                         outputs.append(invoke(layer, "forward", layer.forward, self.start_input))
-                        if _has_branch_state(layer):
+                        if stacking.has_branch_state(layer):
                             states.append(invoke(layer, "branch_state", layer.branch_state))
                 finally:
                     self.array[...] = saved
@@ -363,8 +365,6 @@ def _rank_within(column: np.ndarray) -> np.ndarray:
     rank[order] = rank_sorted
     return rank
 
-
-_has_branch_state = stacking.has_branch_state
 
 
 def _states_differ(a: list, b: list) -> bool:
