@@ -78,10 +78,11 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first,
     ``first`` = ``evaluate(indices, tol.eps)`` (the engine's pass at the default step)."""
     dtype = np.dtype(dtype)
     analytic = np.asarray(analytic, dtype=np.float64)
-    if not _any_failing(analytic, first, tol, dtype):
+    plain = _verdicts(analytic, indices, first, tol, dtype, 0.0, 0.0, False)[0]
+    if not np.any(plain.status == "fail"):
         # Measured round-off can only widen the tolerance: with nothing failing it cannot change
         # a verdict, so a passing target costs no evaluation beyond the engine's.
-        return _verdicts(analytic, indices, first, tol, dtype, 0.0, 0.0, False)[0]
+        return plain
     sigma, sigma_rel, rho = _round_off(evaluate, indices, first, tol.eps, analytic)
     limited = sigma_rel > PRECISION_LIMIT_ULPS * np.finfo(dtype).eps
     if limited:
@@ -101,11 +102,6 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first,
         failing = failing[np.argsort(-verdicts.rel[failing], kind="stable")][:MAX_RECHECK]
         _recheck(evaluate, verdicts, failing, noise, dtype)
     return verdicts
-
-
-def _any_failing(analytic, first, tol, dtype) -> bool:
-    return bool(np.any(_verdicts(analytic, np.arange(len(analytic)), first, tol, dtype, 0.0, 0.0,
-                                 False)[0].status == "fail"))
 
 
 def _verdicts(analytic, indices, first, tol, dtype, sigma, sigma_rel, limited):
