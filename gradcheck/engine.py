@@ -48,7 +48,6 @@ class Probe:
         self.cached = cached
         self.start = target.unit
         self.start_input = cached.inputs[target.unit]
-        self.clean_pred = cached.inputs[len(network.layers)]
         if target.name == INPUT:
             # A private copy: the cached input is shared by every other probe.
             self.array = np.array(self.start_input, copy=True)
@@ -58,7 +57,10 @@ class Probe:
                                    for u in network.units[self.start:])
         self.rows = self.start_input.shape[0]
         self.levels = stacking.levels_for(network, self.start, self.rows, max_bytes)
-        self.mixing = any(stacking.mixes_batch(u) for u in network.layers[self.start:])
+        # The first unit from ``start`` on whose output for one sample depends on other samples
+        # (the loss, if no layer mixes): until it, a perturbation changes one sample's row only.
+        self.first_mixing = next((k for k in range(self.start, len(network.layers))
+                                  if stacking.mixes_batch(network.layers[k])), len(network.layers))
 
     def loss(self) -> tuple[float, list]:
         """The loss with the target array as it is now, and the tail's branch states."""
@@ -91,7 +93,7 @@ class Probe:
         try:
             if self.target.name != INPUT and self.start < n_layers:
                 plus, minus, kinked = self._param_pairs(idx, hi, lo, progress)
-            elif self.target.name == INPUT and self.start < n_layers and not self.mixing:
+            elif self.target.name == INPUT and self.start < self.first_mixing:
                 plus, minus, kinked = self._row_pairs(idx, hi, lo, progress)
             elif self.target.name == INPUT:
                 plus, minus, kinked = self._copy_pairs(idx, hi, lo, progress)
@@ -127,8 +129,10 @@ class Probe:
         return Perturbed(plus, minus, step, kinked)
 
     def _row_pairs(self, idx, hi, lo, progress):
-        """Input of a tail that never mixes samples: a perturbation changes one sample's row
-        only, so each copy is one row, placed at a position congruent to its sample."""
+        """Input of layers that do not mix samples: up to the first unit that does, a
+        perturbation changes one sample's row only, so each copy is one row, placed at a position
+        congruent to its sample. From that unit on, each copy is the clean batch with that row
+        replaced (``_row_copies``)."""
         rows, per = self.rows, self.array.size // self.rows
         column, offset = idx // per, idx % per
         rank = _rank_within(column)
@@ -145,31 +149,33 @@ class Probe:
             stacked[level, column[sel], offset[sel]] = hi[sel]
             stacked[level + 1, column[sel], offset[sel]] = lo[sel]
             x = stacked.reshape(levels * rows, *self.start_input.shape[1:])
-            pred, states = stacking.run_tail(self.network, x, self.start, levels, rows)
-            pred = pred.reshape(levels, rows, *pred.shape[1:])
-            plus[sel], minus[sel], loss_kinks = self._row_losses(pred, level, column[sel])
-            kinked[sel] = loss_kinks | stacking.pair_kinks(
+            out, states = stacking.run_tail(self.network, x, self.start, levels, rows,
+                                            end=self.first_mixing)
+            out = out.reshape(levels, rows, *out.shape[1:])
+            plus[sel], minus[sel], tail_kinks = self._row_copies(out, level, column[sel])
+            kinked[sel] = tail_kinks | stacking.pair_kinks(
                 states, levels, (level, column[sel]), (level + 1, column[sel]))
             if progress is not None:
                 progress(len(sel))
         return plus, minus, kinked
 
-    def _row_losses(self, pred, level, column):
-        """Losses of whole batches that are the clean prediction with one row replaced."""
+    def _row_copies(self, out, level, column):
+        """Losses of whole batches that are the clean input of the first mixing unit with one
+        row replaced by ``out[level, column]`` (+h) and ``out[level + 1, column]`` (-h)."""
         n = len(level)
         plus, minus = np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)
-        group = max(1, self.levels // 2)  # bounds the (group, B, ...) copies built at once
+        clean = self.cached.inputs[self.first_mixing]
+        group = max(1, self.levels // 2)  # bounds the (2 * group, B, ...) copies built at once
         for lo_j in range(0, n, group):
             part = slice(lo_j, min(n, lo_j + group))
             m = part.stop - part.start
-            copies = np.repeat(self.clean_pred[None], 2 * m, axis=0)
+            copies = np.repeat(clean[None], 2 * m, axis=0)
             j = np.arange(m)
-            copies[2 * j, column[part]] = pred[level[part], column[part]]
-            copies[2 * j + 1, column[part]] = pred[level[part] + 1, column[part]]
-            values, states = stacking.copy_losses(self.network, copies, self.batch.target)
-            plus[part], minus[part] = values[0::2], values[1::2]
-            kinked[part] = stacking.copy_state_kinks(states, 2 * j, 2 * j + 1)
+            copies[2 * j, column[part]] = out[level[part], column[part]]
+            copies[2 * j + 1, column[part]] = out[level[part] + 1, column[part]]
+            plus[part], minus[part], kinked[part] = self._through_tail(copies, self.first_mixing,
+                                                                       [])
         return plus, minus, kinked
 
     def _copy_pairs(self, idx, hi, lo, progress):

@@ -55,16 +55,17 @@ def levels_for(network: Network, start: int, batch: int, max_bytes: int | None) 
     return max(2, levels - levels % 2)
 
 
-def run_tail(network: Network, x: np.ndarray, start: int, levels: int,
-             batch: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run layers ``start..end`` on ``x`` of ``levels * batch`` stacked rows.
+def run_tail(network: Network, x: np.ndarray, start: int, levels: int, batch: int,
+             end: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run layers ``start`` to ``end`` (exclusive; default: the last layer) on ``x`` of
+    ``levels * batch`` stacked rows.
 
     Returns the prediction (same row layout) and the branch state of every stateful layer run,
     each with the stacked rows as first axis.
     """
     rows = levels * batch
     states: list[np.ndarray] = []
-    for layer in network.layers[start:]:
+    for layer in network.layers[start:end]:
         want_state = has_branch_state(layer)
         grouped = getattr(layer, "forward_groups", None)
         if mixes_batch(layer) and levels > 1 and callable(grouped) and not want_state:

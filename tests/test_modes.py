@@ -26,6 +26,9 @@ CNN = {"seed": 3, "input": {"shape": [2, 6, 6], "batch": 3}, "layers": [
     "tanh", {"type": "dense", "units": 4}], "loss": "cross_entropy"}
 # Without batchnorm, inputs are evaluated one row per copy (the tail never mixes samples).
 CNN_ROWS = {**CNN, "layers": [layer for layer in CNN["layers"] if layer != "batchnorm"]}
+# Batchnorm after several row-wise layers: inputs run one row per copy up to it, whole batches after.
+CNN_LATE_MIX = {**CNN, "layers": [layer for layer in CNN_ROWS["layers"][:3]] + ["batchnorm"]
+                + CNN_ROWS["layers"][3:]}
 MLP = {"seed": 1, "input": {"shape": [6], "batch": 4}, "layers": [
     {"type": "dense", "units": 5}, {"type": "dropout", "rate": 0.5}, "sigmoid",
     {"type": "dense", "units": 3}], "loss": "mse"}
@@ -44,7 +47,8 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(a.kinked, b.kinked)
 
 
-@pytest.mark.parametrize("config", [CNN, CNN_ROWS, MLP], ids=["batchnorm", "rows", "mlp"])
+@pytest.mark.parametrize("config", [CNN, CNN_ROWS, CNN_LATE_MIX, MLP],
+                         ids=["batchnorm", "rows", "rows-then-batchnorm", "mlp"])
 @pytest.mark.parametrize("max_bytes", [None, 1], ids=["default-cap", "one-pair-per-pass"])
 def test_batched_engine_equals_the_serial_path(config, max_bytes):
     network, batch, cached = _built(config)
