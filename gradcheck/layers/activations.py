@@ -42,7 +42,10 @@ class ReLU(_Rectifier):
     """y = max(x, 0).  x, y: (batch, *shape)."""
 
     def forward(self, x):
-        return np.where(self._remember(x), x, 0.0)
+        self._remember(x)
+        # maximum is ~3x faster than a masked select (the engine runs thousands of stacked copies
+        # through here), and lets a NaN through instead of hiding it as 0.
+        return np.maximum(x, 0.0)
 
     def backward(self, grad_out):
         return np.where(self.positive, grad_out, 0.0)
@@ -123,13 +126,13 @@ class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)).  x, y: (batch, *shape)."""
 
     def forward(self, x):
-        # exp(-|x|) never overflows; 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0 are the same
-        # function, each evaluated where it is stable.
-        z = np.exp(-np.abs(x))
-        self.y = 1.0 / (1.0 + z)
-        # For x < 0 the stable form is z / (1 + z) = y * z. maximum(z, x >= 0) is z there and 1
-        # elsewhere: a branch-free select, several times faster than a masked multiply.
-        self.y *= np.maximum(z, x >= 0)
+        # 1 / (1 + e^-x) stays accurate to a few ulps everywhere: for x << 0, e^-x overflows to
+        # inf and the result is the correct 0; only the warning about it is silenced. Four passes
+        # in place, about twice as fast as a two-branch stable form.
+        with np.errstate(over="ignore"):
+            y = np.exp(-x)
+        y += 1.0
+        self.y = np.reciprocal(y, out=y)
         return self.y
 
     def backward(self, grad_out):
