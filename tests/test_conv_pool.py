@@ -240,6 +240,20 @@ def test_maxpool_ties_route_gradient_to_first_maximum(options):
     check_pool_against_reference("maxpool2d", options, x)
 
 
+@pytest.mark.parametrize("options", [{"size": 2}, {"size": 3, "stride": 1, "padding": 1}],
+                         ids=["odd_swaps", "even_swaps_padded"])
+def test_maxpool_blocks_of_rows_match_reference(monkeypatch, options):
+    # Tiny blocks (of 9 rows, then 2, for size 2; of 1 row for size 3): each block's running
+    # maximum swaps with a spare once per tap after the first, and must land in the output
+    # whether it ends in the spare (3 swaps) or back in place (8 swaps).
+    monkeypatch.setattr("gradcheck.layers.pooling.POOL_BLOCK_BYTES", 576)
+    x = np.random.default_rng(3).integers(0, 3, size=(11, 2, 4, 5)).astype(float)
+    check_pool_against_reference("maxpool2d", options, x)
+    layer, _ = make_layer("maxpool2d", (2, 4, 5), **options)
+    layer.forward(x)
+    assert layer.branch_state().dtype == np.int8  # window indices up to 127 fit in int8
+
+
 def test_maxpool_constant_input_gives_each_window_exactly_one_winner():
     layer, _ = make_layer("maxpool2d", (1, 4, 4))
     x = np.zeros((1, 1, 4, 4))
