@@ -97,8 +97,9 @@ def crop_spatial(grad_padded: np.ndarray, padding: tuple[int, int]) -> np.ndarra
     return grad_padded[:, :, ph:height - ph, pw:width - pw]
 
 
-# Cap on one chunk of conv2d's im2col columns (rows x C*kh*kw x positions): small chunks stay in
-# cache, measured as fast as or faster than 64 MiB ones (bench/conv_micro.py shapes).
+# Cap on one chunk of conv2d's im2col columns (rows x (C*kh*kw + 1) x positions). 2-4 MiB chunks
+# were fastest at every bench/conv_micro.py shape (2 MiB L2, 32 MiB L3); 8 MiB ones run up to 25%
+# slower, 512 KiB ones up to 20% slower from per-chunk call costs.
 COLUMN_BYTES = 4 * 2**20
 
 
@@ -135,28 +136,61 @@ class Conv2D(Layer):
         return (self.filters, out_h, out_w)
 
     def forward(self, x):
-        batch = x.shape[0]
+        batch, channels, height, width = x.shape
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.stride, self.dilation, self.padding
+        self.x, self._x_padded = x, None  # backward pads x when it needs to (x_padded)
+        self.out_shape = out_h, out_w = output_size("conv2d", (height, width), self._span(),
+                                                    self.stride, self.padding)
+        padded_h, padded_w = height + 2 * ph, width + 2 * pw
+        # At stride 1 each output row is computed over the whole padded width (the last
+        # dilation*(kw-1) positions are garbage, dropped at the end): every kernel element then
+        # reads one contiguous run of the flattened padded image, so the im2col gather below is a
+        # few long copies instead of one short copy per output row. Strided windows are gathered
+        # as they are.
+        grid_w = padded_w if sw == 1 else out_w
+        positions = out_h * grid_w
+        depth = channels * kh * kw
+        rows = max(1, min(batch, COLUMN_BYTES // ((depth + 1) * positions * x.dtype.itemsize)))
+
         # Parameters are read afresh on every call: the engine perturbs them in place. Casting
-        # them to x's dtype keeps float32 runs in float32 instead of silently upcasting.
-        weight = self.params["W"].astype(x.dtype, copy=False).reshape(self.filters, -1)
-        self.x_padded = pad_spatial(x, self.padding)
-        self.out_shape = output_size("conv2d", x.shape[2:], self._span(), self.stride,
-                                     self.padding)
-        windows = self._windows()
-        y = np.empty((batch, self.filters, self.out_shape[0] * self.out_shape[1]), dtype=x.dtype)
-        # im2col: gather each chunk's windows into (rows, C*kh*kw, positions) columns, then one
-        # (filters, C*kh*kw) @ columns product. Full mode stacks thousands of perturbed rows
-        # here, and one deep product beats kh*kw shallow ones 1.5-5x (bench/conv_micro.py);
-        # chunking keeps the kh*kw times larger column copy under COLUMN_BYTES.
-        row_bytes = max(1, weight.shape[1] * y.shape[2] * x.dtype.itemsize)
-        rows = max(1, COLUMN_BYTES // row_bytes)
-        for start in range(0, batch, rows):
-            chunk = windows[start:start + rows]
-            columns = chunk.reshape(chunk.shape[0], weight.shape[1], -1)  # a copy: the gather
-            np.matmul(weight, columns, out=y[start:start + rows])
+        # them to x's dtype keeps float32 runs in float32 instead of silently upcasting. The bias
+        # rides along as one more weight column against a constant row of ones in the columns.
+        weight = np.zeros((self.filters, depth + 1), dtype=x.dtype)
+        weight[:, :depth] = self.params["W"].reshape(self.filters, -1)
         if self.bias:
-            y += self.params["b"].astype(x.dtype, copy=False)[:, None]
-        return y.reshape(batch, self.filters, *self.out_shape)
+            weight[:, depth] = self.params["b"]
+        # Zero-padded chunk of the input, flat, plus slack so that the garbage positions of the
+        # last row may read past the last image. Only the interior is rewritten per chunk.
+        image = channels * padded_h * padded_w
+        flat = np.zeros(rows * image + dw * (kw - 1), dtype=x.dtype)
+        interior = flat[:rows * image].reshape(rows, channels, padded_h, padded_w)[
+            :, :, ph:ph + height, pw:pw + width]
+        step = flat.itemsize
+        # (rows, C, kh, kw, out_h, grid_w) view of the chunk: what every kernel element sees.
+        windows = np.lib.stride_tricks.as_strided(
+            flat, (rows, channels, kh, kw, out_h, grid_w),
+            (image * step, padded_h * padded_w * step, dh * padded_w * step, dw * step,
+             sh * padded_w * step, sw * step), writeable=False)
+        columns = np.empty((rows, depth + 1, positions), dtype=x.dtype)
+        columns[:, depth] = 1
+        product = np.empty((rows, self.filters, positions), dtype=x.dtype)
+        y = np.empty((batch, self.filters, out_h, out_w), dtype=x.dtype)
+        # im2col per chunk, then one (filters, C*kh*kw + 1) @ (C*kh*kw + 1, positions) product per
+        # row: the deep product beats kh*kw shallow ones and a single wide one (bench/conv_micro.py).
+        for start in range(0, batch, rows):
+            n = min(rows, batch - start)
+            interior[:n] = x[start:start + n]
+            np.copyto(columns[:n, :depth].reshape(n, channels, kh, kw, out_h, grid_w), windows[:n])
+            np.matmul(weight, columns[:n], out=product[:n])
+            y[start:start + n] = product[:n].reshape(n, self.filters, out_h, grid_w)[..., :out_w]
+        return y
+
+    @property
+    def x_padded(self) -> np.ndarray:
+        """(batch, C, H + 2*ph, W + 2*pw): the last forward's input, zero-padded on first use."""
+        if self._x_padded is None:
+            self._x_padded = pad_spatial(self.x, self.padding)
+        return self._x_padded
 
     def backward(self, grad_out):
         dtype = self.x_padded.dtype
