@@ -321,3 +321,21 @@ def test_batchnorm_forward_groups_equals_one_forward_per_group(shape):
     stacked = layer.forward_groups(np.concatenate(groups), shape[0])
     expected = np.concatenate([layer.forward(g) for g in groups])
     np.testing.assert_allclose(stacked, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_forward_groups_in_blocks_keeps_dtype_and_matches_forward(monkeypatch, dtype):
+    # 200-byte blocks hold one (2, 3, 2, 2) group in float64 and two in float32: many blocks and,
+    # with 5 groups, a short last one in float32.
+    monkeypatch.setattr("gradcheck.layers.norm.NORM_BLOCK_BYTES", 200)
+    rng = np.random.default_rng(1)
+    layer = BatchNorm()
+    layer.build((3, 2, 2), rng)
+    layer.params["gamma"] = rng.normal(size=3).astype(dtype)
+    layer.params["beta"] = rng.normal(size=3).astype(dtype)
+    groups = [(rng.normal(size=(2, 3, 2, 2)) * 3 + 2).astype(dtype) for _ in range(5)]
+    stacked = layer.forward_groups(np.concatenate(groups), 2)
+    assert stacked.dtype == dtype
+    expected = np.concatenate([layer.forward(g) for g in groups])
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(stacked, expected, rtol=tolerance, atol=tolerance)
