@@ -1,11 +1,16 @@
 """Micro-benchmark: conv2d forward/backward strategies at the shapes full mode stacks.
 
-Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/conv_micro.py [--quick]``.
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/conv_micro.py [--quick | --stacked]``.
 
 Compares, per shape and batch, the per-kernel-element ("tap") loop against im2col variants (a
 sliding-window gather into one column matrix and one 2-D BLAS product), checks every variant
 against the tap loop, and prints a Markdown table of milliseconds per call. The ``layer`` column
 is ``gradcheck.layers.conv.Conv2D`` itself, i.e. whatever the library currently uses.
+
+``--stacked`` times only forward, float64, at the batch sizes full mode stacks for bench N1/N3/N4:
+``previous`` (the layer before it gathered from a reused padded chunk: np.pad of the whole input,
+then a per-output-row strided gather), ``shifted_wide`` (the layer's gather, one wide product per
+chunk instead of one per row) and ``layer``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ SHAPES = [
     ("8x16x16 -> 8 k3 p1", (8, 16, 16), 8, 3, 1),
 ]
 BATCHES = (4, 256, 1024, 4096)
+# (label, stacked input shape, filters, kernel, padding): conv2d at the sizes full mode evaluates.
+STACKED = [
+    ("N1 1x20x20 -> 1 k3 p1", (25600, 1, 20, 20), 1, 3, 1),
+    ("N4 conv1 1x16x16 -> 8 k3 p1", (1024, 1, 16, 16), 8, 3, 1),
+    ("N4 conv2 8x8x8 -> 8 k3 p1", (1024, 8, 8, 8), 8, 3, 1),
+    ("N3 conv1 1x28x28 -> 6 k5 p2", (512, 1, 28, 28), 6, 5, 2),
+    ("N3 conv2 6x14x14 -> 16 k5", (512, 6, 14, 14), 16, 5, 0),
+]
 
 
 # ---------------------------------------------------------------- candidates (stride/dilation 1)
@@ -86,6 +99,44 @@ def im2col_wide_forward(x, w, p):
 def einsum_forward(x, w, p):
     win = sliding_window_view(pad(x, p), w.shape[2:], axis=(2, 3))
     return np.einsum("bchwij,fcij->bfhw", win, w, optimize=True)
+
+
+def previous_forward(x, w, p, column_bytes=4 * 2**20):
+    """Conv2D.forward before the shifted gather: pad everything, strided gather per chunk."""
+    f, c, kh, kw = w.shape
+    win = sliding_window_view(pad(x, p), (kh, kw), axis=(2, 3)).transpose(0, 1, 4, 5, 2, 3)
+    y = np.empty((x.shape[0], f, win.shape[4] * win.shape[5]), dtype=x.dtype)
+    rows = max(1, column_bytes // (c * kh * kw * y.shape[2] * x.dtype.itemsize))
+    for s in range(0, len(x), rows):
+        chunk = win[s:s + rows]
+        np.matmul(w.reshape(f, -1), chunk.reshape(len(chunk), c * kh * kw, -1), out=y[s:s + rows])
+    return y.reshape(x.shape[0], f, *win.shape[4:])
+
+
+def shifted_wide_forward(x, w, p, column_bytes=4 * 2**20):
+    """The layer's gather, but columns (C*kh*kw, rows*positions) and one wide product a chunk."""
+    b, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    hp, wp = h + 2 * p, wd + 2 * p
+    oh, ow = hp - kh + 1, wp - kw + 1
+    rows = max(1, min(b, column_bytes // (c * kh * kw * oh * wp * x.dtype.itemsize)))
+    flat = np.zeros(c * rows * hp * wp + kw - 1, dtype=x.dtype)  # (C, rows, hp, wp) + slack
+    grid = flat[:-(kw - 1) or None].reshape(c, rows, hp, wp)
+    step = flat.itemsize
+    cols = np.empty((c * kh * kw, rows * oh * wp), dtype=x.dtype)
+    prod = np.empty((f, rows * oh * wp), dtype=x.dtype)
+    y = np.empty((b, f, oh, ow), dtype=x.dtype)
+    for s in range(0, b, rows):
+        n = min(rows, b - s)
+        grid[:, :n, p:p + h, p:p + wd] = x[s:s + n].transpose(1, 0, 2, 3)
+        # kernel element (i, j) of channel c: one contiguous run per image of the flat chunk.
+        src = np.lib.stride_tricks.as_strided(
+            flat, (c, kh, kw, n, oh * wp),
+            (rows * hp * wp * step, wp * step, step, hp * wp * step, step))
+        np.copyto(cols[:, :n * oh * wp].reshape(c, kh, kw, n, oh * wp), src)
+        np.matmul(w.reshape(f, -1), cols[:, :n * oh * wp], out=prod[:, :n * oh * wp])
+        y[s:s + n] = prod[:, :n * oh * wp].reshape(f, n, oh, wp)[..., :ow].transpose(1, 0, 2, 3)
+    return y
 
 
 def chunked(fn, rows):
@@ -186,7 +237,30 @@ def best_of(fn, args, budget: float) -> float:
     return min(times)
 
 
+def stacked() -> None:
+    rng = np.random.default_rng(0)
+    print("| shape | batch | ms per forward call (float64, best of 7), by variant |\n|---|---:|---|")
+    for label, shape, filters, kernel, padding in STACKED:
+        layer = layer_for(shape[1:], filters, kernel, padding)
+        x = rng.normal(size=shape)
+        w = rng.normal(size=(filters, shape[1], kernel, kernel))
+        reference = previous_forward(x, w, padding)
+        row = []
+        for fn in (previous_forward, shifted_wide_forward, layer_forward(layer)):
+            np.testing.assert_allclose(fn(x, w, padding), reference, rtol=1e-12, atol=1e-12)
+            times = []
+            for _ in range(7):
+                started = time.perf_counter()
+                fn(x, w, padding)
+                times.append(time.perf_counter() - started)
+            row.append(f"{fn.__name__.removesuffix('_forward')}={1e3 * min(times):.2f}")
+        print(f"| {label} | {shape[0]} | " + ", ".join(row) + " |", flush=True)
+
+
 def main() -> None:
+    if "--stacked" in sys.argv:
+        stacked()
+        return
     quick = "--quick" in sys.argv
     batches = (256, 4096) if quick else BATCHES
     dtypes = (np.float64,) if quick else (np.float64, np.float32)
