@@ -141,15 +141,24 @@ class Probe:
         plus, minus = np.empty(len(idx)), np.empty(len(idx))
         kinked = np.zeros(len(idx), dtype=bool)
         base = self.start_input.reshape(1, rows, per)
+        layer = self.network.layers[self.start]
+        direct = (callable(getattr(layer, "perturbed_input_rows", None))
+                  and not stacking.has_branch_state(layer))
         for chunk in np.unique(chunk_of):
             sel = np.flatnonzero(chunk_of == chunk)
             level = 2 * (rank[sel] % pairs_per_column)
             levels = int(level.max()) + 2
-            stacked = np.repeat(base, levels, axis=0)
-            stacked[level, column[sel], offset[sel]] = hi[sel]
-            stacked[level + 1, column[sel], offset[sel]] = lo[sel]
-            x = stacked.reshape(levels * rows, *self.start_input.shape[1:])
-            out, states = stacking.run_tail(self.network, x, self.start, levels, rows,
+            if direct:
+                x = self._direct_rows(layer, idx[sel], hi[sel], lo[sel], level, column[sel],
+                                      levels, confirm=chunk == chunk_of.min())
+                first = self.start + 1
+            else:
+                stacked = np.repeat(base, levels, axis=0)
+                stacked[level, column[sel], offset[sel]] = hi[sel]
+                stacked[level + 1, column[sel], offset[sel]] = lo[sel]
+                x = stacked.reshape(levels * rows, *self.start_input.shape[1:])
+                first = self.start
+            out, states = stacking.run_tail(self.network, x, first, levels, rows,
                                             end=self.first_mixing)
             out = out.reshape(levels, rows, *out.shape[1:])
             plus[sel], minus[sel], tail_kinks = self._row_copies(out, level, column[sel])
@@ -159,43 +168,113 @@ class Probe:
                 progress(len(sel))
         return plus, minus, kinked
 
+    def _direct_rows(self, layer, idx, hi, lo, level, column, levels, confirm):
+        """Layer ``start``'s output rows for a chunk of input perturbations, from its optional
+        ``perturbed_input_rows`` (for a layer affine in its input: the clean row plus one column
+        of its weights), laid out like ``run_tail``'s (levels * B) rows. The chunk's first row is
+        checked against a real forward when ``confirm``, so the differences still rest on
+        ``forward``."""
+        rows = self.rows
+        indices = np.repeat(idx, 2)
+        values = np.empty(len(indices), dtype=self.array.dtype)
+        values[0::2], values[1::2] = hi, lo
+        out_shape = tuple(self.network.shapes[self.start + 1])
+        got = invoke(layer, "perturbed_input_rows", layer.perturbed_input_rows,
+                     self.start_input, indices, values)
+        if not isinstance(got, np.ndarray) or got.shape != (len(indices), *out_shape):
+            raise LayerError(f"layer {layer.name!r}: perturbed_input_rows returned shape "
+                             f"{getattr(got, 'shape', None)}, expected "
+                             f"{(len(indices), *out_shape)}.")
+        if confirm:
+            x = self.start_input.copy()
+            x.reshape(-1)[indices[0]] = values[0]
+            actual = invoke(layer, "forward", layer.forward, x)[indices[0] // (x.size // rows)]
+            _confirm_same(layer, "perturbed_input_rows", f"input[{indices[0]}]", got[0], actual,
+                          self.network.dtype)
+        if 2 * len(idx) == levels * rows:  # every slot holds a perturbed row
+            stacked = np.empty((levels, rows, *out_shape), dtype=got.dtype)
+        else:
+            stacked = np.repeat(self.cached.inputs[self.start + 1][None], levels, axis=0)
+        stacked[level, column] = got[0::2]
+        stacked[level + 1, column] = got[1::2]
+        return stacked.reshape(levels * rows, *out_shape)
+
     def _row_copies(self, out, level, column):
         """Losses of whole batches that are the clean input of the first mixing unit with one
         row replaced by ``out[level, column]`` (+h) and ``out[level + 1, column]`` (-h)."""
-        n = len(level)
+        return self._replaced_row_pairs(
+            column, lambda part: (out[level[part], column[part]], out[level[part] + 1, column[part]]))
+
+    def _copy_pairs(self, idx, hi, lo, progress):
+        """Input of a unit that mixes samples (or of the loss): each copy is the whole batch, the
+        clean one with the perturbed element's row replaced."""
+        per = self.array.size // self.rows
+        row_of, offset = idx // per, idx % per
+        flat_rows = self.start_input.reshape(self.rows, per)
+
+        def new_rows(part):
+            j = np.arange(part.stop - part.start)
+            plus_rows = flat_rows[row_of[part]]  # fancy indexing: a copy
+            minus_rows = plus_rows.copy()
+            plus_rows[j, offset[part]] = hi[part]
+            minus_rows[j, offset[part]] = lo[part]
+            shape = (len(j), *self.start_input.shape[1:])
+            return plus_rows.reshape(shape), minus_rows.reshape(shape)
+
+        return self._replaced_row_pairs(row_of, new_rows, progress)
+
+    def _replaced_row_pairs(self, rows, new_rows, progress=None):
+        """Losses of whole batches: the clean input of unit ``first_mixing`` with row ``rows[j]``
+        replaced by the +h and -h rows ``new_rows(part)`` returns for the pairs in ``part``.
+
+        A mixing layer offering ``forward_replaced_rows`` derives all copies from the clean batch
+        in one call (batchnorm: the statistics are the clean ones plus one row's change); without
+        it, each copy is built and run whole.
+        """
+        n = len(rows)
         plus, minus = np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)
-        clean = self.cached.inputs[self.first_mixing]
+        unit = self.first_mixing
+        clean = self.cached.inputs[unit]
+        mixer = self.network.layers[unit] if unit < len(self.network.layers) else None
+        derived = (mixer is not None and callable(getattr(mixer, "forward_replaced_rows", None))
+                   and not stacking.has_branch_state(mixer))
         group = max(1, self.levels // 2)  # bounds the (2 * group, B, ...) copies built at once
         for lo_j in range(0, n, group):
             part = slice(lo_j, min(n, lo_j + group))
             m = part.stop - part.start
-            copies = np.repeat(clean[None], 2 * m, axis=0)
-            j = np.arange(m)
-            copies[2 * j, column[part]] = out[level[part], column[part]]
-            copies[2 * j + 1, column[part]] = out[level[part] + 1, column[part]]
-            plus[part], minus[part], kinked[part] = self._through_tail(copies, self.first_mixing,
-                                                                       [])
+            plus_rows, minus_rows = new_rows(part)
+            row_pairs = np.repeat(rows[part], 2)
+            replacement = np.empty((2 * m, *clean.shape[1:]), dtype=clean.dtype)
+            replacement[0::2], replacement[1::2] = plus_rows, minus_rows
+            if derived:
+                copies = self._mixer_copies(mixer, clean, row_pairs, replacement, lo_j == 0)
+                start = unit + 1
+            else:
+                copies = np.repeat(clean[None], 2 * m, axis=0)
+                copies[np.arange(2 * m), row_pairs] = replacement
+                start = unit
+            plus[part], minus[part], kinked[part] = self._through_tail(copies, start, [])
+            if progress is not None:
+                progress(m)
         return plus, minus, kinked
 
-    def _copy_pairs(self, idx, hi, lo, progress):
-        """Input of a tail that mixes samples (or of the loss): each copy is the whole batch."""
-        rows, per = self.rows, self.array.size // self.rows
-        plus, minus = np.empty(len(idx)), np.empty(len(idx))
-        kinked = np.zeros(len(idx), dtype=bool)
-        base = self.start_input.reshape(1, rows, per)
-        pairs = self.levels // 2
-        for lo_j in range(0, len(idx), pairs):
-            sel = np.arange(lo_j, min(len(idx), lo_j + pairs))
-            q = np.arange(len(sel))
-            stacked = np.repeat(base, 2 * len(sel), axis=0)
-            stacked[2 * q, idx[sel] // per, idx[sel] % per] = hi[sel]
-            stacked[2 * q + 1, idx[sel] // per, idx[sel] % per] = lo[sel]
-            stacked = stacked.reshape(2 * len(sel), *self.start_input.shape)
-            plus[sel], minus[sel], kinked[sel] = self._through_tail(stacked, self.start, [])
-            if progress is not None:
-                progress(len(sel))
-        return plus, minus, kinked
+    def _mixer_copies(self, mixer, clean, rows, replacement, confirm):
+        """``forward_replaced_rows`` of the first mixing layer, shape-checked, and its first copy
+        confirmed against a real forward when ``confirm``."""
+        got = invoke(mixer, "forward_replaced_rows", mixer.forward_replaced_rows, clean, rows,
+                     replacement)
+        expected = (len(rows), self.rows, *self.network.shapes[self.first_mixing + 1])
+        if not isinstance(got, np.ndarray) or got.shape != expected:
+            raise LayerError(f"layer {mixer.name!r}: forward_replaced_rows returned shape "
+                             f"{getattr(got, 'shape', None)}, expected {expected}.")
+        if confirm:
+            x = clean.copy()
+            x[rows[0]] = replacement[0]
+            actual = invoke(mixer, "forward", mixer.forward, x)
+            _confirm_same(mixer, "forward_replaced_rows", f"row {rows[0]} of its input", got[0],
+                          actual, self.network.dtype)
+        return got
 
     def _param_pairs(self, idx, hi, lo, progress):
         """A parameter of layer k: layer k runs once per copy (its parameter is one array), and
@@ -267,14 +346,8 @@ class Probe:
             actual = invoke(layer, "forward", layer.forward, self.start_input)
         finally:
             flat[index] = saved
-        scale = float(np.max(np.abs(actual))) if actual.size else 0.0
-        allowed = 1e3 * np.finfo(self.network.dtype).eps * max(scale, 1.0)
-        worst = float(np.max(np.abs(np.asarray(claimed, dtype=np.float64) - actual)))
-        if not worst <= allowed:
-            raise LayerError(f"layer {layer.name!r}: perturbed_outputs disagrees with forward for "
-                             f"{self.target.name}[{index}] (max difference {worst:.3g}).",
-                             hint="perturbed_outputs must equal forward with the parameter "
-                                  "changed; remove it to fall back to forward")
+        _confirm_same(layer, "perturbed_outputs", f"{self.target.name}[{index}]", claimed, actual,
+                      self.network.dtype)
 
     def _through_tail(self, stacked, start, own_states):
         """Run whole-batch copies (2m, B, ...) ordered +h, -h, +h, ... from unit ``start`` on."""
@@ -358,6 +431,18 @@ class Probe:
         kinked = np.array([_states_differ(a, b) for a, b in zip(states[0::2], states[1::2])],
                           dtype=bool)
         return np.array(losses[0::2]), np.array(losses[1::2]), kinked
+
+
+def _confirm_same(layer, method: str, element: str, claimed, actual, dtype) -> None:
+    """Raise unless a speed-up method's output equals ``forward``'s to rounding."""
+    scale = float(np.max(np.abs(actual))) if actual.size else 0.0
+    allowed = 1e3 * np.finfo(dtype).eps * max(scale, 1.0)
+    worst = float(np.max(np.abs(np.asarray(claimed, dtype=np.float64) - actual)))
+    if not worst <= allowed:
+        raise LayerError(f"layer {layer.name!r}: {method} disagrees with forward for {element} "
+                         f"(max difference {worst:.3g}).",
+                         hint=f"{method} must equal forward with that element changed; remove it "
+                              f"to fall back to forward")
 
 
 def _rank_within(column: np.ndarray) -> np.ndarray:

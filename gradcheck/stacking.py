@@ -20,7 +20,9 @@ import numpy as np
 from gradcheck.layers.base import Layer, Loss
 from gradcheck.network import Network, invoke
 
-DEFAULT_MAX_BYTES = 64 * 2**20
+# 16 MiB keeps each layer's stacked arrays a few MiB, within L3: measured on N1/N4 ~20% faster
+# than 64 MiB and than 4-8 MiB (where per-chunk Python overhead grows).
+DEFAULT_MAX_BYTES = 16 * 2**20
 # Live copies of the widest activation while a stacked chunk runs: the input of a layer, its
 # output and what the layer caches for backward (padded input, masks, argmaxes).
 LIVE_COPIES = 4

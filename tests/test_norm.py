@@ -339,3 +339,29 @@ def test_batchnorm_forward_groups_in_blocks_keeps_dtype_and_matches_forward(monk
     expected = np.concatenate([layer.forward(g) for g in groups])
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(stacked, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (4, 2, 3, 3)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_forward_replaced_rows_equals_forward_on_each_copy(shape, training, dtype):
+    rng = np.random.default_rng(2)
+    layer = BatchNorm()
+    layer.build(shape[1:], rng)
+    layer.params["gamma"] = rng.normal(size=shape[1]).astype(dtype)
+    layer.params["beta"] = rng.normal(size=shape[1]).astype(dtype)
+    layer.running_mean, layer.running_var = rng.normal(size=shape[1]), rng.uniform(0.5, 2, shape[1])
+    layer.training = training
+    x = (rng.normal(size=shape) * 2 + 1).astype(dtype)
+    # Small changes, as the engine makes, and whole new rows, repeated rows included.
+    rows = np.array([0, 0, shape[0] - 1, 1])
+    new_rows = x[rows] + np.array([1e-6, -1e-6, 0.5, 3.0]).reshape(-1, *[1] * (len(shape) - 1))
+    got = layer.forward_replaced_rows(x, rows, new_rows.astype(dtype))
+    assert got.dtype == dtype and got.shape == (4, *shape)
+    expected = []
+    for row, new in zip(rows, new_rows.astype(dtype)):
+        copy = x.copy()
+        copy[row] = new
+        expected.append(layer.forward(copy))
+    tolerance = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got, np.stack(expected), rtol=tolerance, atol=tolerance)

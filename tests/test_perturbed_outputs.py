@@ -1,5 +1,6 @@
-"""The optional ``perturbed_outputs`` contract method: built-ins agree with ``forward``, and the
-engine refuses one that does not."""
+"""The optional speed-up methods of the contract (``perturbed_outputs``, ``perturbed_input_rows``,
+``forward_replaced_rows``): built-ins agree with ``forward``, and the engine refuses one that does
+not."""
 
 from __future__ import annotations
 
@@ -75,4 +76,75 @@ def test_engine_refuses_perturbed_outputs_that_disagree_with_forward():
                                   "loss": "mse"})
     network, batch = gradcheck.build_network(spec)
     with pytest.raises(gradcheck.LayerError, match="liar.*perturbed_outputs disagrees"):
+        run_check(network, batch, settings_for(spec, mode="full"))
+
+
+def _expected_rows(layer, x, indices, values):
+    per = x.size // x.shape[0]
+    outputs = []
+    for i, v in zip(indices, values):
+        changed = x.copy()
+        changed.reshape(-1)[i] = v
+        outputs.append(layer.forward(changed)[i // per])
+    return np.stack(outputs)
+
+
+INPUT_ROW_CASES = [case for case in CASES if hasattr(layer_class(case[0]), "perturbed_input_rows")]
+
+
+def test_dense_and_conv_offer_perturbed_input_rows():
+    assert {case[0] for case in INPUT_ROW_CASES} == {"dense", "conv2d"}
+
+
+@pytest.mark.parametrize("kind, options, shape", INPUT_ROW_CASES)
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**16))
+def test_builtin_perturbed_input_rows_equal_forward(kind, options, shape, seed):
+    rng = np.random.default_rng(seed)
+    layer = layer_class(kind)(**options)
+    layer.build(shape, rng)
+    x = rng.normal(size=(3, *shape))
+    before = x.copy()
+    # Every element of a row at once, and repeats: the engine sends +h and -h of one element.
+    indices = np.concatenate([np.arange(x[0].size), rng.integers(0, x.size, 6).repeat(2)])
+    values = x.reshape(-1)[indices] + rng.normal(size=len(indices))
+    got = layer.perturbed_input_rows(x, indices, values)
+    np.testing.assert_allclose(got, _expected_rows(layer, x, indices, values),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(x, before)
+
+
+@gradcheck.register_layer("dense_lying_rows")
+class DenseLyingRows(DenseLyingShortcut):
+    """A correct dense layer whose perturbed_input_rows ignores the perturbation."""
+
+    perturbed_outputs = None
+
+    def perturbed_input_rows(self, x, flat_indices, values):
+        return self.forward(x)[flat_indices // x.shape[1]]
+
+
+def test_engine_refuses_perturbed_input_rows_that_disagree_with_forward():
+    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 2},
+                                  "layers": [{"type": "dense_lying_rows", "name": "liar"}],
+                                  "loss": "mse"})
+    network, batch = gradcheck.build_network(spec)
+    with pytest.raises(gradcheck.LayerError, match="liar.*perturbed_input_rows disagrees"):
+        run_check(network, batch, settings_for(spec, mode="full"))
+
+
+@gradcheck.register_layer("batchnorm_lying_rows")
+class BatchNormLyingRows(layer_class("batchnorm")):
+    """A correct batchnorm whose forward_replaced_rows ignores the replaced rows."""
+
+    def forward_replaced_rows(self, x, rows, new_rows):
+        return np.repeat(self.forward(x)[None], len(rows), axis=0)
+
+
+def test_engine_refuses_forward_replaced_rows_that_disagree_with_forward():
+    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 4},
+                                  "layers": [{"type": "batchnorm_lying_rows", "name": "liar"}],
+                                  "loss": "mse"})
+    network, batch = gradcheck.build_network(spec)
+    with pytest.raises(gradcheck.LayerError, match="liar.*forward_replaced_rows disagrees"):
         run_check(network, batch, settings_for(spec, mode="full"))

@@ -226,8 +226,8 @@ def test_max_seconds_stops_a_long_check_cleanly(tmp_path):
         "import time\nimport gradcheck\n\n@gradcheck.register_layer('slow_identity')\n"
         "class Slow(gradcheck.Layer):\n    def forward(self, x):\n        time.sleep(0.1)\n"
         "        return x\n    def backward(self, g):\n        return g\n")
-    text = ("plugins: [slow.py]\ninput: {shape: [64], batch: 4}\nlayers:\n"
-            "  - {type: dense, name: d, units: 64}\n  - {type: slow_identity, name: s}\n"
+    text = ("plugins: [slow.py]\ninput: {shape: [8], batch: 4}\nlayers:\n"
+            "  - {type: dense, name: d, units: 8}\n  - {type: slow_identity, name: s}\n"
             "  - {type: dense, name: out, units: 3}\nloss: mse\n")
     path = write_yaml(tmp_path, text)
     spec = gradcheck.load_config(path)

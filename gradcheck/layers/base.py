@@ -34,11 +34,23 @@ class Layer:
       consecutive block of ``group_size`` rows as a separate batch (no backward follows it). The
       engine then evaluates many perturbed copies of the batch in one call instead of one call
       per copy; without it, it loops.
+    - ``forward_replaced_rows(x, rows, new_rows)``: for a layer that mixes the batch,
+      ``forward(x)`` with row ``rows[k]`` replaced by ``new_rows[k]``, for each k: shape
+      (k, batch, *output). A perturbation upstream of such a layer changes one sample's row, so a
+      layer that can update its output from the clean batch (batchnorm: statistics plus one row's
+      change) saves building and normalising every copy. Confirmed against ``forward`` once per
+      target; no backward follows it.
     - ``perturbed_outputs(x, name, flat_indices, values)``: ``forward(x)`` with
       ``params[name].flat[flat_indices[k]] = values[k]``, for each k: shape (k, batch, *output).
       A layer affine in a parameter can return the clean output plus a rank-one change instead of
       running a forward per perturbed element. The engine confirms it against ``forward`` once per
       target.
+    - ``perturbed_input_rows(x, flat_indices, values)``: for a layer that does not mix the batch,
+      row ``flat_indices[k] // (x.size // batch)`` of ``forward(x)`` with
+      ``x.flat[flat_indices[k]] = values[k]``, for each k: shape (k, *output). A layer affine in
+      its input can return the clean output row plus the change times one column of its weights
+      instead of running a forward per perturbed element (only that sample's row changes, so only
+      it is returned). Confirmed against ``forward`` the same way.
     - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
       max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
       differs between x+h and x-h the finite difference straddles a kink and is not a failure.

@@ -230,6 +230,27 @@ class Conv2D(Layer):
             out[copies, :, flat_indices] += delta[:, None, None, None]
         return out
 
+    def perturbed_input_rows(self, x, flat_indices, values):
+        """Row n of forward(x) with x[n, c, i, j] replaced by ``values[k]``, per k: (k, filters,
+        out_h, out_w). y is affine in x: the change d adds d * W[:, c, ti, tj] at every output
+        position that sees input (i, j) through kernel element (ti, tj)."""
+        y = self.forward(x)
+        n, c, i, j = np.unravel_index(flat_indices, x.shape)
+        delta = (values - x.reshape(-1)[flat_indices]).astype(y.dtype)
+        out = y[n]
+        weight = self.params["W"].astype(y.dtype, copy=False)
+        out_h, out_w = y.shape[2:]
+        (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
+        for ti, tj in taps(self.kernel):
+            # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through this element.
+            row, col = i + ph - ti * dh, j + pw - tj * dw
+            a, b = row // sh, col // sw
+            hit = np.flatnonzero((row >= 0) & (col >= 0) & (row % sh == 0) & (col % sw == 0)
+                                 & (a < out_h) & (b < out_w))
+            # One hit per copy and element: plain fancy-index += never meets a repeated index.
+            out[hit, :, a[hit], b[hit]] += delta[hit, None] * weight[:, c[hit], ti, tj].T
+        return out
+
     def _span(self) -> tuple[int, int]:
         """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))

@@ -54,6 +54,14 @@ class Dense(Layer):
             out[copies, :, flat_indices] += delta[:, None]
         return out
 
+    def perturbed_input_rows(self, x, flat_indices, values):
+        """Row ``flat_indices[k] // fan_in`` of forward(x) with that element of x replaced by
+        ``values[k]``, per k: (k, units). x[n, i] -> v adds (v - x[n, i]) * W[i] to row n."""
+        n, i = np.divmod(flat_indices, x.shape[1])
+        delta = (values - x.reshape(-1)[flat_indices]).astype(x.dtype)
+        clean = x @ self.params["W"] + self.params["b"] if self.bias else x @ self.params["W"]
+        return clean[n] + delta[:, None] * self.params["W"][i]
+
     def backward(self, grad_out):
         self.grads["W"] = self.x.T @ grad_out
         if self.bias:
