@@ -23,6 +23,7 @@ from gradcheck.config import load_config
 from gradcheck.analytic import analytic_pass
 from gradcheck.modes import estimate_full_seconds
 from gradcheck.network import build_network
+from gradcheck.resources import reuse_freed_memory
 
 CONV = "conv2d"
 NETWORKS = {
@@ -164,10 +165,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    # What the gradcheck CLI does at start-up; process-wide, so torch's arrays get it too.
+    reused = reuse_freed_memory()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}\n")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"freed blocks reused (glibc mallopt, as the CLI does): {reused}\n")
     print("| net | params (torch checks) | elements compared (full) | gradcheck full s | "
           "gradcheck directional s | torch slow s | torch fast s | slow / full | "
           "slow / directional |")

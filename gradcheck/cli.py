@@ -28,6 +28,7 @@ from gradcheck.render.json import render_json
 from gradcheck.render.junit import render_junit, render_junit_error
 from gradcheck.render.markdown import render_markdown
 from gradcheck.render.text import render_text, summary
+from gradcheck.resources import reuse_freed_memory
 from gradcheck.starter import example_names, write_starter
 from gradcheck.replay import replay as run_replay
 from gradcheck.replay import write_replay
@@ -91,6 +92,7 @@ def main(plugins):
     Exit codes: 0 gradients match, 1 a mismatch was found, 2 bad usage or config.
     Installed packages' layers (entry-point group gradcheck.layers) load automatically.
     """
+    reuse_freed_memory()
     # Given before the command name, --plugin applies to every command, including ones that
     # have no --plugin option of their own.
     for ref in plugins:

@@ -1,7 +1,9 @@
-"""Resource guards: refuse a network that would not fit in memory, before it is killed for it."""
+"""Resource guards: refuse a network that would not fit in memory, before it is killed for it;
+and keep the allocator from making a check pay page faults for every temporary array."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -69,3 +71,29 @@ class MemoryBudget:
                 f"more than the {_gib(self.budget)} available to it.",
                 hint="use a smaller input.batch or smaller layers; "
                      f"{ENV_BUDGET} raises the limit")
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# Stacked chunks are capped at 16 MiB (gradcheck.stacking), so their arrays stay below this.
+REUSED_BLOCK_BYTES = 32 * 2**20
+RETAINED_BYTES = 256 * 2**20
+
+
+def reuse_freed_memory() -> bool:
+    """Ask glibc's malloc to serve large arrays from memory it has already mapped.
+
+    A check allocates and frees thousands of multi-MiB numpy temporaries. By default glibc maps
+    each of them afresh and returns it to the OS when it is freed, so every first write page
+    faults: bench N1's full check takes 0.17 s that way and 0.10 s with freed blocks reused
+    (single-threaded, this project's 2-core VM). Process-wide, so the CLI calls it and the library does not; the
+    memory kept is at most what the process already used. Returns False (and changes nothing)
+    where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, REUSED_BLOCK_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, RETAINED_BYTES))

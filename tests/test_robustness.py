@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import gradcheck
 from conftest import CONFIGS, write_yaml
 from gradcheck.check import run_check, settings_for
 from gradcheck.cli import main
+from gradcheck.resources import reuse_freed_memory
 
 BASE = {
     "name": "fuzz", "seed": 1,
@@ -243,3 +245,10 @@ def test_max_seconds_stops_a_long_check_cleanly(tmp_path):
     result = _run(["check", str(path), "--mode", "full", "--max-seconds", "0.5", "--format", "json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["summary"]["skipped_targets"] >= 1
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_allocator_is_told_to_reuse_freed_blocks_and_checks_still_pass():
+    assert reuse_freed_memory() is True
+    report = gradcheck.check_network(CONFIGS / "batchnorm_cnn.yaml", mode="full")
+    assert report.passed and report.counts()["checked"] > 0
