@@ -56,6 +56,7 @@ class Probe:
         self._tail_has_state = any(stacking.has_branch_state(u)
                                    for u in network.units[self.start:])
         self.rows = self.start_input.shape[0]
+        self.max_bytes = max_bytes
         self.levels = stacking.levels_for(network, self.start, self.rows, max_bytes)
         # The first unit from ``start`` on whose output for one sample depends on other samples
         # (the loss, if no layer mixes): until it, a perturbation changes one sample's row only.
@@ -239,7 +240,9 @@ class Probe:
         mixer = self.network.layers[unit] if unit < len(self.network.layers) else None
         derived = (mixer is not None and callable(getattr(mixer, "forward_replaced_rows", None))
                    and not stacking.has_branch_state(mixer))
-        group = max(1, self.levels // 2)  # bounds the (2 * group, B, ...) copies built at once
+        # Bounds the (2 * group, B, ...) copies built at once, by the layers from ``unit`` on:
+        # often far narrower than the perturbed one (the loss takes a few outputs per sample).
+        group = stacking.levels_for(self.network, unit, self.rows, self.max_bytes) // 2
         for lo_j in range(0, n, group):
             part = slice(lo_j, min(n, lo_j + group))
             m = part.stop - part.start
@@ -276,6 +279,11 @@ class Probe:
                           actual, self.network.dtype)
         return got
 
+    def _output_levels(self) -> int:
+        """Levels per stacked pass for copies of layer ``start``'s output (a parameter's copies
+        never hold its input, often the widest array)."""
+        return stacking.levels_for(self.network, self.start + 1, self.rows, self.max_bytes)
+
     def _param_pairs(self, idx, hi, lo, progress):
         """A parameter of layer k: layer k runs once per copy (its parameter is one array), and
         its outputs, stacked, run through layers k+1..end together."""
@@ -286,7 +294,7 @@ class Probe:
         flat = self.array.reshape(-1)
         plus, minus = np.empty(len(idx)), np.empty(len(idx))
         kinked = np.zeros(len(idx), dtype=bool)
-        pairs = self.levels // 2
+        pairs = self._output_levels() // 2
         out_shape = (self.rows, *self.network.shapes[self.start + 1])
         for lo_j in range(0, len(idx), pairs):
             sel = range(lo_j, min(len(idx), lo_j + pairs))
@@ -319,7 +327,7 @@ class Probe:
         plus, minus = np.empty(len(idx)), np.empty(len(idx))
         kinked = np.zeros(len(idx), dtype=bool)
         out_shape = (self.rows, *self.network.shapes[self.start + 1])
-        pairs = self.levels // 2
+        pairs = self._output_levels() // 2
         for lo_j in range(0, len(idx), pairs):
             part = slice(lo_j, min(len(idx), lo_j + pairs))
             indices = np.repeat(idx[part], 2)
