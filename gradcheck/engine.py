@@ -150,8 +150,16 @@ class Probe:
             level = 2 * (rank[sel] % pairs_per_column)
             levels = int(level.max()) + 2
             if direct:
-                x = self._direct_rows(layer, idx[sel], hi[sel], lo[sel], level, column[sel],
-                                      levels, confirm=chunk == chunk_of.min())
+                got = self._direct_outputs(layer, idx[sel], hi[sel], lo[sel],
+                                           confirm=chunk == chunk_of.min())
+                if self.start + 1 == self.first_mixing:
+                    # Nothing runs row-wise in between: the rows go straight into the copies.
+                    plus[sel], minus[sel], kinked[sel] = self._replaced_row_pairs(
+                        column[sel], lambda part: got[2 * part.start:2 * part.stop])
+                    if progress is not None:
+                        progress(len(sel))
+                    continue
+                x = self._row_layout(got, level, column[sel], levels)
                 first = self.start + 1
             else:
                 stacked = np.repeat(base, levels, axis=0)
@@ -169,12 +177,11 @@ class Probe:
                 progress(len(sel))
         return plus, minus, kinked
 
-    def _direct_rows(self, layer, idx, hi, lo, level, column, levels, confirm):
-        """Layer ``start``'s output rows for a chunk of input perturbations, from its optional
-        ``perturbed_input_rows`` (for a layer affine in its input: the clean row plus one column
-        of its weights), laid out like ``run_tail``'s (levels * B) rows. The chunk's first row is
-        checked against a real forward when ``confirm``, so the differences still rest on
-        ``forward``."""
+    def _direct_outputs(self, layer, idx, hi, lo, confirm):
+        """Layer ``start``'s output rows for a chunk of input perturbations, +h and -h
+        interleaved, from its optional ``perturbed_input_rows`` (for a layer affine in its input:
+        the clean row plus one column of its weights). The chunk's first row is checked against
+        a real forward when ``confirm``, so the differences still rest on ``forward``."""
         rows = self.rows
         indices = np.repeat(idx, 2)
         values = np.empty(len(indices), dtype=self.array.dtype)
@@ -192,7 +199,13 @@ class Probe:
             actual = invoke(layer, "forward", layer.forward, x)[indices[0] // (x.size // rows)]
             _confirm_same(layer, "perturbed_input_rows", f"input[{indices[0]}]", got[0], actual,
                           self.network.dtype)
-        if 2 * len(idx) == levels * rows:  # every slot holds a perturbed row
+        return got
+
+    def _row_layout(self, got, level, column, levels):
+        """Interleaved output rows placed like ``run_tail``'s (levels * B) rows: pair j at
+        ``(level[j], column[j])`` and ``(level[j] + 1, column[j])``."""
+        rows, out_shape = self.rows, got.shape[1:]
+        if len(got) == levels * rows:  # every slot holds a perturbed row
             stacked = np.empty((levels, rows, *out_shape), dtype=got.dtype)
         else:
             stacked = np.repeat(self.cached.inputs[self.start + 1][None], levels, axis=0)
@@ -203,8 +216,13 @@ class Probe:
     def _row_copies(self, out, level, column):
         """Losses of whole batches that are the clean input of the first mixing unit with one
         row replaced by ``out[level, column]`` (+h) and ``out[level + 1, column]`` (-h)."""
-        return self._replaced_row_pairs(
-            column, lambda part: (out[level[part], column[part]], out[level[part] + 1, column[part]]))
+        def replacement(part):
+            both = np.empty((2 * (part.stop - part.start), *out.shape[2:]), dtype=out.dtype)
+            both[0::2] = out[level[part], column[part]]
+            both[1::2] = out[level[part] + 1, column[part]]
+            return both
+
+        return self._replaced_row_pairs(column, replacement)
 
     def _copy_pairs(self, idx, hi, lo, progress):
         """Input of a unit that mixes samples (or of the loss): each copy is the whole batch, the
@@ -213,20 +231,19 @@ class Probe:
         row_of, offset = idx // per, idx % per
         flat_rows = self.start_input.reshape(self.rows, per)
 
-        def new_rows(part):
+        def replacement(part):
             j = np.arange(part.stop - part.start)
-            plus_rows = flat_rows[row_of[part]]  # fancy indexing: a copy
-            minus_rows = plus_rows.copy()
-            plus_rows[j, offset[part]] = hi[part]
-            minus_rows[j, offset[part]] = lo[part]
-            shape = (len(j), *self.start_input.shape[1:])
-            return plus_rows.reshape(shape), minus_rows.reshape(shape)
+            both = flat_rows[np.repeat(row_of[part], 2)]  # fancy indexing: a copy
+            both[2 * j, offset[part]] = hi[part]
+            both[2 * j + 1, offset[part]] = lo[part]
+            return both.reshape(2 * len(j), *self.start_input.shape[1:])
 
-        return self._replaced_row_pairs(row_of, new_rows, progress)
+        return self._replaced_row_pairs(row_of, replacement, progress)
 
-    def _replaced_row_pairs(self, rows, new_rows, progress=None):
+    def _replaced_row_pairs(self, rows, replacement_for, progress=None):
         """Losses of whole batches: the clean input of unit ``first_mixing`` with row ``rows[j]``
-        replaced by the +h and -h rows ``new_rows(part)`` returns for the pairs in ``part``.
+        replaced by the +h and -h rows of pair j, which ``replacement_for(part)`` returns
+        interleaved (+, -, +, ...) for the pairs in slice ``part``.
 
         A mixing layer offering ``forward_replaced_rows`` derives all copies from the clean batch
         in one call (batchnorm: the statistics are the clean ones plus one row's change); without
@@ -246,10 +263,8 @@ class Probe:
         for lo_j in range(0, n, group):
             part = slice(lo_j, min(n, lo_j + group))
             m = part.stop - part.start
-            plus_rows, minus_rows = new_rows(part)
+            replacement = replacement_for(part)
             row_pairs = np.repeat(rows[part], 2)
-            replacement = np.empty((2 * m, *clean.shape[1:]), dtype=clean.dtype)
-            replacement[0::2], replacement[1::2] = plus_rows, minus_rows
             if derived:
                 copies = self._mixer_copies(mixer, clean, row_pairs, replacement, lo_j == 0)
                 start = unit + 1

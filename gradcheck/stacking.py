@@ -137,6 +137,11 @@ def pair_kinks(states: list[np.ndarray], levels: int, plus_rows, minus_rows) -> 
     kinked = np.zeros(n, dtype=bool)
     for state in states:
         grouped = state.reshape(levels, state.shape[0] // levels, -1)
+        if (grouped.dtype.kind in "biu" and grouped.flags.c_contiguous
+                and grouped.shape[2] * grouped.itemsize % 8 == 0):
+            # Masks and argmaxes compare as raw words, 8 bytes at a time: equal bytes are equal
+            # values for bools and integers (not for floats: -0.0 == 0.0).
+            grouped = grouped.view(np.uint64)
         a, b = grouped[plus_rows], grouped[minus_rows]
         kinked |= np.any(a != b, axis=tuple(range(1, a.ndim)))
     return kinked
