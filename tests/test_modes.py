@@ -11,13 +11,14 @@ import pytest
 from conftest import CONFIGS
 
 from gradcheck import modes, stacking, tolerance
-from gradcheck.check import run_check, settings_for
+from gradcheck.check import check_network, run_check, settings_for
 from gradcheck.config import load_config
 from gradcheck.analytic import INPUT, Target, analytic_pass, target_array, targets
 from gradcheck.engine import Probe
 from gradcheck.layers.base import Layer
 from gradcheck.layers.dense import Dense
 from gradcheck.network import build_network
+from gradcheck.render.markdown import render_markdown
 from gradcheck.registry import loss_class
 
 CNN = {"seed": 3, "input": {"shape": [2, 6, 6], "batch": 3}, "layers": [
@@ -241,6 +242,16 @@ def test_cli_modes_and_coverage_keys(run_cli):
     assert check["coverage"]["directions"] == 2 and check["coverage"]["elements"] == 0
     bad = run_cli("check", CONFIGS / "lenet.yaml", "--max-seconds", "0")
     assert bad.exit_code == 2
+
+
+def test_directional_table_rows_show_their_directions_and_their_error():
+    report = check_network(CONFIGS / "mlp.yaml", mode="directional")
+    text = render_markdown(report)
+    rows = [line for line in text.splitlines() if "| dL/d" in line]
+    assert rows and all("| 0 + 4 dir |" in row for row in rows)
+    # The error column carries the directional error, not the 0 of "no element compared".
+    errors = [float(row.split("|")[7]) for row in rows]
+    assert all(0 < e < 1e-5 for e in errors)
 
 
 def test_verdict_line_counts_directions_and_skipped_targets(run_cli):

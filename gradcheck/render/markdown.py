@@ -6,7 +6,7 @@ byte-stable like the JSON.
 
 from __future__ import annotations
 
-from gradcheck.render import compared_phrase
+from gradcheck.render import checked_cell, compared_phrase, worst_rel_error
 from gradcheck.report import Report, TargetReport
 
 ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "skipped": "➖"}
@@ -64,7 +64,7 @@ def render_markdown(report: Report) -> str:
                 f"`{_cell(layer.name)}`{blame}" if first else "",
                 _cell(layer.type) if first else "",
                 _label(check), "x".join(map(str, check.shape)) or "scalar",
-                str(check.checked), _failed(check), f"{check.max_rel_error:.1e}",
+                checked_cell(check), _failed(check), f"{worst_rel_error(check):.1e}",
                 "-" if check.worst_index is None else str(check.worst_index),
                 f"{ICON.get(check.status, '')} {check.status}".strip(),
             ]) + " |")

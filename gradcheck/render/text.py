@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck.render import compared_phrase
+from gradcheck.render import checked_cell, compared_phrase, worst_rel_error
 from gradcheck.render.bars import BAR_HEADER, error_bar
 from gradcheck.render.heatmap import heatmap
 from gradcheck.report import LayerReport, Report, TargetReport
@@ -68,8 +68,8 @@ def table(report: Report, dropped: int = 0) -> Table:
             cells = (
                 layer.name if first else "", layer.type if first else "",
                 _target_label(check), "x".join(map(str, check.shape)) or "scalar",
-                str(check.checked), _failed(check), _fmt(check.max_rel_error, ".1e"),
-                error_bar(check.max_rel_error, report.settings["rtol"]),
+                checked_cell(check), _failed(check), _fmt(worst_rel_error(check), ".1e"),
+                error_bar(worst_rel_error(check), report.settings["rtol"]),
                 "-" if check.worst_index is None else str(check.worst_index),
                 _fmt(check.analytic), _fmt(check.numeric), _status(check.status),
                 _blame(layer) if first else Text(""))
