@@ -341,7 +341,8 @@ def test_batchnorm_forward_groups_in_blocks_keeps_dtype_and_matches_forward(monk
     np.testing.assert_allclose(stacked, expected, rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("shape", [(3, 4), (4, 2, 3, 3)])
+# (4, 2, 4, 5) has 20 positions per channel: the matrix-product path (MATMUL_POSITIONS).
+@pytest.mark.parametrize("shape", [(3, 4), (4, 2, 3, 3), (4, 2, 4, 5)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batchnorm_forward_replaced_rows_equals_forward_on_each_copy(shape, training, dtype):
