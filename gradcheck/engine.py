@@ -381,7 +381,7 @@ class Probe:
             pred, states = stacking.run_tail(
                 self.network, stacked.reshape(copies * self.rows, *stacked.shape[2:]),
                 start, copies, self.rows)
-            kinked |= stacking.pair_kinks(states, copies, (2 * q,), (2 * q + 1,))
+            kinked |= stacking.adjacent_pair_kinks(states, copies)
             stacked = pred.reshape(copies, self.rows, *pred.shape[1:])
         values, loss_states = stacking.copy_losses(self.network, stacked, self.batch.target)
         kinked |= stacking.copy_state_kinks(loss_states, 2 * q, 2 * q + 1)

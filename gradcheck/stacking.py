@@ -136,15 +136,29 @@ def pair_kinks(states: list[np.ndarray], levels: int, plus_rows, minus_rows) -> 
     n = len(plus_rows[0])
     kinked = np.zeros(n, dtype=bool)
     for state in states:
-        grouped = state.reshape(levels, state.shape[0] // levels, -1)
-        if (grouped.dtype.kind in "biu" and grouped.flags.c_contiguous
-                and grouped.shape[2] * grouped.itemsize % 8 == 0):
-            # Masks and argmaxes compare as raw words, 8 bytes at a time: equal bytes are equal
-            # values for bools and integers (not for floats: -0.0 == 0.0).
-            grouped = grouped.view(np.uint64)
+        grouped = _as_words(state.reshape(levels, state.shape[0] // levels, -1))
         a, b = grouped[plus_rows], grouped[minus_rows]
         kinked |= np.any(a != b, axis=tuple(range(1, a.ndim)))
     return kinked
+
+
+def adjacent_pair_kinks(states: list[np.ndarray], copies: int) -> np.ndarray:
+    """``pair_kinks`` for whole copies ordered +h, -h, +h, ...: pair j is copies 2j and 2j + 1,
+    compared through views instead of gathered copies."""
+    kinked = np.zeros(copies // 2, dtype=bool)
+    for state in states:
+        grouped = _as_words(state.reshape(copies // 2, 2, -1))
+        kinked |= np.any(grouped[:, 0] != grouped[:, 1], axis=1)
+    return kinked
+
+
+def _as_words(grouped: np.ndarray) -> np.ndarray:
+    """Masks and argmaxes viewed as 8-byte words, so they compare 8 bytes at a time: equal bytes
+    are equal values for bools and integers (not for floats: -0.0 == 0.0)."""
+    if (grouped.dtype.kind in "biu" and grouped.flags.c_contiguous
+            and grouped.shape[-1] * grouped.itemsize % 8 == 0):
+        return grouped.view(np.uint64)
+    return grouped
 
 
 def copy_state_kinks(per_copy: list, plus: np.ndarray, minus: np.ndarray) -> np.ndarray:

@@ -266,3 +266,17 @@ def test_verdict_line_counts_directions_and_skipped_targets(run_cli):
                       "-q")
     assert stopped.exit_code == 0
     assert "targets skipped (not checked)" in stopped.stdout and " of " in stopped.stdout
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int8, np.float64])
+def test_adjacent_pair_kinks_equals_the_general_comparison(dtype):
+    rng = np.random.default_rng(0)
+    copies, rows = 6, 3
+    state = (rng.random((copies * rows, 4, 2)) > 0.5).astype(dtype)
+    state[2 * rows:4 * rows] = state[0:2 * rows]  # pair 1 repeats pair 0 ...
+    state[3 * rows:4 * rows] = state[2 * rows:3 * rows]  # ... and its two sides agree
+    q = np.arange(copies // 2)
+    expected = stacking.pair_kinks([state], copies, (2 * q,), (2 * q + 1,))
+    got = stacking.adjacent_pair_kinks([state], copies)
+    np.testing.assert_array_equal(got, expected)
+    assert not got[1] and got.any()
