@@ -70,15 +70,6 @@ class DenseLyingShortcut(gradcheck.Layer):
         return np.repeat(self.forward(x)[None], len(flat_indices), axis=0)
 
 
-def test_engine_refuses_perturbed_outputs_that_disagree_with_forward():
-    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 2},
-                                  "layers": [{"type": "dense_lying_shortcut", "name": "liar"}],
-                                  "loss": "mse"})
-    network, batch = gradcheck.build_network(spec)
-    with pytest.raises(gradcheck.LayerError, match="liar.*perturbed_outputs disagrees"):
-        run_check(network, batch, settings_for(spec, mode="full"))
-
-
 def _expected_rows(layer, x, indices, values):
     per = x.size // x.shape[0]
     outputs = []
@@ -124,15 +115,6 @@ class DenseLyingRows(DenseLyingShortcut):
         return self.forward(x)[flat_indices // x.shape[1]]
 
 
-def test_engine_refuses_perturbed_input_rows_that_disagree_with_forward():
-    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 2},
-                                  "layers": [{"type": "dense_lying_rows", "name": "liar"}],
-                                  "loss": "mse"})
-    network, batch = gradcheck.build_network(spec)
-    with pytest.raises(gradcheck.LayerError, match="liar.*perturbed_input_rows disagrees"):
-        run_check(network, batch, settings_for(spec, mode="full"))
-
-
 @gradcheck.register_layer("batchnorm_lying_rows")
 class BatchNormLyingRows(layer_class("batchnorm")):
     """A correct batchnorm whose forward_replaced_rows ignores the replaced rows."""
@@ -141,10 +123,14 @@ class BatchNormLyingRows(layer_class("batchnorm")):
         return np.repeat(self.forward(x)[None], len(rows), axis=0)
 
 
-def test_engine_refuses_forward_replaced_rows_that_disagree_with_forward():
-    spec = gradcheck.load_config({"input": {"shape": [3], "batch": 4},
-                                  "layers": [{"type": "batchnorm_lying_rows", "name": "liar"}],
-                                  "loss": "mse"})
-    network, batch = gradcheck.build_network(spec)
-    with pytest.raises(gradcheck.LayerError, match="liar.*forward_replaced_rows disagrees"):
-        run_check(network, batch, settings_for(spec, mode="full"))
+@pytest.mark.parametrize("kind, batch, method", [
+    ("dense_lying_shortcut", 2, "perturbed_outputs"),
+    ("dense_lying_rows", 2, "perturbed_input_rows"),
+    ("batchnorm_lying_rows", 4, "forward_replaced_rows"),
+])
+def test_engine_refuses_a_speed_up_that_disagrees_with_forward(kind, batch, method):
+    spec = gradcheck.load_config({"input": {"shape": [3], "batch": batch},
+                                  "layers": [{"type": kind, "name": "liar"}], "loss": "mse"})
+    network, data = gradcheck.build_network(spec)
+    with pytest.raises(gradcheck.LayerError, match=f"liar.*{method} disagrees"):
+        run_check(network, data, settings_for(spec, mode="full"))
