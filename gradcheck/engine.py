@@ -134,47 +134,54 @@ class Probe:
         perturbation changes one sample's row only, so each copy is one row, placed at a position
         congruent to its sample. From that unit on, each copy is the clean batch with that row
         replaced (``_row_copies``)."""
-        rows, per = self.rows, self.array.size // self.rows
-        column, offset = idx // per, idx % per
+        column = idx // (self.array.size // self.rows)
         rank = _rank_within(column)
         pairs_per_column = self.levels // 2
         chunk_of = rank // pairs_per_column
         plus, minus = np.empty(len(idx)), np.empty(len(idx))
         kinked = np.zeros(len(idx), dtype=bool)
-        base = self.start_input.reshape(1, rows, per)
         layer = self.network.layers[self.start]
         direct = (callable(getattr(layer, "perturbed_input_rows", None))
                   and not stacking.has_branch_state(layer))
         for chunk in np.unique(chunk_of):
             sel = np.flatnonzero(chunk_of == chunk)
             level = 2 * (rank[sel] % pairs_per_column)
-            levels = int(level.max()) + 2
             if direct:
-                got = self._direct_outputs(layer, idx[sel], hi[sel], lo[sel],
-                                           confirm=chunk == chunk_of.min())
-                if self.start + 1 == self.first_mixing:
-                    # Nothing runs row-wise in between: the rows go straight into the copies.
-                    plus[sel], minus[sel], kinked[sel] = self._replaced_row_pairs(
-                        column[sel], lambda part: got[2 * part.start:2 * part.stop])
-                    if progress is not None:
-                        progress(len(sel))
-                    continue
-                x = self._row_layout(got, level, column[sel], levels)
-                first = self.start + 1
+                plus[sel], minus[sel], kinked[sel] = self._direct_row_chunk(
+                    layer, idx[sel], hi[sel], lo[sel], level, column[sel],
+                    confirm=chunk == chunk_of.min())
             else:
-                stacked = np.repeat(base, levels, axis=0)
-                stacked[level, column[sel], offset[sel]] = hi[sel]
-                stacked[level + 1, column[sel], offset[sel]] = lo[sel]
-                x = stacked.reshape(levels * rows, *self.start_input.shape[1:])
-                first = self.start
-            out, states = stacking.run_tail(self.network, x, first, levels, rows,
-                                            end=self.first_mixing)
-            out = out.reshape(levels, rows, *out.shape[1:])
-            plus[sel], minus[sel], tail_kinks = self._row_copies(out, level, column[sel])
-            kinked[sel] = tail_kinks | stacking.pair_kinks(
-                states, levels, (level, column[sel]), (level + 1, column[sel]))
+                stacked = np.repeat(self.start_input[None], int(level.max()) + 2, axis=0)
+                flat = stacked.reshape(len(stacked), self.rows, -1)
+                offset = idx[sel] % flat.shape[2]
+                flat[level, column[sel], offset] = hi[sel]
+                flat[level + 1, column[sel], offset] = lo[sel]
+                plus[sel], minus[sel], kinked[sel] = self._rows_then_copies(
+                    stacked, self.start, level, column[sel])
             if progress is not None:
                 progress(len(sel))
+        return plus, minus, kinked
+
+    def _direct_row_chunk(self, layer, idx, hi, lo, level, column, confirm):
+        """A chunk of ``_row_pairs`` whose first layer offers ``perturbed_input_rows``: its
+        output rows come from that method and the row-wise layers run from the next one."""
+        got = self._direct_outputs(layer, idx, hi, lo, confirm)
+        if self.start + 1 == self.first_mixing:
+            # Nothing runs row-wise in between: the rows go straight into the copies.
+            return self._replaced_row_pairs(column, lambda part: got[2 * part.start:2 * part.stop])
+        return self._rows_then_copies(self._row_layout(got, level, column), self.start + 1,
+                                      level, column)
+
+    def _rows_then_copies(self, stacked, first, level, column):
+        """Run stacked single rows (levels, B, ...) from unit ``first`` up to the first mixing
+        unit, then the copies that rows ``(level, column)`` / ``(level + 1, column)`` make."""
+        levels = len(stacked)
+        x = stacked.reshape(levels * self.rows, *stacked.shape[2:])
+        out, states = stacking.run_tail(self.network, x, first, levels, self.rows,
+                                        end=self.first_mixing)
+        out = out.reshape(levels, self.rows, *out.shape[1:])
+        plus, minus, kinked = self._row_copies(out, level, column)
+        kinked |= stacking.pair_kinks(states, levels, (level, column), (level + 1, column))
         return plus, minus, kinked
 
     def _direct_outputs(self, layer, idx, hi, lo, confirm):
@@ -201,17 +208,17 @@ class Probe:
                           self.network.dtype)
         return got
 
-    def _row_layout(self, got, level, column, levels):
-        """Interleaved output rows placed like ``run_tail``'s (levels * B) rows: pair j at
+    def _row_layout(self, got, level, column):
+        """Interleaved output rows placed as stacked rows (levels, B, ...): pair j at
         ``(level[j], column[j])`` and ``(level[j] + 1, column[j])``."""
-        rows, out_shape = self.rows, got.shape[1:]
-        if len(got) == levels * rows:  # every slot holds a perturbed row
-            stacked = np.empty((levels, rows, *out_shape), dtype=got.dtype)
+        levels = int(level.max()) + 2
+        if len(got) == levels * self.rows:  # every slot holds a perturbed row
+            stacked = np.empty((levels, self.rows, *got.shape[1:]), dtype=got.dtype)
         else:
             stacked = np.repeat(self.cached.inputs[self.start + 1][None], levels, axis=0)
         stacked[level, column] = got[0::2]
         stacked[level + 1, column] = got[1::2]
-        return stacked.reshape(levels * rows, *out_shape)
+        return stacked
 
     def _row_copies(self, out, level, column):
         """Losses of whole batches that are the clean input of the first mixing unit with one
