@@ -19,9 +19,8 @@ class Normalise(gradcheck.Layer):
         return self.y * (grad_out - np.sum(grad_out * self.y, axis=1, keepdims=True))
 
 
-@gradcheck.register_layer("diag_leaky_batch_dense")
-class LeakyBatchDense(gradcheck.Layer):
-    """A dense layer whose backward rolls the batch axis: sample n gets sample n+1's gradient."""
+class _Dense(gradcheck.Layer):
+    """y = x @ W with a correct backward; the diagnose layers below each change one thing."""
 
     def __init__(self, units: int):
         super().__init__()
@@ -37,28 +36,25 @@ class LeakyBatchDense(gradcheck.Layer):
 
     def backward(self, grad_out):
         self.grads["W"] = self.x.T @ grad_out
+        return grad_out @ self.params["W"].T
+
+
+@gradcheck.register_layer("diag_leaky_batch_dense")
+class LeakyBatchDense(_Dense):
+    """A dense layer whose backward rolls the batch axis: sample n gets sample n+1's gradient."""
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
         return np.roll(grad_out, 1, axis=0) @ self.params["W"].T  # BUG: wrong batch index
 
 
 @gradcheck.register_layer("diag_constant_dense")
-class ConstantDense(gradcheck.Layer):
+class ConstantDense(_Dense):
     """A dense layer whose weights all start at 0.1."""
-
-    def __init__(self, units: int):
-        super().__init__()
-        self.units = units
 
     def build(self, input_shape, rng):
         self.params["W"] = np.full((input_shape[0], self.units), 0.1)
         return (self.units,)
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.params["W"]
-
-    def backward(self, grad_out):
-        self.grads["W"] = self.x.T @ grad_out
-        return grad_out @ self.params["W"].T
 
 
 @gradcheck.register_layer("diag_overflow")
