@@ -12,7 +12,7 @@ import numpy as np
 from gradcheck.check import check_network, run_check, settings_for
 from gradcheck.config import load_config
 from gradcheck.errors import ConfigError, LayerError
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.network import Batch, Network, invoke
 from gradcheck.registry import layer_class, loss_class
 from gradcheck.report import Report

@@ -17,7 +17,7 @@ from gradcheck import layers as _builtin_layers  # noqa: F401  (registers the bu
 from gradcheck.config import NetworkSpec
 from gradcheck.data import generate, load_array
 from gradcheck.errors import ConfigError, DataError, GradcheckError, LayerError
-from gradcheck.layers.base import Layer, Loss
+from gradcheck.contract import Layer, Loss
 from gradcheck.plugins import load_entry_points, load_plugin
 from gradcheck.registry import layer_class, loss_class
 from gradcheck.resources import MemoryBudget, ResourceError

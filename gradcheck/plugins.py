@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from gradcheck.contract import Layer, Loss
 from gradcheck.errors import PluginError
 
 ENTRY_POINT_GROUP = "gradcheck.layers"
@@ -136,7 +137,6 @@ def _describe_entry(entry) -> str:
 
 
 def _load_entry_point(entry) -> None:
-    from gradcheck.layers.base import Layer, Loss
     from gradcheck.registry import register_layer, register_loss
 
     hint = (f"fix or uninstall the package, or set {ENV_NO_AUTOLOAD}=1 to skip installed plugins")
@@ -171,8 +171,6 @@ def contract_problems(cls: type, require_methods: bool = False) -> list[str]:
     """Ways the class ``cls`` breaks the Layer/Loss contract that can be seen without running it:
     a contract method that cannot take the arguments the engine passes, or (``require_methods``)
     forward/backward not implemented. Returns [] for a class that keeps it."""
-    from gradcheck.layers.base import Layer
-
     expected = _LAYER_METHODS if issubclass(cls, Layer) else _LOSS_METHODS
     problems = []
     for method, n_args in expected.items():
@@ -190,6 +188,6 @@ def contract_problems(cls: type, require_methods: bool = False) -> list[str]:
     if require_methods:
         for method in ("forward", "backward"):
             if all(method not in vars(klass) for klass in cls.__mro__
-                   if klass.__module__ != "gradcheck.layers.base"):
+                   if klass.__module__ != "gradcheck.contract"):
                 problems.append(f"it does not implement {method}")
     return problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, TypeVar
 
+from gradcheck.contract import Layer, Loss
 from gradcheck.errors import ConfigError, PluginError
 
 _LAYERS: dict[str, type] = {}
@@ -14,10 +15,6 @@ T = TypeVar("T", bound=type)
 
 
 def _register(table: dict, kind: str, name: str) -> Callable[[T], T]:
-    # Imported here, not at the top: the built-in layer modules import this registry while the
-    # gradcheck.layers package (which holds the base classes) is still being initialised.
-    from gradcheck.layers.base import Layer, Loss
-
     base = Layer if kind == "layer" else Loss
     if not isinstance(name, str) or not name.isidentifier():
         raise PluginError(f"{kind} name {name!r} must be an identifier such as 'my_dense'.")

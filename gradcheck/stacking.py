@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.layers.base import Layer, Loss
+from gradcheck.contract import Layer, Loss
 from gradcheck.network import Network, invoke
 
 # 16 MiB keeps each layer's stacked arrays a few MiB, within L3: measured on N1/N4 ~20% faster

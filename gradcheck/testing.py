@@ -16,7 +16,7 @@ from pathlib import Path
 from gradcheck.api import check_layer
 from gradcheck.check import check_network
 from gradcheck.console import make_console
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.render.text import render_text
 from gradcheck.report import Report
 

@@ -15,7 +15,7 @@ from gradcheck.check import check_network, run_check, settings_for
 from gradcheck.config import load_config
 from gradcheck.analytic import INPUT, Target, analytic_pass, target_array, targets
 from gradcheck.engine import Probe
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.layers.dense import Dense
 from gradcheck.network import build_network
 from gradcheck.render.markdown import render_markdown

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from gradcheck.errors import LayerError
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
 
 

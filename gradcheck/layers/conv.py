@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from gradcheck.errors import LayerError
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.layers.init import he_normal
 from gradcheck.registry import register_layer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.errors import LayerError
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
 
 

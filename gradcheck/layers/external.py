@@ -18,7 +18,7 @@ import numpy as np
 
 from gradcheck.errors import LayerError
 from gradcheck.external_protocol import (RESERVED_NAMES, Child, ProtocolError, format_value)
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
 
 DEFAULT_TIMEOUT = 30.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.errors import DataError, LayerError
-from gradcheck.layers.base import Loss
+from gradcheck.contract import Loss
 from gradcheck.registry import register_loss
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from gradcheck.errors import LayerError
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
 
 # Input bytes per block of groups in BatchNorm.forward_groups (best of 256 KiB - 2 MiB measured with

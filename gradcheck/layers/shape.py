@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gradcheck.layers.base import Layer
+from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
 
 
