@@ -10,7 +10,7 @@ from gradcheck.check import run_check, settings_for
 from gradcheck.config import NetworkSpec
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
-from gradcheck.diagnose.findings import Finding
+from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.optim import first_update
 from gradcheck.diagnose.passes import Pass, param_list
 from gradcheck.errors import GradcheckError
@@ -18,9 +18,6 @@ from gradcheck.network import Batch, Network, invoke
 
 GRADCHECK_SAMPLES = 16
 
-
-def _finding(id_, severity, layer, value, threshold, cause, fix, stage="backward") -> Finding:
-    return Finding(id_, severity, stage, layer, value, threshold, cause, fix)
 
 
 def gradient_check(spec: NetworkSpec, network: Network, batch: Batch) -> tuple[list[Finding], dict]:
@@ -35,15 +32,14 @@ def gradient_check(spec: NetworkSpec, network: Network, batch: Batch) -> tuple[l
             continue
         worst = max((c for c in layer.checks if c.status == "fail"), key=lambda c: c.max_rel_error)
         target = "dL/dinput" if worst.target == "input" else f"dL/d{worst.target}"
-        found.append(_finding(
-            "gradient-mismatch", "error", layer.name, worst.max_rel_error,
+        found.append(finding(
+            "gradcheck", "gradient-mismatch", "error", layer.name, worst.max_rel_error,
             f"relative error <= {settings.tol.rtol:g}",
             f"{layer.name}'s backward disagrees with finite differences: {target} at "
             f"{worst.worst_index} is {worst.analytic:.4g} analytically but {worst.numeric:.4g} "
             f"numerically ({worst.failed} of {worst.checked} sampled elements fail); every other "
             "finding is measured with this wrong gradient",
-            f"fix {layer.name}'s backward ({target}) first; 'gradcheck check' shows every target",
-            stage="gradcheck"))
+            f"fix {layer.name}'s backward ({target}) first; 'gradcheck check' shows every target"))
     return found, summary
 
 
@@ -69,7 +65,9 @@ def _nonfinite(network: Network, run: Pass) -> list[Finding]:
         arrays += [(f"dL/d{n}", g) for (j, n), g in run.grads.items() if j == k]
         for label, g in arrays:
             if g is not None and not np.all(np.isfinite(g)):
-                return [_finding("nonfinite-backward", "error", unit.name, float(np.mean(~np.isfinite(g))),
+                return [finding(
+                    "backward", "nonfinite-backward", "error", unit.name,
+                    float(np.mean(~np.isfinite(g))),
                                  "0 NaN/Inf", f"{unit.name} is the first unit, in backward order, "
                                  f"whose {label} holds NaN/Inf although the gradient it received "
                                  "is finite", f"guard {unit.name}'s backward against overflow and "
@@ -84,7 +82,7 @@ def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
         labels = ", ".join(f"{network.layers[k].name}.{n}" for k, n in zero)
         why = (f": {', '.join(blockers)} has a zero Jacobian and blocks them" if blockers else
                ": nothing reaches them (dead units or a zero Jacobian downstream)")
-        return [_finding("zero-gradient", "error", network.layers[zero[0][0]].name,
+        return [finding("backward", "zero-gradient", "error", network.layers[zero[0][0]].name,
                          float(len(zero)), "0 parameters with exactly zero gradient",
                          f"{len(zero)} of {len(params)} parameters receive exactly zero gradient "
                          f"({labels}){why}; they can never change",
@@ -93,7 +91,8 @@ def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
     total = sum(g.size for g in run.grads.values())
     zeros = sum(int(np.sum(g == 0)) for g in run.grads.values())
     if total and zeros / total >= T.ZERO_GRAD_SHARE:
-        return [_finding("zero-gradient", "warn", None, zeros / total, f"< {T.ZERO_GRAD_SHARE}",
+        return [finding(
+            "backward", "zero-gradient", "warn", None, zeros / total, f"< {T.ZERO_GRAD_SHARE}",
                          f"{zeros / total:.0%} of all parameter-gradient entries are exactly 0",
                          "look for dead rectifiers (see dead-units) and reinitialise")]
     return []
@@ -118,11 +117,13 @@ def _profile(network: Network, run: Pass) -> list[Finding]:
     fix_vanish = ("use rectifiers with N(0, 2/fan_in) init, or add normalisation layers")
     if ratio < T.VANISH_RATIO or any(m < T.VANISH_MEAN for _, _, m in layers):
         low = min(layers, key=lambda w: w[2])
-        return [_finding("grad-profile", "warn", low[0], ratio, f"|g_first|/|g_last| >= {T.VANISH_RATIO:g}",
+        return [finding(
+            "backward", "grad-profile", "warn", low[0], ratio,
+            f"|g_first|/|g_last| >= {T.VANISH_RATIO:g}",
                          f"gradients vanish towards the input: |g({first})| / |g({last})| = "
                          f"{ratio:.3g}; smallest mean |g| {low[2]:.3g} in {low[0]}", fix_vanish)]
     if ratio > T.EXPLODE_RATIO:
-        return [_finding("grad-profile", "warn", first, ratio, f"<= {T.EXPLODE_RATIO:g}",
+        return [finding("backward", "grad-profile", "warn", first, ratio, f"<= {T.EXPLODE_RATIO:g}",
                          f"gradients explode towards the input: |g({first})| / |g({last})| = "
                          f"{ratio:.3g}", "scale down the init (N(0, 1/fan_in)), normalise the "
                          "inputs, or add normalisation layers")]
@@ -146,14 +147,14 @@ def _update_ratio(spec: NetworkSpec, network: Network, run: Pass) -> list[Findin
             if opt.optimizer == "sgd" else f"adam lr {opt.lr:g}, weight_decay {opt.weight_decay:g}")
     if high[0] > T.UPDATE_HIGH:
         error = high[0] >= T.UPDATE_ERROR
-        found.append(_finding(
+        found.append(finding("backward", 
             "update-ratio", "error" if error else "warn", high[2], high[0],
             f"<= {T.UPDATE_HIGH:g} (error at >= {T.UPDATE_ERROR:g})",
             f"the first step of the configured optimizer ({what}) changes {high[1]} by "
             f"{high[0]:.3g} x its own size{_momentum(opt)}; about 1e-3 is healthy", "lower lr (and momentum or weight_decay) "
             f"until the ratio is near 1e-3: about lr x {max(1e-3 / high[0], 1e-6):.2g}"))
     if low[0] < T.UPDATE_LOW:
-        found.append(_finding(
+        found.append(finding("backward", 
             "update-ratio", "warn", low[2], low[0], f">= {T.UPDATE_LOW:g}",
             f"the first step of the configured optimizer ({what}) changes {low[1]} by only {low[0]:.3g} "
             "x its size: it will barely train", "raise lr, or look for a vanishing gradient"))
@@ -178,7 +179,8 @@ def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Find
             worst = (reg / data, f"{network.layers[k].name}.{name}", network.layers[k].name)
     if worst is None:
         return []
-    return [_finding("reg-dominates", "warn", worst[2], worst[0], f"< {T.REG_DOMINATES:g}",
+    return [finding(
+        "backward", "reg-dominates", "warn", worst[2], worst[0], f"< {T.REG_DOMINATES:g}",
                      f"the weight-decay gradient of {worst[1]} is {worst[0]:.3g} x its data "
                      "gradient: training mostly shrinks weights instead of fitting the data, and "
                      "it can mask a wrong data gradient", f"lower weight_decay (now {decay:g}) "
@@ -204,7 +206,7 @@ def _batch_mixing(network: Network, run: Pass, traits: list[Traits]) -> list[Fin
         scale = float(np.max(np.abs(grad), initial=0.0))
         leak = float(np.max(np.abs(grad[1:]), initial=0.0))
         if scale > 0 and leak > T.BATCH_LEAK * scale:
-            return [_finding(
+            return [finding("backward", 
                 "batch-mixing", "error", layer.name, leak / scale, f"<= {T.BATCH_LEAK:g}",
                 f"{layer.name}'s forward treats samples independently, yet its backward sends "
                 f"sample 0's gradient into other samples' inputs (largest leak {leak / scale:.3g} "

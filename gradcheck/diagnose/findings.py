@@ -42,6 +42,12 @@ class Finding:
             raise ValueError(f"unknown stage {self.stage!r}")
 
 
+def finding(stage: str, id_: str, severity: str, layer: str | None, value: float | None,
+            threshold: str | None, cause: str, fix: str) -> Finding:
+    """A Finding of ``stage``: the one constructor every diagnosis stage uses."""
+    return Finding(id_, severity, stage, layer, value, threshold, cause, fix)
+
+
 @dataclasses.dataclass
 class ProbeRun:
     """One run of the training probe: its settings, loss per step and how it ended.

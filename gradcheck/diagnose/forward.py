@@ -7,14 +7,11 @@ import numpy as np
 
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
-from gradcheck.diagnose.findings import Finding
+from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.passes import Pass
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network, invoke
 
-
-def _finding(id_, severity, layer, value, threshold, cause, fix) -> Finding:
-    return Finding(id_, severity, "forward", layer, value, threshold, cause, fix)
 
 
 def spread(a: np.ndarray) -> float:
@@ -39,7 +36,7 @@ def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits
     if found:
         return found
     if run.loss_error is not None:
-        return [_finding("loss-rejects-output", "error", network.loss.name, None, None,
+        return [finding("forward", "loss-rejects-output", "error", network.loss.name, None, None,
                          f"{network.loss.name} refused the network's output: {run.loss_error}",
                          "make the last layer produce what the loss takes (see the lints above)")]
     found += _collapse(network, run)
@@ -57,7 +54,8 @@ def _nonfinite(network: Network, run: Pass) -> list[Finding]:
         if bad.any():
             nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
             where = _names(network, k)
-            return [_finding("nonfinite-forward", "error", where, float(bad.mean()), "0 NaN/Inf",
+            return [finding(
+                "forward", "nonfinite-forward", "error", where, float(bad.mean()), "0 NaN/Inf",
                              f"{'the input holds' if k == 0 else where + ' outputs'} {nan} NaN and "
                              f"{inf} Inf values on the config's batch"
                              + ("" if k == 0 else " although its input is finite"),
@@ -76,7 +74,7 @@ def _collapse(network: Network, run: Pass) -> list[Finding]:
             continue
         name, before = _names(network, k), _names(network, k - 1)
         dead = not np.any(run.acts[k])
-        return [_finding(
+        return [finding("forward", 
             "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name, s,
             f">= {T.COLLAPSE_WARN:g} (error below {T.COLLAPSE_ERROR:g})",
             f"{name} is the first layer whose outputs are (near-)identical across samples (spread "
@@ -105,7 +103,7 @@ def _dead(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
         # batch of B with 2^-B: below DEAD_MIN_BATCH samples only a wholly dead layer is telling.
         small = len(units) < T.DEAD_MIN_BATCH
         if dead == 1.0 or (dead > T.DEAD_SHARE_WARN and not small):
-            found.append(_finding(
+            found.append(finding("forward", 
                 "dead-units", "error" if dead == 1.0 else "warn", t.name, dead,
                 f"<= {T.DEAD_SHARE_WARN} of units", f"{dead:.0%} of {t.name}'s units output 0 for "
                 "the whole batch: they pass no gradient and never recover",
@@ -138,7 +136,7 @@ def _saturation(network: Network, run: Pass, traits: list[Traits]) -> list[Findi
         saturated = np.abs(gain) < T.SATURATED_GAIN * np.max(np.abs(peak))
         share = float(np.mean(_units(saturated).mean(axis=0) > T.SATURATED_SHARE))
         if share > T.SATURATED_SHARE:
-            found.append(_finding(
+            found.append(finding("forward", 
                 "saturation", "warn", t.name, share, f"<= {T.SATURATED_SHARE} of units",
                 f"{share:.0%} of {t.name}'s units sit where its slope is below "
                 f"{T.SATURATED_GAIN:g} of its peak for most samples: gradients through them vanish",
@@ -153,7 +151,7 @@ def _scale(network: Network, run: Pass) -> list[Finding]:
         a = np.asarray(run.acts[k], dtype=np.float64)
         name = _names(network, k)
         if float(np.mean(np.abs(a))) >= T.SCALE_ABNORMAL:
-            found.append(_finding(
+            found.append(finding("forward", 
                 "activation-scale", "warn", name, float(np.mean(np.abs(a))), f"< {T.SCALE_ABNORMAL:g}",
                 f"mean |value| of {'the input' if k == 0 else name + ' outputs'} is "
                 f"{np.mean(np.abs(a)):.3g}: large activations give large gradients and saturate "
@@ -162,7 +160,7 @@ def _scale(network: Network, run: Pass) -> list[Finding]:
             break
         std = float(a.std())
         if info is None and k > 0 and not SCALE_OK(std):
-            info = _finding("activation-scale", "info", name, std,
+            info = finding("forward", "activation-scale", "info", name, std,
                             f"std in [{T.SCALE_LOW}, {T.SCALE_HIGH}]",
                             f"{name} outputs have std {std:.3g}, outside the range a fan-in "
                             "scaled init keeps", "check the init scale of the layers before it")
@@ -182,7 +180,7 @@ def _initial_loss(network: Network, batch: Batch, run: Pass) -> list[Finding]:
                                           batch.target)
             if classes < 2 or abs(run.loss - expected) < T.INIT_LOSS_DEV * expected:
                 return []
-            return [_finding(
+            return [finding("forward", 
                 "initial-loss", "warn", network.loss.name, run.loss,
                 f"|L0 - {expected:.3g}| < {T.INIT_LOSS_DEV:g} x {expected:.3g}",
                 f"the initial loss {run.loss:.3g} is far from {expected:.3g} = the loss of "
@@ -194,7 +192,7 @@ def _initial_loss(network: Network, batch: Batch, run: Pass) -> list[Finding]:
         return []
     if not (baseline > 0 and run.loss >= T.INIT_LOSS_REGRESSION * baseline):
         return []
-    return [_finding(
+    return [finding("forward", 
         "initial-loss", "info", network.loss.name, run.loss / baseline,
         f"< {T.INIT_LOSS_REGRESSION:g} x L_mean",
         f"the initial loss {run.loss:.3g} is {run.loss / baseline:.3g} x the loss {baseline:.3g} "
@@ -211,7 +209,7 @@ def _reduction(network: Network, batch: Batch, run: Pass) -> list[Finding]:
         return []
     if not (run.loss > 0 and doubled >= T.REDUCTION_GROWTH * run.loss):
         return []
-    return [_finding(
+    return [finding("forward", 
         "loss-reduction", "info", network.loss.name, doubled / run.loss, f"< {T.REDUCTION_GROWTH}",
         f"{network.loss.name} doubles when the batch is duplicated: it sums over the batch, so "
         "gradients and the right learning rate scale with the batch size",

@@ -12,13 +12,10 @@ import numpy as np
 from gradcheck.config import NetworkSpec
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
-from gradcheck.diagnose.findings import Finding
+from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network
 
-
-def _finding(id_, severity, layer, value, threshold, cause, fix) -> Finding:
-    return Finding(id_, severity, "lint", layer, value, threshold, cause, fix)
 
 
 def loss_takes_probabilities(network: Network, batch: Batch) -> bool:
@@ -73,14 +70,14 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
             continue
         size = network.shapes[k + 1][0] if network.shapes[k + 1] else 1
         if t.normalizes:
-            found.append(_finding(
+            found.append(finding("lint", 
                 "softmax-axis-1", "error", t.name, float(size), "normalised axis size >= 2",
                 f"{t.name} normalises over an axis of size {size}: its output is 1 for every input "
                 "and its Jacobian is exactly zero, so no gradient reaches any layer before it",
                 f"drop {t.name}: use a linear output with mse for regression, or a sigmoid with bce "
                 "for a yes/no target; a softmax needs one unit per class (>= 2)"))
         else:
-            found.append(_finding(
+            found.append(finding("lint", 
                 "zero-jacobian", "error", t.name, 0.0, "Jacobian != 0",
                 f"{t.name} returns the same output for every input and its backward returns zeros: "
                 "it blocks every gradient",
@@ -92,7 +89,7 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
 def _loss_output(network: Network, batch: Batch, tail: Traits | None, rng) -> list[Finding]:
     loss, out = network.loss.name, network.shapes[-1]
     if network.loss.target_kind == "labels" and int(np.prod(out)) == 1:
-        return [_finding(
+        return [finding("lint", 
             "loss-output-mismatch", "error", loss, 1.0, "classes >= 2",
             f"{loss} takes class labels but the network has one output unit: a softmax over one "
             "class is always 1, so the loss is constant and its gradient zero",
@@ -101,14 +98,14 @@ def _loss_output(network: Network, batch: Batch, tail: Traits | None, rng) -> li
     if loss_takes_probabilities(network, batch):
         lo, hi = tail.bounded if tail is not None and tail.bounded else (-np.inf, np.inf)
         if lo < -1e-12 or hi > 1 + 1e-12:
-            return [_finding(
+            return [finding("lint", 
                 "loss-output-mismatch", "error", loss, None, "outputs in [0, 1]",
                 f"{loss} takes probabilities but the network's outputs are not confined to [0, 1] "
                 f"(measured range [{lo:.3g}, {hi:.3g}])",
                 "end the network with a sigmoid so that its outputs lie in (0, 1), or use a loss "
                 "that takes raw scores")]
     if tail is not None and tail.normalizes and loss_applies_softmax(network, batch, rng):
-        return [_finding(
+        return [finding("lint", 
             "loss-output-mismatch", "error", tail.name, None, "one softmax",
             f"{tail.name} already outputs probabilities (each sample sums to 1) and {loss} applies "
             "its own softmax on top: the scores are squashed twice and the gradients shrink",
@@ -126,12 +123,12 @@ def _bounded_regression(network: Network, batch: Batch, tail: Traits | None) -> 
     fix = (f"use a linear output (drop {tail.name}) and standardise the targets (subtract their "
            "mean, divide by their std)")
     if outside > 0:
-        return [_finding(
+        return [finding("lint", 
             "bounded-output-regression", "error", tail.name, outside, f"targets in [{lo:.3g}, {hi:.3g}]",
             f"{tail.name} confines a regression's outputs to [{lo:.3g}, {hi:.3g}] but "
             f"{outside:.0%} of the targets lie outside: those can never be reached and the "
             "saturated output stops learning", fix)]
-    return [_finding(
+    return [finding("lint", 
         "bounded-output-regression", "warn", tail.name, 0.0, f"targets in [{lo:.3g}, {hi:.3g}]",
         f"{tail.name} bounds a regression's outputs to [{lo:.3g}, {hi:.3g}]: its slope is small and "
         "vanishes near the bounds, so targets near them are learnt slowly and the output drifts "
@@ -146,7 +143,7 @@ def _linear_stack(traits: list[Traits]) -> list[Finding]:
             continue
         if t.parametric:
             if previous is not None:
-                found.append(_finding(
+                found.append(finding("lint", 
                     "no-nonlinearity", "warn", t.name, None, "a non-linear layer between",
                     f"{previous} and {t.name} are affine maps with only affine layers between "
                     "them: together they are one linear map, so the second adds parameters but "
@@ -157,7 +154,7 @@ def _linear_stack(traits: list[Traits]) -> list[Finding]:
 
 
 def _double_activation(traits: list[Traits]) -> list[Finding]:
-    return [_finding("double-activation", "info", b.name, None, None,
+    return [finding("lint", "double-activation", "info", b.name, None, None,
                      f"{a.name} and {b.name} are two non-linear elementwise activations in a row",
                      f"keep one of {a.name} and {b.name}, unless the pair is intended")
             for a, b in zip(traits, traits[1:])
@@ -175,7 +172,7 @@ def _init(network: Network, batch: Batch, traits: list[Traits]) -> list[Finding]
             if w.ndim >= 2 and w.size > 1:
                 found += _init_weight(t, label, np.asarray(w, dtype=np.float64))
             elif w.ndim == 1 and np.any(w) and k != len(traits) - 1:
-                found.append(_finding(
+                found.append(finding("lint", 
                     "init-bias", "info", t.name, float(np.abs(w).max()), "0",
                     f"{label} starts non-zero", "initialise biases to zero (or to the target "
                     "mean in the output layer)"))
@@ -185,7 +182,7 @@ def _init(network: Network, batch: Batch, traits: list[Traits]) -> list[Finding]
 def _init_weight(t: Traits, label: str, w: np.ndarray) -> list[Finding]:
     mean, std = float(w.mean()), float(w.std())
     if std <= T.INIT_CONSTANT_RTOL * max(abs(mean), 1e-12):
-        return [_finding("init-constant", "error", t.name, std, "std > 0",
+        return [finding("lint", "init-constant", "error", t.name, std, "std > 0",
                          f"every entry of {label} starts at {mean:.3g}: all units compute the same "
                          "thing and receive the same gradient, so they never differentiate",
                          f"initialise {label} randomly, e.g. N(0, 2/fan_in)")]
@@ -197,7 +194,7 @@ def _init_weight(t: Traits, label: str, w: np.ndarray) -> list[Finding]:
         ratio = max(var / refs[best], refs[best] / var)
         if ratio > T.INIT_F_CRIT:
             size = "small" if var < refs[best] else "large"
-            found.append(_finding(
+            found.append(finding("lint", 
                 "init-scale", "warn", t.name, ratio, f"F <= {T.INIT_F_CRIT}",
                 f"{label} is too {size} for its fan-in of {t.fan_in}: mean square {var:.3g} against "
                 f"{refs[best]:.3g} = {best}, so activations {'shrink' if size == 'small' else 'grow'}"
@@ -206,7 +203,7 @@ def _init_weight(t: Traits, label: str, w: np.ndarray) -> list[Finding]:
     if w.size >= T.INIT_MIN_SIZE:
         share = float(max(np.mean(w > 0), np.mean(w < 0)))
         if abs(mean) > std or share > T.INIT_SIGN_SHARE:
-            found.append(_finding(
+            found.append(finding("lint", 
                 "init-not-centred", "warn", t.name, share, f"one-sign share <= {T.INIT_SIGN_SHARE}",
                 f"{label} is not zero-centred (mean {mean:.3g}, std {std:.3g}, {share:.0%} of one "
                 "sign): every unit sees the same push, outputs grow with the input's mean and the "
@@ -229,7 +226,7 @@ def _train(spec: NetworkSpec) -> list[Finding]:
                      f"each step multiplies every weight by 1 - {product:.3g} = {factor:.3g}"
                      + (", so all weights flip sign every step and decay overwhelms the data"
                         if error else ", so weight decay dominates every update"))
-            found.append(_finding(
+            found.append(finding("lint", 
                 "decay-flips-weights" if error else "decay-large", "error" if error else "warn",
                 "train", product, f"< {T.DECAY_WARN} (error at >= {T.DECAY_FLIP})", cause,
                 f"lower weight_decay so that lr x weight_decay < {T.DECAY_WARN}: typical values are "
@@ -238,7 +235,7 @@ def _train(spec: NetworkSpec) -> list[Finding]:
     if effective > T.LR_HIGH or effective < T.LR_LOW:
         what = (f"lr / (1 - momentum) = {train.lr:g} / (1 - {train.momentum:g}) = {effective:.3g}"
                 if train.optimizer == "sgd" and train.momentum else f"lr = {effective:g}")
-        found.append(_finding(
+        found.append(finding("lint", 
             "lr-range", "info", "train", effective, f"in [{T.LR_LOW:g}, {T.LR_HIGH:g}]",
             f"the effective step is {what}, outside the usual range; the update-ratio check "
             "decides whether it is too large for this network",
@@ -252,7 +249,7 @@ def _dropout(traits: list[Traits]) -> list[Finding]:
         # The share is measured on one batch's masks: allow three binomial standard errors.
         margin = 3.0 * np.sqrt(0.25 / max(t.drop_sample, 1))
         if t.drop_share is not None and t.drop_share > T.DROPOUT_MAX + margin:
-            found.append(_finding(
+            found.append(finding("lint", 
                 "dropout-high", "warn", t.name, t.drop_share, f"<= {T.DROPOUT_MAX}",
                 f"{t.name} drops {t.drop_share:.0%} of its units in training: most of the signal "
                 "and gradient is discarded each step", f"lower {t.name}'s rate to 0.5 or below"))

@@ -12,7 +12,7 @@ from gradcheck.config import NetworkSpec, TrainSpec
 from gradcheck.diagnose import passes
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
-from gradcheck.diagnose.findings import Finding, ProbeRun
+from gradcheck.diagnose.findings import Finding, ProbeRun, finding
 from gradcheck.diagnose.forward import spread
 from gradcheck.diagnose.lints import loss_takes_probabilities
 from gradcheck.diagnose.optim import Optimizer
@@ -21,9 +21,6 @@ from gradcheck.network import Batch, Network
 REFERENCE = TrainSpec(optimizer="adam", lr=T.REFERENCE_LR, momentum=0.0, weight_decay=0.0,
                       steps=T.REFERENCE_STEPS)
 
-
-def _finding(id_, severity, layer, value, threshold, cause, fix) -> Finding:
-    return Finding(id_, severity, "probe", layer, value, threshold, cause, fix)
 
 
 @dataclasses.dataclass
@@ -152,7 +149,7 @@ def _verdict(outcomes: list[_Outcome]) -> tuple[list[Finding], str]:
                 f"(the reference, adam lr {ref.lr:g} without weight decay, fits the batch in "
                 f"{len(ref.losses) - 1} steps; yours reach {mine.fit_metric} {mine.fit:.3g} "
                 f"after {len(mine.losses) - 1})")
-        return [_finding("hyperparameter-problem", "error", "train", mine.fit,
+        return [finding("probe", "hyperparameter-problem", "error", "train", mine.fit,
                          f"{mine.fit_metric} >= {_fit_threshold(mine)}", text,
                          "fix the flagged settings (lr, momentum, weight_decay), or start from the "
                          f"reference: train: {{optimizer: adam, lr: {ref.lr:g}}}")], text
@@ -161,7 +158,7 @@ def _verdict(outcomes: list[_Outcome]) -> tuple[list[Finding], str]:
     who = "both your settings and the reference fail" if mine is not None else "the reference fails"
     text = (f"{who} to fit one batch of {T.PROBE_BATCH} or fewer samples: a structural problem or a "
             "gradient bug -- see the gradient check")
-    return [_finding("cannot-fit-one-batch", "error", None, ref.fit,
+    return [finding("probe", "cannot-fit-one-batch", "error", None, ref.fit,
                      f"{ref.fit_metric} >= {_fit_threshold(ref)}", text + f" (reference "
                      f"{ref.fit_metric} {ref.fit:.3g} after {len(ref.losses) - 1} steps)",
                      "fix the errors above first (gradient, loss/output, collapse); no optimizer "
@@ -176,7 +173,7 @@ def _run_findings(network, o: _Outcome, target, traits, init, symptoms: bool) ->
     run, who = o.run, ("your settings" if o.run.label == "configured" else "the reference")
     found = []
     if run.stopped == "nonfinite":
-        found.append(_finding(
+        found.append(finding("probe", 
             "nonfinite-training", "error", o.where.split(".")[0].split(" ")[0], float(run.nonfinite_step), "finite",
             f"with {who} ({run.optimizer} lr {run.lr:g}) {o.where} became NaN/Inf at step "
             f"{run.nonfinite_step}", "if the gradient check fails, fix that backward first (it "
@@ -204,13 +201,13 @@ def _curve(run: ProbeRun, who: str) -> list[Finding]:
     last = checks[-T.TREND_CHECKS:]
     best = np.minimum.accumulate(checks)[-T.TREND_CHECKS:]
     if np.all(last >= T.DIVERGE_FACTOR * best):
-        return [_finding("loss-diverging", "warn", "train", float(last[-1] / best[-1]),
+        return [finding("probe", "loss-diverging", "warn", "train", float(last[-1] / best[-1]),
                          f"< {T.DIVERGE_FACTOR:g} x the best loss",
                          f"with {who} the loss climbs to {last[-1] / best[-1]:.3g} x its best value",
                          "divide lr by 10")]
     drops = 1.0 - last[1:] / np.maximum(checks[-T.TREND_CHECKS - 1:-1][1:], 1e-300)
     if np.all(drops < T.STAGNATE_DECREASE):
-        return [_finding("loss-stagnating", "warn", "train", float(np.max(drops)),
+        return [finding("probe", "loss-stagnating", "warn", "train", float(np.max(drops)),
                          f">= {T.STAGNATE_DECREASE:.0%} decrease per {T.CHECK_PERIOD} steps",
                          f"with {who} the loss has stopped falling ({checks[-1]:.3g}) before the "
                          "batch is fitted", "see the other findings: a stuck loss has a cause")]
@@ -225,7 +222,8 @@ def _weights(o: _Outcome, who: str, init, network) -> list[Finding]:
             continue
         tiny0, tiny = np.mean(np.abs(p0) < T.WEIGHT_TINY), np.mean(np.abs(p) < T.WEIGHT_TINY)
         if tiny > T.WEIGHT_SHARE >= tiny0:
-            found.append(_finding("weights-crushed", "warn", network.layers[k].name, float(tiny),
+            found.append(finding(
+                "probe", "weights-crushed", "warn", network.layers[k].name, float(tiny),
                                   f"<= {T.WEIGHT_SHARE} of |w| < {T.WEIGHT_TINY:g}",
                                   f"with {who} {tiny:.0%} of {label} ends below {T.WEIGHT_TINY:g} "
                                   "in magnitude: the layer is switched off",
@@ -233,7 +231,8 @@ def _weights(o: _Outcome, who: str, init, network) -> list[Finding]:
         sign0 = max(np.mean(p0 > 0), np.mean(p0 < 0))
         sign = max(np.mean(p > 0), np.mean(p < 0))
         if sign > T.WEIGHT_SHARE >= sign0 and np.all(np.isfinite(p)):
-            found.append(_finding("weights-one-sign", "warn", network.layers[k].name, float(sign),
+            found.append(finding(
+                "probe", "weights-one-sign", "warn", network.layers[k].name, float(sign),
                                   f"<= {T.WEIGHT_SHARE} of one sign",
                                   f"with {who} {sign:.0%} of {label} end with the same sign "
                                   "(balanced at the start): one huge update pushed them together",
@@ -241,7 +240,8 @@ def _weights(o: _Outcome, who: str, init, network) -> list[Finding]:
         growth = np.array(series[1:]) / np.maximum(np.array(series[:-1]), 1e-300)
         doubling = len(growth) >= T.TREND_CHECKS and np.all(growth[-T.TREND_CHECKS:] >= 2.0)
         if series[-1] > T.WEIGHT_HUGE or doubling:
-            found.append(_finding("weights-diverging", "warn", network.layers[k].name, series[-1],
+            found.append(finding(
+                "probe", "weights-diverging", "warn", network.layers[k].name, series[-1],
                                   f"<= {T.WEIGHT_HUGE:g}, not doubling per check",
                                   f"with {who} mean |{label}| grows from {series[0]:.3g} to "
                                   f"{series[-1]:.3g}", "check its gradient, then lower lr"))
@@ -252,7 +252,7 @@ def _collapse(network, pred, target, who: str, traits) -> list[Finding]:
     name = network.layers[-1].name
     if network.loss.target_kind == "labels":
         if spread(pred) < T.COLLAPSE_WARN:
-            return [_finding("collapse-to-constant", "error", name, spread(pred),
+            return [finding("probe", "collapse-to-constant", "error", name, spread(pred),
                              f">= {T.COLLAPSE_WARN:g}", f"with {who} the outputs end up the same for "
                              "every sample: the network ignores its input",
                              "see the sample-collapse and gradient findings")]
@@ -268,13 +268,13 @@ def _collapse(network, pred, target, who: str, traits) -> list[Finding]:
         return []
     to_mean = np.all(np.abs(p.mean(axis=0)[live] - y.mean(axis=0)[live]) < T.COLLAPSE_MEAN * std_y[live])
     if to_mean:
-        return [_finding("collapse-to-mean", "error", name, float(ratio.max()),
+        return [finding("probe", "collapse-to-mean", "error", name, float(ratio.max()),
                          f"spread ratio >= {T.COLLAPSE_SPREAD:g}",
                          f"with {who} every output predicts the target mean for every sample "
                          f"(spread ratio {ratio.max():.2g}): the cheapest fit when the output "
                          "cannot follow the input", "use a linear output layer and standardised "
                          "targets; check the sample-collapse and saturation findings")]
-    return [_finding("collapse-to-constant", "error", name, float(ratio.max()),
+    return [finding("probe", "collapse-to-constant", "error", name, float(ratio.max()),
                      f"spread ratio >= {T.COLLAPSE_SPREAD:g}",
                      f"with {who} the outputs stick at one value for every sample (spread ratio "
                      f"{ratio.max():.2g}), away from the target mean: a saturated or bounded output",
