@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gradcheck.errors import LayerError
 from gradcheck.contract import Layer
-from gradcheck.layers.init import he_normal
+from gradcheck.layers.init import parse_init
 from gradcheck.registry import register_layer
 
 
@@ -109,9 +109,12 @@ class Conv2D(Layer):
 
     x: (batch, C, H, W), W: (filters, C, kh, kw), b: (filters,), y: (batch, filters, out_h, out_w)
     with out = (H + 2*padding - dilation*(kernel-1) - 1) // stride + 1 per spatial axis.
+    ``init`` draws W (default he, with fan_in = C*kh*kw and fan_out = filters*kh*kw),
+    ``bias_init`` draws b (default zeros); see ``gradcheck.layers.init`` for the names.
     """
 
-    def __init__(self, filters: int, kernel, stride=1, padding=0, dilation=1, bias: bool = True):
+    def __init__(self, filters: int, kernel, stride=1, padding=0, dilation=1, bias: bool = True,
+                 init="he", bias_init="zeros"):
         super().__init__()
         if not _is_int(filters) or filters < 1:
             raise LayerError(
@@ -124,15 +127,18 @@ class Conv2D(Layer):
         self.padding = as_pair(padding, "padding", "conv2d", minimum=0)
         self.dilation = as_pair(dilation, "dilation", "conv2d")
         self.bias = bias
+        self.init = parse_init(init, "init", "conv2d")
+        self.bias_init = parse_init(bias_init, "bias_init", "conv2d")
 
     def build(self, input_shape, rng):
         channels, height, width = spatial_input("conv2d", input_shape)
         kh, kw = self.kernel
         out_h, out_w = output_size("conv2d", (height, width), self._span(), self.stride,
                                    self.padding)
-        self.params["W"] = he_normal(rng, channels * kh * kw, (self.filters, channels, kh, kw))
+        fan_in, fan_out = channels * kh * kw, self.filters * kh * kw
+        self.params["W"] = self.init(rng, (self.filters, channels, kh, kw), fan_in, fan_out)
         if self.bias:
-            self.params["b"] = np.zeros(self.filters)
+            self.params["b"] = self.bias_init(rng, (self.filters,), fan_in, fan_out)
         return (self.filters, out_h, out_w)
 
     def forward(self, x):

@@ -6,15 +6,19 @@ import numpy as np
 
 from gradcheck.errors import LayerError
 from gradcheck.contract import Layer
-from gradcheck.layers.init import he_normal
+from gradcheck.layers.init import parse_init
 from gradcheck.registry import register_layer
 
 
 @register_layer("dense")
 class Dense(Layer):
-    """y = x @ W + b.  x: (batch, fan_in), W: (fan_in, units), b: (units,), y: (batch, units)."""
+    """y = x @ W + b.  x: (batch, fan_in), W: (fan_in, units), b: (units,), y: (batch, units).
 
-    def __init__(self, units: int, bias: bool = True):
+    ``init`` draws W (default he: N(0, 2/fan_in)), ``bias_init`` draws b (default zeros); see
+    ``gradcheck.layers.init`` for the names.
+    """
+
+    def __init__(self, units: int, bias: bool = True, init="he", bias_init="zeros"):
         super().__init__()
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:
             raise LayerError(f"units must be a positive integer, got {units!r}.")
@@ -22,6 +26,8 @@ class Dense(Layer):
             raise LayerError(f"bias must be true or false, got {bias!r}.")
         self.units = units
         self.bias = bias
+        self.init = parse_init(init, "init", "dense")
+        self.bias_init = parse_init(bias_init, "bias_init", "dense")
 
     def build(self, input_shape, rng):
         if len(input_shape) != 1:
@@ -29,9 +35,9 @@ class Dense(Layer):
                 f"dense expects a flat input (features,), got per-sample shape {tuple(input_shape)}.",
                 hint="insert a 'flatten' layer before it")
         (fan_in,) = input_shape
-        self.params["W"] = he_normal(rng, fan_in, (fan_in, self.units))
+        self.params["W"] = self.init(rng, (fan_in, self.units), fan_in, self.units)
         if self.bias:
-            self.params["b"] = np.zeros(self.units)
+            self.params["b"] = self.bias_init(rng, (self.units,), fan_in, self.units)
         return (self.units,)
 
     def forward(self, x):
