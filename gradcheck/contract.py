@@ -61,6 +61,8 @@ class Layer:
 
     - ``self.base_dir``: the folder of the YAML file (``None`` when built without one), so that a
       layer can resolve relative paths among its options the way ``plugins:`` and ``input.file`` are.
+    - ``self.input_names``: the names of the tensors the layer reads, in order (``None`` when
+      built without a network), so that an error can say which input is wrong.
     """
 
     mixes_batch: ClassVar[bool] = False
@@ -68,12 +70,15 @@ class Layer:
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        # Non-trainable state (running statistics): never perturbed, never reported as a parameter.
+        self.buffers: dict[str, np.ndarray] = {}
         self.training: bool = True
         # Set by the network when it is built from a config; plugins need not touch them.
         self.name: str = type(self).__name__
         self.yaml_path: str | None = None
         self.yaml_where: str | None = None
         self.base_dir: Path | None = None
+        self.input_names: list[str] | None = None
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
         """Create parameters for ``input_shape`` (per sample) and return the per-sample output shape."""
