@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-deep bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Slow and random: fresh hypothesis examples on every run (20x as many) and the sweeps marked
+# `deep`. Not part of CI; run it before a release or after touching a verdict.
+test-deep: $(STAMP)
+	GRADCHECK_DEEP=1 $(BIN)/python -m pytest
 
 # Bench only: torch is the reference, pinned, and never a dependency of gradcheck itself. Single
 # threaded on both sides; OPENBLAS_CORETYPE/L2_SIZE (set on some machines for old OpenBLAS builds)

@@ -22,7 +22,7 @@ from gradcheck.check import check_network
 from gradcheck.config import load_config
 from gradcheck.analytic import analytic_pass
 from gradcheck.modes import estimate_full_seconds
-from gradcheck.network import build_network
+from gradcheck.build import build_network
 from gradcheck.resources import reuse_freed_memory
 
 CONV = "conv2d"

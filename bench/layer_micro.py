@@ -18,7 +18,7 @@ from bench import NETWORKS  # noqa: E402
 
 from gradcheck.analytic import analytic_pass  # noqa: E402
 from gradcheck.config import load_config  # noqa: E402
-from gradcheck.network import build_network  # noqa: E402
+from gradcheck.build import build_network  # noqa: E402
 
 
 def best_time(function, *args, repeats: int = 5):

@@ -16,7 +16,7 @@ from gradcheck.check import check_network, run_check
 from gradcheck.config import load_config
 from gradcheck.errors import ConfigError, DataError, GradcheckError, LayerError, PluginError
 from gradcheck.contract import Layer, Loss
-from gradcheck.network import build_network
+from gradcheck.build import build_network
 from gradcheck.registry import layer_class, loss_class, register_layer, register_loss
 from gradcheck.report import Report
 

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.check import check_network, run_check, settings_for
+from gradcheck.check import run_check, settings_for
 from gradcheck.config import load_config
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.contract import Layer
-from gradcheck.network import Batch, Network, invoke
-from gradcheck.registry import layer_class, loss_class
+from gradcheck.network import Batch, build_unit, construct, option_error, projected
+from gradcheck.registry import layer_class
 from gradcheck.report import Report
-
-CHECK_OPTIONS = ("mode", "eps", "rtol", "atol", "samples")
-
-
-def _config(layer_type: str, name: str, input_shape, batch: int, seed: int, dtype: str,
-            layer_options: dict) -> dict:
-    return {"name": f"check_layer:{name}", "seed": seed, "dtype": dtype,
-            "input": {"shape": list(input_shape), "batch": batch},
-            "layers": [{"type": layer_type, "name": name, **layer_options}],
-            "loss": "projection", "target": {"data": "normal"}}
-
 
 def check_layer(layer: str | type | Layer, input_shape, *, batch: int = 3, seed: int = 0,
                 dtype: str = "float64", mode: str | None = None, eps: float | None = None,
@@ -38,32 +27,57 @@ def check_layer(layer: str | type | Layer, input_shape, *, batch: int = 3, seed:
     not) or an instance; ``input_shape`` is per sample (no batch axis). Other keyword arguments
     are the layer's own options (``units=3``), as in YAML; they are not accepted with an instance.
     The input is drawn standard normal and the upstream gradient G = ``target`` normal, both
-    from ``seed``. ``mode``/``eps``/``rtol``/``atol``/``samples`` override the defaults as on the
-    command line. Raises ``GradcheckError`` subclasses for a bad layer or options.
+    from ``seed``, exactly as a one-layer YAML network under ``loss: projection`` would have them.
+    ``mode``/``eps``/``rtol``/``atol``/``samples`` override the defaults as on the command
+    line. Raises ``GradcheckError`` subclasses for a bad layer or options.
     """
     input_shape = _shape(input_shape)
     check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples}
+    unit, name = _instance(layer, layer_options)
+    # The equivalent YAML network (an identity layer stands in for the one checked): validates
+    # batch/seed/dtype and gives the settings exactly as a YAML network would have them.
+    spec = load_config({"name": f"check_layer:{name}", "seed": seed, "dtype": dtype,
+                        "input": {"shape": list(input_shape), "batch": batch},
+                        "layers": [{"type": "flatten", "name": name}], "loss": "projection",
+                        "target": {"data": "normal"}})
+    np_dtype = np.dtype(spec.dtype)
+    unit.name = name
+    # Seeds as the YAML path draws them (gradcheck.build): layer 0's build, the input, the target.
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
+    out_shape = build_unit(unit, input_shape, rng, np_dtype)
+    x = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).normal(
+        size=(batch, *input_shape)).astype(np_dtype)
+    target = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,))).normal(
+        size=(batch, *out_shape)).astype(np_dtype)
+    network = projected(f"check_layer:{name}", unit, input_shape, out_shape, np_dtype)
+    return run_check(network, Batch(x, target), settings_for(spec, **check_options))
+
+
+def _instance(layer, options: dict) -> tuple[Layer, str]:
+    """The layer to check and its name in the report: a registered name or class is constructed
+    from ``options`` (validated as in YAML); an instance is taken as it is."""
     if isinstance(layer, str):
-        return check_network(_config(layer, layer, input_shape, batch, seed, dtype, layer_options),
-                             **check_options)
-    if isinstance(layer, type):
-        registered = getattr(layer, "registered_name", None)
-        if registered and _registered_as(registered) is layer:
-            return check_network(_config(registered, registered, input_shape, batch, seed, dtype,
-                                         layer_options), **check_options)
+        cls, name = layer_class(layer), layer
+    elif isinstance(layer, type):
         if not issubclass(layer, Layer):
             raise LayerError(f"check_layer expects a gradcheck.Layer subclass, an instance or a "
                              f"registered name, got {layer!r}.")
-        return _check_instance(layer(**layer_options), input_shape, batch, seed, dtype,
-                               check_options)
-    if isinstance(layer, Layer):
-        if layer_options:
-            raise ConfigError(f"options {sorted(layer_options)} cannot be applied to an already "
+        registered = getattr(layer, "registered_name", None)
+        cls = layer
+        name = registered if registered and _registered_as(registered) is layer else layer.__name__
+    elif isinstance(layer, Layer):
+        if options:
+            raise ConfigError(f"options {sorted(options)} cannot be applied to an already "
                               f"constructed {type(layer).__name__}.",
                               hint="pass the class and the options, or construct it with them")
-        return _check_instance(layer, input_shape, batch, seed, dtype, check_options)
-    raise LayerError(f"check_layer expects a layer name, a gradcheck.Layer subclass or instance, "
-                     f"got {type(layer).__name__}.")
+        return layer, getattr(layer, "name", None) or type(layer).__name__
+    else:
+        raise LayerError(f"check_layer expects a layer name, a gradcheck.Layer subclass or "
+                         f"instance, got {type(layer).__name__}.")
+    problem = option_error(cls, options, name)
+    if problem is not None:
+        raise problem[0]
+    return construct(cls, options, name, f"layer {name!r}"), name
 
 
 def _registered_as(name: str):
@@ -79,38 +93,3 @@ def _shape(input_shape) -> tuple[int, ...]:
         raise ConfigError(f"input_shape must be positive ints (per sample, no batch axis), "
                           f"got {input_shape!r}.")
     return tuple(int(d) for d in shape)
-
-
-def _check_instance(layer: Layer, input_shape: tuple[int, ...], batch: int, seed: int, dtype: str,
-                    check_options: dict) -> Report:
-    """An unregistered layer: build the same one-layer network by hand (the registry, and so
-    YAML, cannot name it). Data and seeds follow the YAML path: see network.build_network."""
-    name = getattr(layer, "name", None) or type(layer).__name__
-    # The equivalent YAML network with an identity layer: validates batch/seed/dtype and gives the
-    # input, the settings and the loss exactly as a YAML network with this layer would have them.
-    spec = load_config(_config("flatten", name, input_shape, batch, seed, dtype, {}))
-    settings = settings_for(spec, **check_options)
-    np_dtype = np.dtype(spec.dtype)
-    layer.name = name
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
-    out_shape = invoke(layer, "build", layer.build, input_shape, rng)
-    if not isinstance(out_shape, (tuple, list)) or not all(
-            isinstance(d, (int, np.integer)) and d >= 1 for d in out_shape):
-        raise LayerError(f"layer {name!r}: build must return the per-sample output shape as a tuple "
-                         f"of positive ints, returned {out_shape!r}.")
-    out_shape = tuple(int(d) for d in out_shape)
-    for pname, value in list(layer.params.items()):
-        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
-            raise LayerError(f"layer {name!r}: params[{pname!r}] must be a float numpy array, "
-                             f"found {type(value).__name__}.")
-        layer.params[pname] = np.ascontiguousarray(value, dtype=np_dtype)
-    loss = loss_class("projection")()
-    loss.name = "loss"
-    loss.build(out_shape)
-    x = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).normal(
-        size=(batch, *input_shape)).astype(np_dtype)
-    target = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,))).normal(
-        size=(batch, *out_shape)).astype(np_dtype)
-    network = Network(f"check_layer:{name}", [layer], loss, [input_shape, out_shape], np_dtype)
-    return run_check(network, Batch(x, target), settings)
-

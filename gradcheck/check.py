@@ -12,7 +12,8 @@ from gradcheck import isolate, judge, modes, regularisation, tolerance
 from gradcheck.config import NetworkSpec, load_config
 from gradcheck.analytic import INPUT, AnalyticPass, Target, analytic_pass, target_array, targets
 from gradcheck.engine import Probe
-from gradcheck.network import Batch, Network, build_network
+from gradcheck.network import Batch, Network
+from gradcheck.build import build_network
 from gradcheck.report import LayerReport, Report, TargetReport
 
 DEFAULT_SAMPLES = 32

@@ -21,22 +21,16 @@ from gradcheck.check import run_check, settings_for
 from gradcheck.config import CHECK_MODES, load_config
 from gradcheck.console import make_console
 from gradcheck.errors import GradcheckError
-from gradcheck.network import build_network
+from gradcheck.build import build_network
 from gradcheck.plugins import load_entry_points, load_plugin
 from gradcheck.progress import ProgressBar
-from gradcheck.render.json import render_json
-from gradcheck.render.junit import render_junit, render_junit_error
-from gradcheck.render.markdown import render_markdown
-from gradcheck.render.text import render_text, summary
+from gradcheck.render.formats import FORMATS, is_text, renderer
 from gradcheck.resources import reuse_freed_memory
 from gradcheck.starter import example_names, write_starter
 from gradcheck.replay import replay as run_replay
 from gradcheck.replay import write_replay
 from gradcheck.report import EXIT_MISMATCH, EXIT_PASS, EXIT_USAGE
 
-# Formats rendered as plain text (no console); "text" is the rich report.
-MACHINE_RENDERERS = {"json": render_json, "junit": render_junit, "markdown": render_markdown}
-FORMATS = ["text", *MACHINE_RENDERERS]
 EXPORT_WIDTH = 160  # the width of the report in a file: room for every column
 
 
@@ -137,7 +131,7 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
     """Check every gradient of the network described in CONFIG (a YAML file)."""
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
-    with _junit_crash_document(fmt, output, config, render_junit_error):
+    with _junit_crash_document(fmt, output, config, "report"):
         spec = load_config(config)
         if float64:
             spec = dataclasses.replace(spec, dtype="float64")
@@ -157,8 +151,8 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
                 report = run_check(network, batch, settings, progress=progress)
     _say(verbose, f"checked {report.counts()['checked']} elements "
                   f"({time.perf_counter() - started:.2f}s in all)")
-    _emit(report, fmt, output, color, quiet)
-    _export(lambda: render_text(report), f"gradcheck {report.network}", svg, html)
+    _emit(report, "report", fmt, output, color, quiet)
+    _export(report, "report", f"gradcheck {report.network}", svg, html)
     if replay_file is not None:
         written = write_replay(report, config, replay_file)
         click.echo(f"gradcheck: wrote {replay_file}; re-run it with: gradcheck replay {replay_file}"
@@ -187,13 +181,10 @@ def diagnose(config, no_probe, fmt, output, color, plugins, debug, exit_zero=Fal
     Exit codes: 0 no error-severity finding, 1 at least one, 2 bad usage or config.
     """
     from gradcheck.diagnose import run_diagnosis
-    from gradcheck.render.findings import findings_summary, render_findings_json, render_findings_text
-    from gradcheck.render.findings_ci import (render_findings_junit, render_findings_junit_error,
-                                              render_findings_markdown)
 
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
-    with _junit_crash_document(fmt, output, config, render_findings_junit_error):
+    with _junit_crash_document(fmt, output, config, "diagnosis"):
         spec = load_config(config)
         network, batch = build_network(spec)
         _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
@@ -202,10 +193,8 @@ def diagnose(config, no_probe, fmt, output, color, plugins, debug, exit_zero=Fal
             result = run_diagnosis(spec, network, batch, probe=not no_probe)
     _say(verbose, f"diagnosed: {len(result.findings)} findings "
                   f"({time.perf_counter() - started:.2f}s in all)")
-    renderers = {"json": render_findings_json, "junit": render_findings_junit,
-                 "markdown": render_findings_markdown}
-    _emit(result, fmt, output, color, quiet, renderers, render_findings_text, findings_summary)
-    _export(lambda: render_findings_text(result), f"gradcheck diagnose {result.network}", svg, html)
+    _emit(result, "diagnosis", fmt, output, color, quiet)
+    _export(result, "diagnosis", f"gradcheck diagnose {result.network}", svg, html)
     sys.exit(EXIT_PASS if exit_zero else result.exit_code)
 
 
@@ -223,26 +212,25 @@ def _load_plugins(plugins, verbose: int = 0) -> None:
         _say(verbose, f"loaded plugin {ref}")
 
 
-def _export(render, title: str, svg: Path | None, html: Path | None) -> None:
-    """Save the coloured text report ``render()`` as pictures (rich records what it prints)."""
+def _export(result, subject: str, title: str, svg: Path | None, html: Path | None) -> None:
+    """Save the coloured text report of ``result`` as pictures (rich records what it prints)."""
     if not (svg or html):
         return
     console = Console(file=io.StringIO(), record=True, force_terminal=True, width=EXPORT_WIDTH,
                       color_system="truecolor", highlight=False)
-    console.print(render())
+    console.print(renderer("text", subject)(result))
     if svg:
         _write(svg, console.export_svg(title=title, clear=False))
     if html:
         _write(html, console.export_html(clear=False))
 
 
-def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0,
-          renderers=MACHINE_RENDERERS, full=render_text, verdict=summary) -> None:
-    """Print ``report`` (a check Report, or a Diagnosis with its own renderers) as ``fmt``."""
-    if fmt in renderers:
-        _emit_text(renderers[fmt](report), output)
+def _emit(result, subject: str, fmt: str, output: Path | None, color: str, quiet: int = 0) -> None:
+    """Print ``result`` (a check Report or a Diagnosis: ``subject``) as ``fmt``."""
+    if not is_text(fmt):
+        _emit_text(renderer(fmt, subject)(result), output)
         return
-    renderable = verdict(report) if quiet else full(report)
+    renderable = renderer(fmt, subject, "verdict" if quiet else "full")(result)
     if output:
         with _open(output) as stream:
             make_console(stream, "never").print(renderable)
@@ -251,13 +239,15 @@ def _emit(report, fmt: str, output: Path | None, color: str, quiet: int = 0,
 
 
 @contextlib.contextmanager
-def _junit_crash_document(fmt: str, output: Path | None, config: Path, render_error):
-    """With --format junit, a user error still writes a JUnit document (one <error> case) before
-    it propagates: a CI test reporter should show the crash, not a missing file."""
+def _junit_crash_document(fmt: str, output: Path | None, config: Path, subject: str):
+    """With a format that has an error document (JUnit), a user error still writes it (one
+    <error> case) before it propagates: a CI test reporter should show the crash, not a missing
+    file."""
     try:
         yield
     except GradcheckError as exc:
-        if fmt == "junit":
+        render_error = renderer(fmt, subject, "error")
+        if render_error is not None:
             _emit_text(render_error(Path(config).stem, str(exc)), output)
         raise
 
@@ -351,7 +341,7 @@ def _show_one(console, kind: str, name: str, cls) -> None:
     console.print(f"[bold]{escape(name)}[/bold] "
                   + escape(f"({kind}{_origin(cls) or ', built-in'}; "
                            f"{cls.__module__}.{cls.__qualname__})"), highlight=False)
-    opts = docgen.options(cls)
+    opts = registry.options(cls)
     console.print("")
     if opts:
         console.print("options (YAML keys):")
@@ -378,12 +368,8 @@ def _origin(cls) -> str:
 
 
 def _options(cls) -> str:
-    params = inspect.signature(cls.__init__).parameters
-    parts = []
-    for pname, p in params.items():
-        if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        parts.append(pname if p.default is p.empty else f"{pname}={p.default!r}")
+    parts = [name if default is None else f"{name}={default}"
+             for name, _, default in registry.options(cls)]
     return ", ".join(parts) if parts else "(no options)"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradcheck.config import DataSpec
+from gradcheck.config import DataSpec, NetworkSpec
 from gradcheck.errors import DataError
 
 
@@ -64,3 +64,39 @@ def generate(spec: DataSpec | None, shape: tuple[int, ...], rng: np.random.Gener
         return rng.normal(mean, std, shape)
     low, high = (spec.low, spec.high) if spec is not None else (0.0, 1.0)
     return rng.uniform(low, high, shape)
+
+
+def make_input(spec: NetworkSpec) -> np.ndarray:
+    """The network input (batch, *shape): loaded from ``input.file`` or drawn from the seed."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1,)))
+    if spec.input.source.file is not None:
+        return load_array(spec.input.source, "input").astype(np.float64)
+    return generate(spec.input.source, (spec.input.batch, *spec.input.shape), rng, "normal")
+
+
+def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
+                dtype: np.dtype) -> np.ndarray:
+    """Targets for ``loss`` on outputs of per-sample ``out_shape``: class labels (one integer per
+    sample) or values shaped like the output, loaded from ``target.file`` or drawn."""
+    labels = loss.target_kind == "labels"
+    if spec.target is not None and spec.target.file is not None:
+        target = load_array(spec.target, "target")
+        if labels:
+            if not np.all(target == np.round(target)):
+                raise DataError("target labels must be integers.", path="target",
+                                where=spec.source.where("target"))
+            target = target.astype(np.int64)
+        expected = (batch,) if labels else (batch, *out_shape)
+        if target.shape != expected:
+            raise DataError(f"target data has shape {target.shape}; the network needs {expected}.",
+                            path="target", where=spec.source.where("target"),
+                            hint="targets need one row per input sample")
+        return target if labels else target.astype(dtype)
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2,)))
+    if labels:
+        if spec.target is not None:
+            raise spec.error(f"{spec.loss.type} takes integer class labels; they are drawn "
+                             "uniformly unless loaded with 'file:'.", "target")
+        classes = int(np.prod(out_shape))
+        return rng.integers(0, classes, batch)
+    return generate(spec.target, (batch, *out_shape), rng, "uniform").astype(dtype)

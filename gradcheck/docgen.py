@@ -17,22 +17,10 @@ BEGIN = "<!-- BEGIN GENERATED: yaml-reference (python -m gradcheck.docgen) -->"
 END = "<!-- END GENERATED: yaml-reference -->"
 
 
-def options(cls) -> list[tuple[str, str, str | None]]:
-    """(name, annotation, default or None when required) for each constructor option."""
-    result = []
-    for pname, p in inspect.signature(cls.__init__).parameters.items():
-        if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        annotation = "" if p.annotation is p.empty else (
-            p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__",
-                                                                        str(p.annotation)))
-        result.append((pname, annotation, None if p.default is p.empty else repr(p.default)))
-    return result
-
-
 def option_text(cls) -> str:
     """Options as ``units (required), bias=True`` (``-`` when there are none)."""
-    parts = [f"`{n}` (required)" if d is None else f"`{n}={d}`" for n, _, d in options(cls)]
+    parts = [f"`{n}` (required)" if d is None else f"`{n}={d}`"
+             for n, _, d in registry.options(cls)]
     return ", ".join(parts) if parts else "-"
 
 

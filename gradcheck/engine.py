@@ -13,7 +13,8 @@ import numpy as np
 from gradcheck import stacking
 from gradcheck.analytic import INPUT, AnalyticPass, Target
 from gradcheck.errors import LayerError
-from gradcheck.network import Batch, Network, invoke
+from gradcheck.network import Batch, Network
+from gradcheck.usercode import invoke
 
 
 @dataclasses.dataclass

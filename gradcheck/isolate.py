@@ -19,8 +19,7 @@ import numpy as np
 from gradcheck import judge
 from gradcheck.analytic import INPUT, analytic_pass, target_array, targets
 from gradcheck.engine import Probe
-from gradcheck.network import Batch, Network
-from gradcheck.registry import loss_class
+from gradcheck.network import Batch, Network, projected
 from gradcheck.report import LayerReport, worst_status
 
 NEEDS_ISOLATION = ("fail", "inconclusive")
@@ -50,11 +49,8 @@ def isolate_layer(network: Network, cached, settings, k: int, rng, select) -> li
     x = np.array(cached.inputs[k], copy=True)
     out_shape = network.shapes[k + 1]
     grad_out = rng.standard_normal((x.shape[0], *out_shape)).astype(network.dtype)
-    projection = loss_class("projection")()
-    projection.name = f"{layer.name}:projection"
-    projection.build(out_shape)
-    alone = Network(f"{network.name}:{layer.name}", [layer], projection,
-                    [network.shapes[k], out_shape], network.dtype)
+    alone = projected(f"{network.name}:{layer.name}", layer, network.shapes[k], out_shape,
+                      network.dtype)
     batch = Batch(x, grad_out)
     clean = analytic_pass(alone, batch)
     reports = []

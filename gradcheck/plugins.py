@@ -32,6 +32,13 @@ def load_plugin(ref: str, base_dir: Path, where: str | None = None) -> None:
         _load_module(ref, where)
 
 
+def load_spec_plugins(spec) -> None:
+    """Load installed packages' layers (once per process) and the spec's ``plugins:``."""
+    load_entry_points()
+    for i, ref in enumerate(spec.plugins):
+        load_plugin(ref, spec.base_dir, where=spec.source.where(f"plugins[{i}]"))
+
+
 def _origin(exc: BaseException) -> str:
     """The innermost frame of a plugin exception, as 'file:line'."""
     if isinstance(exc, SyntaxError):

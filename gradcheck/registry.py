@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Callable, TypeVar
 
 from gradcheck.contract import Layer, Loss
@@ -78,3 +79,32 @@ def layer_names() -> list[str]:
 def loss_names() -> list[str]:
     """Registered loss types, sorted."""
     return sorted(_LOSSES)
+
+
+def options(cls: type) -> list[tuple[str, str, str | None]]:
+    """The YAML options of a layer or loss class, read from its constructor: (name, annotation,
+    ``repr`` of the default, or None when the option is required)."""
+    result = []
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        annotation = "" if p.annotation is p.empty else (
+            p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__",
+                                                                        str(p.annotation)))
+        result.append((name, annotation, None if p.default is p.empty else repr(p.default)))
+    return result
+
+
+def unknown_option(cls: type, given: dict) -> str | None:
+    """The first key of ``given`` the constructor of ``cls`` does not accept (None if all are)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    accepted = {name for name, _, _ in options(cls)}
+    return next((key for key in given if key not in accepted), None)
+
+
+def missing_option(cls: type, given: dict) -> str | None:
+    """The first required constructor option of ``cls`` absent from ``given`` (None if none)."""
+    return next((name for name, _, default in options(cls)
+                 if default is None and name not in given), None)

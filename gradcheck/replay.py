@@ -20,7 +20,7 @@ from gradcheck.config import load_config
 from gradcheck.analytic import Target, analytic_pass
 from gradcheck.engine import Probe
 from gradcheck.errors import ConfigError
-from gradcheck.network import build_network
+from gradcheck.build import build_network
 from gradcheck.report import Report
 
 REPLAY_VERSION = 1

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from cases_activations import KINK_MARGIN, any_shape, away_from_zero, feature_or_image
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
@@ -17,7 +18,7 @@ from gradcheck.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Sigmoid, S
 from gradcheck.registry import layer_class
 
 # Tiny shapes and few examples: each finite-difference check runs a full forward per element.
-few = settings(max_examples=25, deadline=None)
+few = settings(max_examples=examples(25), deadline=None)
 seeds = st.integers(0, 2**32 - 1)
 batches = st.integers(1, 3)
 slopes = st.floats(-2.0, 2.0, allow_nan=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -98,3 +100,32 @@ def test_error_bar_colours_by_tolerance_and_marks_it():
     assert error_bar(1e-3, 1e-5).style == "red"
     assert error_bar(float("nan"), 1e-5).style == "red"
     assert "█" not in error_bar(0.0, 1e-5).plain
+
+
+def _help_formats(run_cli, command: str) -> list[str]:
+    text = " ".join(run_cli(command, "--help").stdout.split())
+    choices = re.search(r"--format \[([a-z|]+)\]", text)
+    assert choices, text
+    return choices.group(1).split("|")
+
+
+@pytest.mark.parametrize("command", ["check", "diagnose"])
+def test_every_format_in_help_renders_for_both_commands(run_cli, tmp_path, command):
+    """One format registry: a format listed by either command's --help renders for both, as
+    what it claims to be (never a silent fall-through to the text report)."""
+    listed = _help_formats(run_cli, command)
+    assert listed == _help_formats(run_cli, "diagnose" if command == "check" else "check")
+    extra = ["--no-probe"] if command == "diagnose" else []
+    for fmt in listed:
+        out = tmp_path / f"{command}.{fmt}"
+        result = run_cli(command, CONFIGS / "mlp.yaml", "--format", fmt, "-o", out, *extra)
+        assert result.exit_code == 0, result.stderr
+        text = out.read_text()
+        if fmt == "json":
+            assert json.loads(text)["network"]
+        elif fmt == "junit":
+            assert ET.fromstring(text).tag == "testsuites"
+        elif fmt == "markdown":
+            assert text.lstrip().startswith("#") and "|" in text
+        else:  # the text report's verdict line
+            assert text.splitlines()[-1].startswith("PASS" if command == "check" else "OK"), text

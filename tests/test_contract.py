@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import examples
 from fd import assert_layer_gradients, numeric_loss_grad
 from gradcheck import registry
 
@@ -44,7 +45,7 @@ def test_the_issue_list_of_builtins_is_registered():
 
 
 @pytest.mark.parametrize("name", BUILTIN_LAYERS)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_layer_contract(name, data, seed):
     case = data.draw(LAYER_CASES[name])
@@ -69,7 +70,7 @@ def test_layer_contract(name, data, seed):
 
 
 @pytest.mark.parametrize("name", BUILTIN_LAYERS)
-@settings(max_examples=3)
+@settings(max_examples=examples(3))
 @given(data=st.data())
 def test_layer_keeps_float32(name, data):
     case = data.draw(LAYER_CASES[name])
@@ -85,7 +86,7 @@ def test_layer_keeps_float32(name, data):
 
 
 @pytest.mark.parametrize("name", BUILTIN_LOSSES)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_loss_contract(name, data, seed):
     case = data.draw(LOSS_CASES[name])

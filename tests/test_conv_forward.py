@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from conftest import examples
 from numpy.lib.stride_tricks import sliding_window_view
 
 import gradcheck.layers.conv as conv
@@ -32,7 +34,7 @@ def reference_forward(x, weight, bias, stride, padding, dilation):
 pairs = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(seed=st.integers(0, 2**16), batch=st.integers(1, 7), channels=st.integers(1, 3),
        filters=st.integers(1, 4), kernel=pairs, stride=pairs, dilation=pairs,
        padding=st.tuples(st.integers(0, 2), st.integers(0, 2)), bias=st.booleans(),

@@ -14,13 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 import gradcheck.layers  # noqa: F401  (registers the built-in layers)
 from cases_conv import LAYER_CASES, distinct_values
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
 from gradcheck.registry import layer_class
 
-SMALL = settings(max_examples=25, deadline=None)
+SMALL = settings(max_examples=examples(25), deadline=None)
 
 
 def make_layer(kind: str, input_shape, seed: int = 0, **options):

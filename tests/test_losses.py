@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from cases_norm import LOSS_CASES
 from fd import numeric_loss_grad
 from gradcheck.errors import DataError, LayerError
 from gradcheck.layers.losses import L2, BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy
 from gradcheck.registry import loss_class
 
-FEW = settings(max_examples=25, deadline=None)
+FEW = settings(max_examples=examples(25), deadline=None)
 
 
 def draw_target(loss, pred: np.ndarray, rng: np.random.Generator) -> np.ndarray:

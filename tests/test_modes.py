@@ -17,7 +17,7 @@ from gradcheck.analytic import INPUT, Target, analytic_pass, target_array, targe
 from gradcheck.engine import Probe
 from gradcheck.contract import Layer
 from gradcheck.layers.dense import Dense
-from gradcheck.network import build_network
+from gradcheck.build import build_network
 from gradcheck.render.markdown import render_markdown
 from gradcheck.registry import loss_class
 

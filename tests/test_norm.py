@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from cases_norm import LAYER_CASES, spread_over_batch, spread_per_sample
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
@@ -14,7 +15,7 @@ from gradcheck.layers.norm import BatchNorm, LayerNorm, LocalResponseNorm
 from gradcheck.registry import layer_class
 
 # Finite differences over every element are slow-ish; few, tiny examples keep the file fast.
-FEW = settings(max_examples=20, deadline=None)
+FEW = settings(max_examples=examples(20), deadline=None)
 
 
 def built(cls, options: dict, input_shape: tuple[int, ...], seed: int = 0):

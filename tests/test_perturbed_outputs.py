@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gradcheck
+from conftest import examples
 from gradcheck.check import run_check, settings_for
 from gradcheck.registry import layer_class
 
@@ -33,7 +34,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind, options, shape", CASES)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(seed=st.integers(0, 2**16))
 def test_builtin_perturbed_outputs_equal_forward(kind, options, shape, seed):
     rng = np.random.default_rng(seed)
@@ -88,7 +89,7 @@ def test_dense_and_conv_offer_perturbed_input_rows():
 
 
 @pytest.mark.parametrize("kind, options, shape", INPUT_ROW_CASES)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(seed=st.integers(0, 2**16))
 def test_builtin_perturbed_input_rows_equal_forward(kind, options, shape, seed):
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gradcheck
-from conftest import CONFIGS, write_yaml
+from conftest import CONFIGS, examples, write_yaml
 from gradcheck.check import run_check, settings_for
 from gradcheck.cli import main
 from gradcheck.resources import reuse_freed_memory
@@ -82,7 +82,7 @@ def _run(args):
     return result
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=mutated_documents())
 def test_mutated_configs_never_crash(tmp_path, doc):
     path = tmp_path / "fuzz.yaml"
@@ -90,7 +90,7 @@ def test_mutated_configs_never_crash(tmp_path, doc):
     _run(["check", str(path), "--format", "json"])
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=st.sampled_from(list("{}[]:,- \n\tabc01'\"&*!|>#%@")), max_size=60))
 def test_random_text_never_crashes(tmp_path, text):
     path = tmp_path / "random.yaml"

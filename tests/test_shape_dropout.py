@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from cases_activations import any_shape
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
@@ -16,7 +17,7 @@ from gradcheck.layers.dropout import Dropout
 from gradcheck.layers.shape import Flatten
 from gradcheck.registry import layer_class
 
-few = settings(max_examples=25, deadline=None)
+few = settings(max_examples=examples(25), deadline=None)
 seeds = st.integers(0, 2**32 - 1)
 batches = st.integers(1, 3)
 rates = st.floats(0.0, 0.9)

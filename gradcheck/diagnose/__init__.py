@@ -19,7 +19,8 @@ from gradcheck.diagnose.findings import SEVERITIES, Diagnosis, Finding, ProbeRun
 from gradcheck.diagnose.forward import check_forward
 from gradcheck.diagnose.lints import run_lints
 from gradcheck.diagnose.probe import run_probe
-from gradcheck.network import Batch, Network, build_network
+from gradcheck.network import Batch, Network
+from gradcheck.build import build_network
 
 __all__ = ["SEVERITIES", "Diagnosis", "Finding", "ProbeRun", "diagnose_network", "run_diagnosis"]
 

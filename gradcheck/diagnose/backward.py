@@ -14,7 +14,8 @@ from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.optim import first_update
 from gradcheck.diagnose.passes import Pass, param_list
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Batch, Network, invoke
+from gradcheck.network import Batch, Network
+from gradcheck.usercode import invoke
 
 GRADCHECK_SAMPLES = 16
 

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Network, invoke
+from gradcheck.network import Network
+from gradcheck.usercode import invoke
 
 PROBE_BATCH = 4
 

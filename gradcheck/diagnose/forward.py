@@ -10,7 +10,8 @@ from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.passes import Pass
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Batch, Network, invoke
+from gradcheck.network import Batch, Network
+from gradcheck.usercode import invoke
 
 
 

@@ -11,7 +11,8 @@ import dataclasses
 import numpy as np
 
 from gradcheck.errors import GradcheckError, LayerError
-from gradcheck.network import Network, invoke
+from gradcheck.network import Network
+from gradcheck.usercode import invoke
 
 
 @dataclasses.dataclass
