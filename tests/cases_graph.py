@@ -1,5 +1,5 @@
-"""Contract cases for the graph layers: merges (several inputs), split (several outputs) and
-matmul (see tests/layer_cases.py).
+"""Contract cases for the graph layers: merges (several inputs), split (several outputs), matmul,
+reshape, transpose and upsample2d (see tests/layer_cases.py).
 
 A multi-input case gives ``input_shape`` as a list of per-sample shapes, as ``build`` gets it.
 """
@@ -72,10 +72,51 @@ def matmul_case(draw) -> LayerCase:
     return LayerCase({}, [(*lead_a, m, k), (*lead_b, k, n)], batch=draw(batches))
 
 
+def _grouped(draw, atoms: list[int]) -> list[int]:
+    """``atoms`` multiplied together in consecutive groups: a shape with the same element count."""
+    cuts = sorted(draw(st.sets(st.integers(1, len(atoms) - 1), max_size=len(atoms) - 1))
+                  if len(atoms) > 1 else set())
+    bounds = [0, *cuts, len(atoms)]
+    shape = []
+    for start, end in zip(bounds, bounds[1:]):
+        size = 1
+        for atom in atoms[start:end]:
+            size *= atom
+        shape.append(size)
+    return shape
+
+
+@st.composite
+def reshape_case(draw) -> LayerCase:
+    atoms = draw(st.lists(dims, min_size=1, max_size=4))
+    target = _grouped(draw, atoms)
+    if draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    return LayerCase({"shape": target}, tuple(_grouped(draw, atoms)), batch=draw(batches))
+
+
+@st.composite
+def transpose_case(draw) -> LayerCase:
+    shape = draw(st.lists(dims, min_size=1, max_size=4))
+    rank = len(shape)
+    axes = [a - rank if draw(st.booleans()) else a
+            for a in draw(st.permutations(range(rank)))]
+    return LayerCase({"axes": axes}, tuple(shape), batch=draw(batches))
+
+
+@st.composite
+def upsample2d_case(draw) -> LayerCase:
+    options = draw(st.one_of(st.just({}), st.builds(lambda f: {"factor": f}, st.integers(1, 3))))
+    return LayerCase(options, (draw(dims), draw(dims), draw(dims)), batch=draw(batches))
+
+
 LAYER_CASES = {
     "add": elementwise_case(),
     "multiply": elementwise_case(),
     "concat": concat_case(),
     "split": split_case(),
     "matmul": matmul_case(),
+    "reshape": reshape_case(),
+    "transpose": transpose_case(),
+    "upsample2d": upsample2d_case(),
 }

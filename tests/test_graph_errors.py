@@ -3,9 +3,12 @@ names the tensors involved: by name when the network set ``input_names``, else a
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
+import gradcheck
 from gradcheck.errors import LayerError
 from gradcheck.registry import layer_class
 
@@ -111,17 +114,60 @@ def test_matmul_shape_errors_name_the_inputs(shapes, fragment):
     assert build_error("matmul", shapes, names=["q", "k"]).message.startswith(f"matmul: {fragment}")
 
 
+@pytest.mark.parametrize("input_shape, shape, need", [
+    ((4, 6), [5, 5], "needs 25"), ((4, 6), [5, -1], "needs a multiple of 5"),
+])
+def test_reshape_to_an_incompatible_shape_names_the_input(input_shape, shape, need):
+    error = build_error("reshape", input_shape, names=["conv2"], shape=shape)
+    assert error.message == (f"reshape: input 'conv2' {input_shape} has 24 values per sample, but "
+                             f"shape {shape} {need}.")
+    assert "24" in error.hint
+
+
+@pytest.mark.parametrize("axes", [[0, 0, 2], [0, 1], [0, 1, 3], [0, -3, 1], [2, 1, 0, 3]])
+def test_transpose_with_a_non_permutation_names_the_input(axes):
+    error = build_error("transpose", (2, 3, 4), names=["feats"], axes=axes)
+    assert error.message == (f"transpose: axes {axes} are not a permutation of the 3 axes of "
+                             "input 'feats' (2, 3, 4).")
+    assert "0 to 2 exactly once" in error.hint
+
+
+def test_upsample2d_on_a_non_image_names_the_input():
+    error = build_error("upsample2d", (12,), names=["fc1"])
+    assert error.message.startswith("upsample2d: input 'fc1' (12,) is not an image")
+    assert "input 1 (3, 4)" in build_error("upsample2d", (3, 4)).message
+
+
 # Option errors are raised by __init__, before the network says what the layer reads, so they
 # name the layer and the option (the network adds the layer's name and YAML path).
 @pytest.mark.parametrize("kind, options, pattern", [
+    ("upsample2d", {"factor": 0}, r"upsample2d option 'factor' must be an integer >= 1, got 0"),
+    ("upsample2d", {"factor": 1.5}, r"upsample2d option 'factor' must be an integer >= 1"),
+    ("upsample2d", {"factor": True}, r"upsample2d option 'factor' must be an integer >= 1"),
     ("split", {"sizes": [3]}, r"split option 'sizes' must list two or more positive integers"),
     ("split", {"sizes": [2, 0]}, r"split option 'sizes' must list two or more positive integers"),
     ("split", {"sizes": "2, 2"}, r"split option 'sizes'"),
     ("split", {"sizes": [2, 2], "axis": 1.0}, r"split option 'axis' must be an integer"),
     ("concat", {"axis": "channels"}, r"concat option 'axis' must be an integer"),
     ("concat", {"axis": True}, r"concat option 'axis' must be an integer"),
+    ("reshape", {"shape": [2, -1, -1]}, r"reshape option 'shape' must list positive integers, "
+                                        r"at most one of them -1"),
+    ("reshape", {"shape": [2, 0]}, r"reshape option 'shape'"),
+    ("reshape", {"shape": []}, r"reshape option 'shape'"),
+    ("transpose", {"axes": "1 0"}, r"transpose option 'axes' must list integers"),
+    ("transpose", {"axes": []}, r"transpose option 'axes' must list integers"),
 ])
 def test_bad_options_name_the_layer_and_option(kind, options, pattern):
     with pytest.raises(LayerError, match=pattern) as info:
         layer_class(kind)(**options)
     assert info.value.hint
+
+
+def test_errors_in_a_network_carry_the_layer_name_and_yaml_path():
+    config = {"input": {"shape": [6], "batch": 2},
+              "layers": [{"type": "reshape", "name": "to_grid", "shape": [4, -1]}], "loss": "mse"}
+    with pytest.raises(LayerError) as info:
+        gradcheck.check_network(config)
+    text = str(info.value)
+    assert re.search(r"layers\[0\].*layer 'to_grid' \(reshape\) in build: reshape: input", text)
+    assert "needs a multiple of 4" in text
