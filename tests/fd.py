@@ -9,13 +9,28 @@ from __future__ import annotations
 import numpy as np
 
 
-def layer_objective(layer, x: np.ndarray, upstream: np.ndarray) -> float:
-    """The scalar sum(upstream * layer(x)): its gradient is what backward(upstream) returns."""
-    return float(np.sum(upstream * layer.forward(x)))
+def as_list(arrays) -> list[np.ndarray]:
+    """One array, or the list/tuple of a layer with several inputs or outputs, as a list."""
+    return list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
 
 
-def numeric_layer_grads(layer, x: np.ndarray, upstream: np.ndarray, eps: float = 1e-6):
-    """Return (dS/dx, {param: dS/dparam}) for S = sum(upstream * layer(x)) by central differences."""
+def layer_objective(layer, x, upstream) -> float:
+    """The scalar sum(upstream * layer(x)): its gradient is what backward(upstream) returns.
+
+    ``x`` is an array, or a list with one per input for a layer with several; ``upstream`` an
+    array, or a list with one per output (S then sums over the outputs).
+    """
+    outputs = as_list(layer.forward(*as_list(x)))
+    return float(sum(np.sum(g * y) for g, y in zip(as_list(upstream), outputs, strict=True)))
+
+
+def numeric_layer_grads(layer, x, upstream, eps: float = 1e-6):
+    """Return (dS/dx, {param: dS/dparam}) for S = sum(upstream * layer(x)) by central differences.
+
+    dS/dx is a list (one per input) when ``x`` is a list.
+    """
+    inputs = [np.array(a, dtype=np.float64, copy=True) for a in as_list(x)]
+    several = isinstance(x, (list, tuple))
 
     def numeric(array: np.ndarray) -> np.ndarray:
         grad = np.zeros_like(array)
@@ -24,34 +39,43 @@ def numeric_layer_grads(layer, x: np.ndarray, upstream: np.ndarray, eps: float =
             saved = flat[i]
             try:
                 flat[i] = saved + eps
-                plus = layer_objective(layer, x, upstream)
+                plus = layer_objective(layer, inputs, upstream)
                 flat[i] = saved - eps
-                minus = layer_objective(layer, x, upstream)
+                minus = layer_objective(layer, inputs, upstream)
             finally:
                 flat[i] = saved
             flat_grad[i] = (plus - minus) / (2 * eps)
         return grad
 
-    x = np.array(x, dtype=np.float64, copy=True)
-    grad_x = numeric(x)
+    grad_x = [numeric(a) for a in inputs]
     grad_params = {name: numeric(p) for name, p in layer.params.items()}
-    return grad_x, grad_params
+    return (grad_x if several else grad_x[0]), grad_params
 
 
-def analytic_layer_grads(layer, x: np.ndarray, upstream: np.ndarray):
-    """Return (dS/dx, {param: dS/dparam}) from the layer's own backward."""
-    layer.forward(x)
-    grad_x = layer.backward(upstream)
+def analytic_layer_grads(layer, x, upstream):
+    """Return (dS/dx, {param: dS/dparam}) from the layer's own backward (dS/dx as it returns it:
+    a tuple for a layer with several inputs)."""
+    layer.forward(*as_list(x))
+    grad_x = layer.backward(*as_list(upstream))
     return grad_x, {name: np.array(g, copy=True) for name, g in layer.grads.items()}
 
 
-def assert_layer_gradients(layer, x: np.ndarray, rng: np.random.Generator,
+def assert_layer_gradients(layer, x, rng: np.random.Generator,
                            rtol: float = 1e-5, atol: float = 1e-7, eps: float = 1e-6) -> None:
-    """Assert the layer's backward agrees with central differences at ``x``."""
-    upstream = rng.normal(size=layer.forward(x).shape)
+    """Assert the layer's backward agrees with central differences at ``x`` (an array, or a list
+    with one per input), for a random upstream gradient on every output."""
+    outputs = layer.forward(*as_list(x))
+    upstream = [rng.normal(size=y.shape) for y in as_list(outputs)]
+    upstream = upstream if isinstance(outputs, tuple) else upstream[0]
     analytic_x, analytic_p = analytic_layer_grads(layer, x, upstream)
     numeric_x, numeric_p = numeric_layer_grads(layer, x, upstream, eps)
-    np.testing.assert_allclose(analytic_x, numeric_x, rtol=rtol, atol=atol, err_msg="dL/dx")
+    if isinstance(x, (list, tuple)):
+        assert isinstance(analytic_x, tuple) and len(analytic_x) == len(x), \
+            "backward must return a tuple with one gradient per input"
+    pairs = zip(as_list(analytic_x), as_list(numeric_x), strict=True)
+    for i, (analytic, numeric) in enumerate(pairs):
+        np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol,
+                                   err_msg=f"dL/dx (input {i + 1})")
     assert set(analytic_p) == set(numeric_p), "grads must have exactly the params' names"
     for name in numeric_p:
         np.testing.assert_allclose(analytic_p[name], numeric_p[name], rtol=rtol, atol=atol,

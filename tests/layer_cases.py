@@ -17,17 +17,24 @@ import numpy as np
 class LayerCase:
     """Options and a per-sample input shape for one layer instance.
 
+    For a layer with several inputs (add, concat, ...), ``input_shape`` is a *list* of per-sample
+    shapes, exactly what its ``build`` receives, and ``draw_input`` returns a list of arrays.
     ``make_input(rng, full_shape)`` draws an input away from the layer's kinks and ties; by default
     standard normal values are used (ties and exact zeros then have probability zero).
     """
 
     options: dict
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | list[tuple[int, ...]]
     batch: int = 2
     make_input: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
 
-    def draw_input(self, rng: np.random.Generator) -> np.ndarray:
-        shape = (self.batch, *self.input_shape)
+    def draw_input(self, rng: np.random.Generator) -> np.ndarray | list[np.ndarray]:
+        if isinstance(self.input_shape, list):
+            return [self._draw(rng, shape) for shape in self.input_shape]
+        return self._draw(rng, self.input_shape)
+
+    def _draw(self, rng: np.random.Generator, input_shape: tuple[int, ...]) -> np.ndarray:
+        shape = (self.batch, *input_shape)
         if self.make_input is not None:
             return np.asarray(self.make_input(rng, shape), dtype=np.float64)
         return rng.normal(size=shape)

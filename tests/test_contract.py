@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import examples
-from fd import assert_layer_gradients, numeric_loss_grad
+from fd import as_list, assert_layer_gradients, numeric_loss_grad
 from gradcheck import registry
 
 CASE_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("cases_*.py"))
@@ -52,20 +52,28 @@ def test_layer_contract(name, data, seed):
     layer = registry.layer_class(name)(**case.options)
     rng = np.random.default_rng(seed)
     out_shape = layer.build(case.input_shape, rng)
-    assert isinstance(out_shape, tuple) and all(isinstance(d, int) for d in out_shape)
+    # Several outputs (split): a list of shapes from build, a tuple from forward, and one
+    # upstream gradient per output. Several inputs (a list of shapes in the case): a tuple of
+    # gradients from backward, one per input.
+    out_shapes = out_shape if isinstance(out_shape, list) else [out_shape]
+    assert all(isinstance(s, tuple) and all(isinstance(d, int) for d in s) for s in out_shapes)
     x = case.draw_input(rng)
     params_before = {k: v.copy() for k, v in layer.params.items()}
-    x_before = x.copy()
+    xs_before = [a.copy() for a in as_list(x)]
 
-    y = layer.forward(x)
-    assert y.shape == (case.batch, *out_shape), "forward must produce the shape build declared"
-    grad_x = layer.backward(np.ones_like(y))
-    assert grad_x.shape == x.shape
+    y = layer.forward(*as_list(x))
+    assert isinstance(y, tuple) == isinstance(out_shape, list)
+    assert [a.shape for a in as_list(y)] == [(case.batch, *s) for s in out_shapes], \
+        "forward must produce the shapes build declared"
+    grad_x = layer.backward(*[np.ones_like(a) for a in as_list(y)])
+    assert isinstance(grad_x, tuple) == isinstance(x, list)
+    assert [g.shape for g in as_list(grad_x)] == [a.shape for a in xs_before]
     assert set(layer.grads) == set(layer.params)
     for k, v in layer.params.items():
         assert layer.grads[k].shape == v.shape
         np.testing.assert_array_equal(v, params_before[k], err_msg="forward/backward changed params")
-    np.testing.assert_array_equal(x, x_before, err_msg="forward/backward changed its input")
+    for a, before in zip(as_list(x), xs_before, strict=True):
+        np.testing.assert_array_equal(a, before, err_msg="forward/backward changed its input")
     assert_layer_gradients(layer, x, rng)
 
 
@@ -79,10 +87,11 @@ def test_layer_keeps_float32(name, data):
     layer.build(case.input_shape, rng)
     for k in layer.params:
         layer.params[k] = layer.params[k].astype(np.float32)
-    x = case.draw_input(rng).astype(np.float32)
-    y = layer.forward(x)
-    assert y.dtype == np.float32
-    assert layer.backward(np.ones_like(y)).dtype == np.float32
+    xs = [a.astype(np.float32) for a in as_list(case.draw_input(rng))]
+    ys = as_list(layer.forward(*xs))
+    assert all(y.dtype == np.float32 for y in ys)
+    grads = as_list(layer.backward(*[np.ones_like(y) for y in ys]))
+    assert all(g.dtype == np.float32 for g in grads)
 
 
 @pytest.mark.parametrize("name", BUILTIN_LOSSES)
