@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.check import run_check, settings_for
+from gradcheck.check import run_check
+from gradcheck.settings import settings_for
 from gradcheck.config import load_config
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.contract import Layer

@@ -13,12 +13,14 @@ import traceback
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
 from gradcheck import docgen, registry
-from gradcheck.check import run_check, settings_for
-from gradcheck.config import CHECK_MODES, load_config
+from gradcheck import tolerance
+from gradcheck.check import run_check
+from gradcheck.config import load_config
 from gradcheck.console import make_console
 from gradcheck.errors import GradcheckError
 from gradcheck.build import build_network
@@ -30,6 +32,8 @@ from gradcheck.starter import example_names, write_starter
 from gradcheck.replay import replay as run_replay
 from gradcheck.replay import write_replay
 from gradcheck.report import EXIT_MISMATCH, EXIT_PASS, EXIT_USAGE
+from gradcheck.settings import (DEFAULT_BUDGET_SECONDS, DEFAULT_DIRECTIONS, DEFAULT_SAMPLES,
+                                MODES, settings_for)
 
 EXPORT_WIDTH = 160  # the width of the report in a file: room for every column
 
@@ -83,7 +87,8 @@ debug_option = click.option("--debug", is_flag=True, help="Show the traceback of
 def main(plugins):
     """Check hand-written backpropagation against finite differences, layer by layer.
 
-    Exit codes: 0 gradients match, 1 a mismatch was found, 2 bad usage or config.
+    Exit codes: 0 gradients match, 1 a mismatch was found, 2 bad usage or config, 3 a check
+    stopped (--max-seconds) before everything was compared.
     Installed packages' layers (entry-point group gradcheck.layers) load automatically.
     """
     reuse_freed_memory()
@@ -93,31 +98,51 @@ def main(plugins):
         load_plugin(ref, Path.cwd())
 
 
+def settings_options(command):
+    """The options that become ``CheckSettings`` (validated there, which owns the defaults):
+    each arrives as a keyword of the same name, None when not given."""
+    f64 = tolerance.DEFAULTS[np.dtype(np.float64)]
+    for option in reversed((
+        click.option("--mode", type=click.Choice(MODES),
+                     help="Which elements to compare one by one, each against its own layer: "
+                     "every element of every parameter and layer input (full), N per tensor "
+                     "(sample), none but random directions through the network (directional), "
+                     "or full when it fits --max-seconds, else sample and directional (auto) "
+                     "[config or auto]."),
+        click.option("--max-seconds", type=float,
+                     help="Time budget in seconds: auto mode falls back from full when a full "
+                     f"check would exceed it [{DEFAULT_BUDGET_SECONDS:g}]; when given, any check "
+                     "stops at it, reports what it compared and exits 3 (INCOMPLETE)."),
+        click.option("--directions", type=int,
+                     help=f"Random directions per tensor [{DEFAULT_DIRECTIONS}]."),
+        click.option("--eps", type=float, help="Relative finite-difference step: h = eps * "
+                     f"max(|x_i|, tensor RMS) [float64: {f64.eps:g}]."),
+        click.option("--rtol", type=float, help=f"Relative tolerance [float64: {f64.rtol:g}]."),
+        click.option("--atol", type=float,
+                     help=f"Absolute tolerance floor [float64: {f64.atol:g}]."),
+        click.option("--samples", type=int,
+                     help=f"Elements per tensor in sample mode [{DEFAULT_SAMPLES}]."),
+        click.option("--nondet-tol", "nondet_tol", type=float,
+                     help="How far two forwards on the same input may differ (a "
+                     "nondeterministic kernel) [0: bit for bit]."))):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--mode", type=click.Choice(CHECK_MODES),
-              help="Which elements to check: every parameter and network-input element, later "
-              "layers' inputs sampled (full), N per tensor (sample), random "
-              "directions (directional), or full when it fits --max-seconds, else sample and "
-              "directional (auto) [config or auto].")
-@click.option("--max-seconds", type=float,
-              help="Time budget in seconds: auto mode falls back from full when a full check "
-                   "would exceed it [60], and when given, any check stops cleanly at it and "
-                   "reports what it covered.")
-@click.option("--directions", type=click.IntRange(min=1),
-              help="Random directions per tensor in directional mode [4].")
-@click.option("--eps", type=float, help="Finite-difference step [float64: 1e-6].")
-@click.option("--rtol", type=float, help="Relative tolerance [float64: 1e-5].")
-@click.option("--atol", type=float, help="Absolute tolerance floor [float64: 1e-8].")
-@click.option("--samples", type=click.IntRange(min=1), help="Elements per tensor in sample mode [32].")
+@settings_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
               show_default=True, help="Report format (junit: JUnit XML for CI test reporters; "
               "markdown: a table for a CI job summary or a PR comment).")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when gradients disagree (config and usage errors still exit 2).")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Exit 0 instead of 3 when --max-seconds stops the check before everything "
+              "was compared and nothing disagreed (a budgeted smoke check).")
 @output_options
 @click.option("--replay", "replay_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the worst failing element (seed, layer, target, index, step, losses, "
+              help="Write the worst failing element (seed, layer, target, index, step, "
               "analytic, numeric) to FILE; re-run it with 'gradcheck replay FILE'.")
 @click.option("--float64", "float64", is_flag=True,
               help="Run a float32 network in float64, to check the formulas tightly.")
@@ -125,30 +150,28 @@ def main(plugins):
 @plugin_option
 @debug_option
 @_user_errors
-def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, debug,
-          exit_zero=False, quiet=0, verbose=0, svg=None, html=None, replay_file=None,
-          float64=False, max_seconds=None, directions=None):
-    """Check every gradient of the network described in CONFIG (a YAML file)."""
+def check(config, fmt, output, color, plugins, debug, exit_zero=False, allow_incomplete=False,
+          quiet=0, verbose=0, svg=None, html=None, replay_file=None, float64=False, **options):
+    """Check every gradient of the network described in CONFIG (a YAML file).
+
+    Exit codes: 0 every gradient matches, 1 a gradient is wrong (or nothing could be seen),
+    2 bad usage or config, 3 incomplete (stopped by --max-seconds before the end).
+    """
     started = time.perf_counter()
     _load_plugins(plugins, verbose)
     with _junit_crash_document(fmt, output, config, "report"):
         spec = load_config(config)
         if float64:
             spec = dataclasses.replace(spec, dtype="float64")
-        for name, value in (("eps", eps), ("rtol", rtol)):
-            if value is not None and not value > 0:
-                raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
-        if atol is not None and atol < 0:
-            raise click.BadParameter(f"must be >= 0, got {atol}", param_hint="--atol")
-        if max_seconds is not None and not max_seconds > 0:
-            raise click.BadParameter(f"must be > 0, got {max_seconds}", param_hint="--max-seconds")
+        settings = settings_for(spec, **options)
         network, batch = build_network(spec)
         _say(verbose, f"built {spec.name!r}: {len(network.layers)} layers "
                       f"({time.perf_counter() - started:.2f}s)")
         with network:  # stops external layers' child processes, also on error
-            settings = settings_for(spec, mode, eps, rtol, atol, samples, max_seconds, directions)
             with ProgressBar() as progress:
                 report = run_check(network, batch, settings, progress=progress)
+    for event in report.events:
+        _say(verbose, event)
     _say(verbose, f"checked {report.counts()['checked']} elements "
                   f"({time.perf_counter() - started:.2f}s in all)")
     _emit(report, "report", fmt, output, color, quiet)
@@ -157,7 +180,7 @@ def check(config, mode, eps, rtol, atol, samples, fmt, output, color, plugins, d
         written = write_replay(report, config, replay_file)
         click.echo(f"gradcheck: wrote {replay_file}; re-run it with: gradcheck replay {replay_file}"
                    if written else "gradcheck: nothing fails, no replay file written", err=True)
-    sys.exit(EXIT_PASS if exit_zero else report.exit_code)
+    sys.exit(EXIT_PASS if exit_zero else report.exit_code_for(allow_incomplete))
 
 
 @main.command()
@@ -284,13 +307,15 @@ def replay(file, plugins, debug):
     _load_plugins(plugins)
     result = run_replay(file)
     r = result.record
+    what = "change" if r["compared"] == "layer" else "loss"
     lines = [f"replay {r['network']}: layer {r['layer']!r} target {r['target']!r} index "
-             f"{r.get('index')} step {r['eps']:g} seed {r['seed']} dtype {r['dtype']}",
+             f"{r.get('index')} step {r['h']:g} seed {r['seed']} dtype {r['dtype']} (compared "
+             f"against its {'own layer' if r['compared'] == 'layer' else 'network'})",
              f"  analytic  {result.analytic: .10e}   (recorded {r['analytic']: .10e})",
              f"  numeric   {result.numeric: .10e}   (recorded {r['numeric']: .10e})",
-             f"  loss +h   {result.loss_plus: .16e}", f"  loss -h   {result.loss_minus: .16e}",
+             f"  {what} +h   {result.loss_plus: .16e}", f"  {what} -h   {result.loss_minus: .16e}",
              f"  relative error {result.rel_error:.3e} (rtol {r['rtol']:g})"
-             + ("" if result.reproduced else "  [losses differ from the recording: the network "
+             + ("" if result.reproduced else f"  [{what}s differ from the recording: the network "
                 "or its data changed]"),
              "PASS  the element now matches" if result.passed else "FAIL  the element still disagrees"]
     click.echo("\n".join(lines))

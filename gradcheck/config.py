@@ -11,12 +11,12 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from gradcheck import settings as check_settings
 from gradcheck.errors import ConfigError
 from gradcheck.yamlsource import Source, _child, read_yaml_file
 
 TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "target", "check", "train")
-DTYPES = ("float64", "float32")
-CHECK_MODES = ("auto", "full", "sample", "directional")
+DTYPES = check_settings.DTYPES
 OPTIMIZERS = ("sgd", "adam")
 DATA_KINDS = ("normal", "uniform")
 
@@ -58,12 +58,14 @@ class LayerSpec:
 class CheckSpec:
     """The ``check:`` block; ``None`` means "use the tolerance policy's default for the dtype"."""
 
-    mode: str = "auto"
+    mode: str | None = None
     eps: float | None = None
     rtol: float | None = None
     atol: float | None = None
     samples: int | None = None
+    directions: int | None = None
     max_seconds: float | None = None
+    nondet_tol: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,17 +311,14 @@ def _layers(r: _Reader, value) -> tuple[LayerSpec, ...]:
 
 
 def _check(r: _Reader, value) -> CheckSpec:
-    block = r.mapping(value, "check", ("mode", "eps", "rtol", "atol", "samples", "max_seconds"),
-                      "the 'check' block")
-    return CheckSpec(
-        mode=r.choice(block.get("mode", "auto"), "check.mode", CHECK_MODES),
-        eps=r.number(block["eps"], "check.eps", positive=True) if "eps" in block else None,
-        rtol=r.number(block["rtol"], "check.rtol", positive=True) if "rtol" in block else None,
-        atol=r.number(block["atol"], "check.atol", nonnegative=True) if "atol" in block else None,
-        samples=r.integer(block["samples"], "check.samples", minimum=1) if "samples" in block else None,
-        max_seconds=(r.number(block["max_seconds"], "check.max_seconds", positive=True)
-                     if "max_seconds" in block else None),
-    )
+    block = r.mapping(value, "check", check_settings.CHECK_KEYS, "the 'check' block")
+    values = {}
+    for key, raw in block.items():
+        try:
+            values[key] = check_settings.validate(key, raw)
+        except ConfigError as exc:
+            r.fail(_child("check", key), exc.message, exc.hint)
+    return CheckSpec(**values)
 
 
 def _train(r: _Reader, value) -> TrainSpec:

@@ -7,70 +7,84 @@ from typing import ClassVar
 
 import numpy as np
 
+from gradcheck.usercode import seed_rng
+
 
 class Layer:
     """A differentiable map with parameters, written forward/backward by hand.
 
-    Subclasses implement ``build``, ``forward`` and ``backward``:
+    **What a layer needs** (three methods; everything else has a safe default):
 
-    - ``__init__(**options)``: YAML keys other than ``type``/``name`` arrive as keyword arguments.
-      Validate them here and raise ``gradcheck.LayerError`` with a clear message.
+    - ``__init__(**options)``: YAML keys other than ``type``/``name`` arrive as keyword
+      arguments. Call ``super().__init__()``, validate the options and raise
+      ``gradcheck.LayerError`` with a clear message.
     - ``build(input_shape, rng) -> output_shape``: shapes are per sample (no batch axis). Create
-      ``self.params[name]`` arrays from ``rng`` (a ``np.random.Generator``); raise ``LayerError`` for
-      an input shape the layer cannot take.
-    - ``forward(x) -> y``: ``x`` has shape ``(batch, *input_shape)``. Deterministic: any randomness
-      must be fixed at build time. ``self.training`` says whether the layer is in training mode.
-    - ``backward(grad_out) -> grad_in``: ``grad_out`` is dL/dy for the most recent ``forward``; return
-      dL/dx and store dL/dparam in ``self.grads[name]`` (same shape as ``self.params[name]``).
+      ``self.params[name]`` arrays from ``rng`` (a ``np.random.Generator``); raise ``LayerError``
+      for an input shape the layer cannot take.
+    - ``forward(x) -> y``: ``x`` has shape ``(batch, *input_shape)``. Deterministic: two calls on
+      the same input must agree bit for bit (the check verifies it first). ``self.training``
+      says whether the layer is in training mode.
+    - ``backward(grad_out) -> grad_in``: ``grad_out`` is dL/dy for the most recent ``forward``;
+      return dL/dx and store dL/dparam in ``self.grads[name]`` (same shape as the parameter).
+      Calling it twice with the same ``grad_out`` must give the same results (the check
+      verifies that too), and it must not write into ``grad_out``.
 
-    Optional refinements (defaults are safe):
+    **State and randomness.**
 
-    - ``mixes_batch``: set to True when one sample's output depends on other samples (batch
-      normalisation in training mode); the engine then never evaluates samples independently.
-      Otherwise the engine may call ``forward`` on k copies of the batch stacked into k*B rows, or
-      on single rows placed so that row p of the stack stands for row p mod B of the batch: a
-      layer that depends on the batch position (dropout's mask) must treat row p as row p mod B.
-    - ``forward_groups(x, group_size)``: for a layer that mixes the batch, forward applied to each
-      consecutive block of ``group_size`` rows as a separate batch (no backward follows it). The
-      engine then evaluates many perturbed copies of the batch in one call instead of one call
-      per copy; without it, it loops.
-    - ``forward_replaced_rows(x, rows, new_rows)``: for a layer that mixes the batch,
-      ``forward(x)`` with row ``rows[k]`` replaced by ``new_rows[k]``, for each k: shape
-      (k, batch, *output). A perturbation upstream of such a layer changes one sample's row, so a
-      layer that can update its output from the clean batch (batchnorm: statistics plus one row's
-      change) saves building and normalising every copy. Confirmed against ``forward`` once per
-      target; no backward follows it.
-    - ``perturbed_outputs(x, name, flat_indices, values)``: ``forward(x)`` with
-      ``params[name].flat[flat_indices[k]] = values[k]``, for each k: shape (k, batch, *output).
-      A layer affine in a parameter can return the clean output plus a rank-one change instead of
-      running a forward per perturbed element. The engine confirms it against ``forward`` once per
-      target.
-    - ``perturbed_input_rows(x, flat_indices, values)``: for a layer that does not mix the batch,
-      row ``flat_indices[k] // (x.size // batch)`` of ``forward(x)`` with
-      ``x.flat[flat_indices[k]] = values[k]``, for each k: shape (k, *output). A layer affine in
-      its input can return the clean output row plus the change times one column of its weights
-      instead of running a forward per perturbed element (only that sample's row changes, so only
-      it is returned). Confirmed against ``forward`` the same way.
-    - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign mask,
-      max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When the state
-      differs between x+h and x-h the finite difference straddles a kink and is not a failure.
+    - ``self.buffers``: non-trainable state (running statistics). Never perturbed, never
+      reported as a parameter.
+    - ``uses_rng = True`` (class attribute): the layer is random on purpose (dropout). It gets
+      ``self.rng``, a ``np.random.Generator`` from the config's seed that the engine rewinds to
+      the same state before every call it makes, so every forward draws the same numbers: draw
+      all randomness from it, never from ``np.random`` directly.
+    - ``branch_state()``: the discrete branch state of the most recent ``forward`` (ReLU sign
+      mask, max-pool argmax, ...) as an array whose first axis is the batch axis, or None. When
+      the state differs between x+h and x-h the finite difference straddles a kink and is not a
+      failure.
+    - ``mixes_batch = True`` (class attribute): one sample's output depends on other samples
+      (batch normalisation in training mode).
     - ``close()``: release what the layer holds outside Python (a child process, a file). Called
       once when the check is over, also after an error; must be safe to call more than once.
 
-    Context the network provides (set after ``__init__``, before ``build``):
+    **Context the network provides** (set after ``__init__``, before ``build``):
 
     - ``self.base_dir``: the folder of the YAML file (``None`` when built without one), so that a
-      layer can resolve relative paths among its options the way ``plugins:`` and ``input.file`` are.
+      layer can resolve relative paths among its options the way ``plugins:`` and ``input.file``
+      are.
     - ``self.input_names``: the names of the tensors the layer reads, in order (``None`` when
       built without a network), so that an error can say which input is wrong.
+
+    **Optional speed-ups.** A check perturbs every element and needs the layer's output for
+    each copy; by default it calls ``forward`` once per copy (and, for a layer that does not mix
+    samples, on many perturbed rows stacked into one batch — an optimisation the layer need not
+    know about: if the stacked result differs from ``forward`` on the real batch, or raises, the
+    engine stops stacking that layer). A layer may offer faster ways to compute the copies. None
+    is ever trusted on its own: the engine's verifier compares each one with ``forward`` on the
+    real batch at a spread sample of the elements it serves, at +h and -h, and on any
+    disagreement stops using it for the rest of the check and says so in the report. A speed-up
+    inherited from a class above the one that defines ``forward`` is never used.
+
+    - ``perturbed_outputs(x, name, flat_indices, values)``: ``forward(x)`` with
+      ``params[name].flat[flat_indices[k]] = values[k]``, for each k: shape (k, batch, *output).
+      A layer affine in a parameter returns the clean output plus a rank-one change.
+    - ``perturbed_input_rows(x, flat_indices, values)``: for a layer that does not mix the batch,
+      row ``flat_indices[k] // (x.size // batch)`` of ``forward(x)`` with
+      ``x.flat[flat_indices[k]] = values[k]``, for each k: shape (k, *output).
+    - ``forward_replaced_rows(x, rows, new_rows)``: for a layer that mixes the batch,
+      ``forward(x)`` with row ``rows[k]`` replaced by ``new_rows[k]``, for each k: shape
+      (k, batch, *output).
+    - ``forward_groups(x, group_size)``: for a layer that mixes the batch, ``forward`` applied
+      to each consecutive block of ``group_size`` rows as a separate batch.
+
+    No backward follows any of them.
     """
 
     mixes_batch: ClassVar[bool] = False
+    uses_rng: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        # Non-trainable state (running statistics): never perturbed, never reported as a parameter.
         self.buffers: dict[str, np.ndarray] = {}
         self.training: bool = True
         # Set by the network when it is built from a config; plugins need not touch them.
@@ -79,6 +93,9 @@ class Layer:
         self.yaml_where: str | None = None
         self.base_dir: Path | None = None
         self.input_names: list[str] | None = None
+        if self.uses_rng:
+            # Reseeded from the config's seed when a network is built; rewound before each call.
+            seed_rng(self, np.random.SeedSequence(0))
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
         """Create parameters for ``input_shape`` (per sample) and return the per-sample output shape."""
@@ -107,7 +124,8 @@ class Loss:
       by default) or ``"labels"`` (classification: one integer label in [0, C) per sample).
     - ``build(input_shape)``: validate the per-sample output shape it is given (raise ``LayerError``).
     - ``forward(pred, target) -> float`` and ``backward() -> dL/dpred`` for the most recent forward.
-    - ``forward_many(preds, target) -> (n,)`` (optional): the loss of n stacked batches at once.
+    - ``forward_many(preds, target) -> (n,)`` (optional speed-up, verified like a layer's): the
+      loss of n stacked batches at once.
     """
 
     target_kind: ClassVar[str] = "values"
@@ -138,9 +156,10 @@ class Loss:
         """The loss of each of n whole batches ``preds`` (n, batch, *shape) against the same
         ``target``, as an (n,) array.
 
-        The engine evaluates thousands of perturbed copies at once through this. The default is
-        one ``forward`` per copy; a loss may override it with a vectorised version, which must
-        return what those forwards return (to rounding). ``backward`` is never called after it.
+        The engine evaluates many perturbed copies at once through this. The default is one
+        ``forward`` per copy; a loss may override it with a vectorised version, which must return
+        what those forwards return (to rounding): the engine's verifier compares them and stops
+        using an override that disagrees. ``backward`` is never called after it.
         """
         return np.array([float(self.forward(pred, target)) for pred in preds], dtype=np.float64)
 

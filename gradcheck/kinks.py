@@ -3,10 +3,9 @@
 Both read the loss along one element's perturbation at five points, t = -h, -h/2, 0, +h/2, +h,
 and fit a quadratic (least squares, 3 coefficients, 2 degrees of freedom):
 
-- A smooth loss fits it to within round-off plus a cubic term (|L'''| h^3, ~1e-18 at h = 1e-6).
-  What is left over is therefore the loss's own round-off: ``measure_round_off`` takes it from a
-  few elements, so a layer computing in float32 (or casting inside a float64 network) gets
-  tolerances from the noise it really has, not from the dtype's textbook ulp.
+- A smooth loss fits it to within round-off plus a cubic term. What a cubic cannot fit is the
+  loss's own round-off (``noise``), so a layer computing in float32 (or casting inside a float64
+  network) gets judged by the noise it really has, not by the dtype's textbook ulp.
 - A kink (ReLU at 0, an exact max-pool tie, abs, clip) makes the loss piecewise: it bends at
   one point and no quadratic fits it. The misfit scales like the slope jump times the distance
   from the kink to the end of the stencil, and so does the error the kink causes in the central
@@ -26,8 +25,6 @@ STENCIL = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
 # Least-squares projector onto quadratics over the 5-point stencil: residual = R @ values.
 _VANDER = np.vander(STENCIL, 3)
 _RESIDUAL = np.eye(5) - _VANDER @ np.linalg.pinv(_VANDER)
-# rms residual of pure noise with variance s^2 is s * sqrt(dof / points): undo that.
-_NOISE_FROM_RMS = np.sqrt(5.0 / 2.0)
 # A kink explains a central-difference error e (|analytic - numeric|, if the analytic is right)
 # with a misfit of about 0.05..0.3 x e x h depending on where the kink sits; 0.01 leaves margin.
 KINK_MISFIT_FRACTION = 0.01
@@ -72,12 +69,6 @@ def hinge_misfit(values: np.ndarray) -> np.ndarray:
     return best
 
 
-def one_bend(values: np.ndarray) -> np.ndarray:
-    """Rows a line with one break fits far better than a quadratic: a kink, not noise."""
-    bend = misfit(values)
-    return (bend > 0) & (hinge_misfit(values) <= HINGE_IMPROVEMENT * bend)
-
-
 def stencil_kinked(values: np.ndarray, step: np.ndarray, error: np.ndarray,
                    noise_per_point: float) -> np.ndarray:
     """Which elements' losses bend at one point, enough to explain their finite-difference error.
@@ -94,9 +85,14 @@ def stencil_kinked(values: np.ndarray, step: np.ndarray, error: np.ndarray,
     return explains & above_noise & one_bend
 
 
-def measure_round_off(values: np.ndarray) -> float:
-    """Round-off of one loss value (standard deviation, loss units), from stencils of elements
-    where the loss is smooth: the median misfit, so one element at a kink cannot inflate it."""
-    if len(values) == 0:
-        return 0.0
-    return float(np.median(misfit(values)) * _NOISE_FROM_RMS)
+# Least-squares projector onto cubics over the stencil (1 degree of freedom left): a cubic
+# absorbs the truncation a coarse step leaves, so what remains is round-off alone.
+_CUBIC = np.vander(STENCIL, 4)
+_CUBIC_RESIDUAL = np.eye(5) - _CUBIC @ np.linalg.pinv(_CUBIC)
+
+
+def noise(values: np.ndarray) -> np.ndarray:
+    """Per row of ``values`` (n, 5): the round-off of one value, estimated from what a cubic
+    cannot fit (rms residual times sqrt(5/1) for one degree of freedom)."""
+    residual = values @ _CUBIC_RESIDUAL.T
+    return np.sqrt(np.mean(residual ** 2, axis=1) * 5.0)

@@ -21,7 +21,7 @@ from gradcheck.contract import Layer, Loss
 from gradcheck.errors import ConfigError, GradcheckError, LayerError
 from gradcheck.layers.losses import Projection
 from gradcheck.resources import ResourceError
-from gradcheck.usercode import close_unit, invoke, type_name
+from gradcheck.usercode import close_unit, invoke, seed_rng, type_name
 
 
 @dataclasses.dataclass
@@ -90,9 +90,10 @@ class Network:
         for unit in self.units:
             unit.training = training
 
-    def forward(self, x: np.ndarray, start: int = 0) -> np.ndarray:
-        """Run layers ``start..end`` on ``x`` (the input of layer ``start``)."""
-        for layer in self.layers[start:]:
+    def forward(self, x: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Run layers ``start`` up to ``stop`` (exclusive; default: all) on ``x``, the input of
+        layer ``start``."""
+        for layer in self.layers[start:stop]:
             x = invoke(layer, "forward", layer.forward, x)
         return x
 
@@ -206,6 +207,7 @@ def assemble(spec: NetworkSpec, input_shape: tuple[int, ...],
             layer = _instantiate(spec, layer_spec, registry.layer_class)
             opened.append(layer)
             rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, i)))
+            seed_rng(layer, np.random.SeedSequence(spec.seed, spawn_key=(8, i)))
             out_shape = _build_layer(spec, layer_spec, layer, shapes[-1], rng, dtype)
             if on_built is not None:
                 on_built(layer, out_shape, f"layer {layer_spec.name!r}, "

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck import judge
-from gradcheck.analytic import INPUT, Target
-from gradcheck.engine import Perturbed
+from gradcheck.compare import element_steps
+from gradcheck.engine.base import Perturbed
+from gradcheck.engine.local import INPUT
+from gradcheck.judge import judge
+from gradcheck.outcome import target_report
 
 
 def is_weight(array: np.ndarray) -> bool:
@@ -28,12 +30,12 @@ def is_weight(array: np.ndarray) -> bool:
     return array.ndim >= 2
 
 
-def decay_term(network, target: Target, settings) -> np.ndarray | None:
-    """lambda * W for a decayed weight tensor, else None."""
+def decay_term(network, unit: int, name: str, settings) -> np.ndarray | None:
+    """lambda * W for a decayed weight tensor (parameter ``name`` of unit ``unit``), else None."""
     decay = getattr(settings, "weight_decay", 0.0)
-    if not decay or target.name == INPUT or target.unit >= len(network.layers):
+    if not decay or name == INPUT or unit >= len(network.layers):
         return None
-    param = network.units[target.unit].params[target.name]
+    param = network.units[unit].params[name]
     return decay * np.asarray(param, dtype=np.float64) if is_weight(param) else None
 
 
@@ -55,24 +57,26 @@ def _l2_check(param: np.ndarray, decay: float, name: str, settings):
     dtype = param.dtype
     decay_cast = dtype.type(decay)
 
-    def evaluate(indices: np.ndarray, eps: float) -> Perturbed:
+    def evaluate(indices: np.ndarray, steps) -> Perturbed:
         # The sum over other elements cancels exactly between +h and -h, so each element's own
         # term is the whole difference; it is computed in the parameter's dtype.
         value = flat[indices]
-        hi = (value + dtype.type(eps)).astype(dtype)
-        lo = (value - dtype.type(eps)).astype(dtype)
+        hi = (value.astype(np.float64) + steps).astype(dtype)
+        lo = (value.astype(np.float64) - steps).astype(dtype)
         half = dtype.type(0.5)
         plus = (half * decay_cast * hi * hi).astype(np.float64)
         minus = (half * decay_cast * lo * lo).astype(np.float64)
         step = hi.astype(np.float64) - lo.astype(np.float64)
-        return Perturbed(plus, minus, step, np.zeros(len(indices), dtype=bool))
+        return Perturbed(plus, minus, step, np.zeros(len(indices), dtype=bool),
+                         np.maximum(np.abs(plus), np.abs(minus)))
 
     indices = np.arange(flat.size)
     analytic = decay * flat.astype(np.float64)
-    first = evaluate(indices, settings.tol.eps)
-    verdicts = judge.judge(evaluate, analytic, indices, first, settings.tol, dtype)
-    report = judge.target_report(name, tuple(param.shape), verdicts, analytic.reshape(param.shape),
-                                 is_input=False)
+    steps, cap = element_steps(param, indices, settings.tol.eps, False)
+    first = evaluate(indices, steps)
+    verdicts = judge(evaluate, analytic, indices, first, steps, cap, settings.tol, dtype)
+    report = target_report(name, tuple(param.shape), verdicts, analytic.reshape(param.shape),
+                           is_input=False, compared="layer")
     report.term = "l2"
     return report
 

@@ -2,7 +2,8 @@
 
 ``gradcheck check NET.yaml --replay FILE`` writes a small JSON document with everything needed
 to reproduce the worst failing element of the first root cause: the config, seed and dtype, the
-layer, target and index, the step, the losses at +h and -h, the analytic and numeric values.
+layer, target and index, the step, the objective's changes at +h and -h, the analytic and
+numeric values, and whether it was compared against its own layer or through the network.
 ``gradcheck replay FILE`` rebuilds the network from the config (same seed: same weights and
 data), perturbs that one element and compares again, so a fix can be tried in seconds.
 """
@@ -16,16 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from gradcheck import tolerance
-from gradcheck.config import load_config
-from gradcheck.analytic import Target, analytic_pass
-from gradcheck.engine import Probe
-from gradcheck.errors import ConfigError
 from gradcheck.build import build_network
+from gradcheck.config import load_config
+from gradcheck.engine.local import INPUT, LocalProbe
+from gradcheck.engine.tail import TailProbe
+from gradcheck.engine.verify import Verifier
+from gradcheck.errors import ConfigError
 from gradcheck.report import Report
 
-REPLAY_VERSION = 1
-_REQUIRED = ("config", "layer", "unit", "target", "flat_index", "eps", "rtol", "atol", "analytic",
-             "numeric", "loss_plus", "loss_minus")
+# Version 2: the step is per element (``h``), the comparison is against the unit's own objective
+# or the network's loss (``compared``), and the dtype is applied on replay.
+REPLAY_VERSION = 2
+_REQUIRED = ("replay_version", "config", "seed", "dtype", "layer", "unit", "target",
+             "flat_index", "h", "rtol", "atol", "analytic", "numeric", "loss_plus", "loss_minus",
+             "compared")
 
 
 def replay_record(report: Report, config: str | Path) -> dict | None:
@@ -82,48 +87,60 @@ class ReplayResult:
 
 def load_record(path: str | Path) -> dict:
     """Read and validate a replay file."""
+    hint = "write one with 'gradcheck check NET.yaml --replay FILE'"
     try:
         record = json.loads(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read the replay file {str(path)!r}: {exc.strerror}.") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{str(path)!r} is not a replay file: {exc}.",
-                          hint="write one with 'gradcheck check NET.yaml --replay FILE'") from None
+        raise ConfigError(f"{str(path)!r} is not a replay file: {exc}.", hint=hint) from None
+    if isinstance(record, dict) and record.get("replay_version") != REPLAY_VERSION:
+        raise ConfigError(f"{str(path)!r} is a replay file of version "
+                          f"{record.get('replay_version')!r}; this gradcheck reads version "
+                          f"{REPLAY_VERSION}.", hint="write it again: " + hint)
     missing = [key for key in _REQUIRED if not isinstance(record, dict) or key not in record]
     if missing:
         raise ConfigError(f"{str(path)!r} is not a replay file: missing {', '.join(missing)}.",
-                          hint="write one with 'gradcheck check NET.yaml --replay FILE'")
+                          hint=hint)
     return record
 
 
 def replay(path: str | Path) -> ReplayResult:
-    """Rebuild the recorded network and re-check the recorded element."""
+    """Rebuild the recorded network (same seed and dtype: same weights and data) and compare the
+    recorded element again, at the recorded step, the way it was compared."""
     record = load_record(path)
-    spec = load_config(record["config"])
+    spec = dataclasses.replace(load_config(record["config"]), seed=int(record["seed"]),
+                               dtype=str(record["dtype"]))
     network, batch = build_network(spec)
     with network:
         units = network.units
-        unit = record["unit"]
-        if not 0 <= unit < len(units) or units[unit].name != record["layer"]:
-            raise ConfigError(f"the network in {record['config']!r} has no layer {record['layer']!r} "
-                              f"at position {unit}: it changed since the replay file was written.")
+        k = record["unit"]
+        if not 0 <= k < len(units) or units[k].name != record["layer"]:
+            raise ConfigError(f"the network in {record['config']!r} has no layer "
+                              f"{record['layer']!r} at position {k}: it changed since the replay "
+                              "file was written.")
         network.set_training(True)
-        cached = analytic_pass(network, batch)
-        target = Target(unit, record["target"])
-        if target not in cached.grads:
-            raise ConfigError(f"layer {record['layer']!r} has no target {record['target']!r} any more.")
-        grad = cached.grads[target].reshape(-1)
+        clean = network.run(batch)
+        name = record["target"]
+        if name != INPUT and name not in units[k].params:
+            raise ConfigError(f"layer {record['layer']!r} has no target {name!r} any more.")
+        grad = (clean.grad_in[k] if name == INPUT else clean.grads[(k, name)]).reshape(-1)
         flat = int(record["flat_index"])
         if not 0 <= flat < grad.size:
-            raise ConfigError(f"index {record.get('index')} is outside {record['target']!r} now.")
-        probe = Probe(network, batch, cached, target)
-        found = probe.evaluate(np.array([flat]), float(record["eps"]))
-        numeric = float(found.numeric[0])
-        analytic = float(grad[flat])
-        tol = tolerance.Tolerance(record["eps"], record["rtol"], record["atol"])
-        noise = tolerance.round_off(network.dtype, max(abs(found.plus[0]), abs(found.minus[0])),
-                                    found.step[0])
+            raise ConfigError(f"index {record.get('index')} is outside {name!r} now.")
+        if record["compared"] == "layer":
+            upstream = batch.target if k == len(network.layers) else \
+                clean.grad_in[k + 1].astype(network.dtype)
+            probe = LocalProbe(units[k], clean.inputs[k], upstream, name, network.dtype,
+                               Verifier(network.dtype, record["rtol"], spec.seed),
+                               f"{units[k].name}.{name}")
+        else:
+            probe = TailProbe.for_target(network, clean.inputs, batch.target, k, name)
+        found = probe.evaluate(np.array([flat]), np.array([float(record["h"])]))
+        numeric, analytic = float(found.numeric[0]), float(grad[flat])
+        tol = tolerance.Tolerance(float(record["h"]), record["rtol"], record["atol"])
+        noise = tolerance.round_off(network.dtype, found.scale, found.step)
         rel = float(tolerance.relative_error(np.array([analytic]), np.array([numeric]), tol,
                                              noise)[0])
-        return ReplayResult(record, analytic, numeric, float(found.plus[0]), float(found.minus[0]),
-                            rel)
+        return ReplayResult(record, analytic, numeric, float(found.plus[0]),
+                            float(found.minus[0]), rel)

@@ -7,9 +7,10 @@ import dataclasses
 
 import numpy as np
 
-# Worst first: a layer or report takes the worst status of what it contains.
-STATUS_ORDER = ("fail", "inconclusive", "kink", "pass", "skipped")
-EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+# Worst first: a layer or report takes the worst status of what it contains. "zero": every
+# compared gradient of the target is exactly 0 on both sides, so the check cannot see a bug there.
+STATUS_ORDER = ("fail", "inconclusive", "zero", "kink", "pass", "skipped")
+EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def worst_status(statuses) -> str:
@@ -52,6 +53,17 @@ class TargetReport:
     coverage: dict | None = None
     # Everything needed to re-run the worst element (gradcheck.replay); not rendered.
     replay: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The rtol the elements were judged at (the configured one unless precision widened it).
+    rtol: float | None = None
+    # What the numeric side differentiated: "layer" (the unit's own objective, the upstream
+    # gradient fixed) or "network" (the loss through everything after the target).
+    compared: str = "layer"
+    # Elements that fail against the unit's own objective (not through the network): what makes
+    # its unit a root cause. Not rendered.
+    own_failed: int = dataclasses.field(default=0, repr=False, compare=False)
+    # Measured round-off says the unit computes in float32 inside a float64 network (a note says
+    # so); checks through it can be no tighter. Not rendered.
+    float32_inside: bool = dataclasses.field(default=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -68,11 +80,15 @@ class LayerReport:
     # The layer checked alone (gradcheck.isolate): its status, None when not needed, and details.
     isolated: str | None = None
     isolated_checks: list[TargetReport] = dataclasses.field(default_factory=list)
+    # Broken contract seen before any comparison (gradcheck.probes): dicts with id, message, fix.
+    problems: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def status(self) -> str:
-        # Failing alone is a failure even where the end-to-end samples happened to pass.
-        alone = [self.isolated] if self.isolated == "fail" else []
+        # Failing alone is a failure even where the end-to-end samples happened to pass; so is
+        # a broken contract (a forward that is not deterministic, a backward that is not
+        # idempotent).
+        alone = ["fail"] if self.isolated == "fail" or self.problems else []
         return worst_status([*(c.status for c in self.checks), *alone])
 
 
@@ -84,6 +100,20 @@ class Report:
     settings: dict
     layers: list[LayerReport]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Said about the check itself (a speed-up that disagreed with forward and was dropped).
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # False when a deadline or a resource guard stopped the check before everything selected
+    # was compared: the verdict is then INCOMPLETE, never PASS.
+    complete: bool = True
+    # The network's gradient is wrong end to end, yet every layer passes alone: an interaction
+    # between layers (``span``: the smallest run of units that fails together) or a numerical
+    # problem of the whole chain.
+    unlocalised: bool = False
+    span: list[str] | None = None
+    # The end-to-end safety net: random directions moving every parameter and the input at once.
+    end_to_end: dict | None = None
+    # What -v prints on stderr (a layer that could not be run on stacked copies); not rendered.
+    events: list[str] = dataclasses.field(default_factory=list, repr=False, compare=False)
 
     @property
     def root_causes(self) -> list[str]:
@@ -95,13 +125,38 @@ class Report:
         return worst_status(layer.status for layer in self.layers)
 
     @property
+    def vacuous(self) -> bool:
+        """Every compared gradient is exactly 0 on both sides: nothing a bug could show in."""
+        compared = [c.status for layer in self.layers for c in layer.checks
+                    if c.status not in ("skipped",)]
+        return bool(compared) and all(s == "zero" for s in compared)
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` (a gradient is wrong, a contract is broken, or nothing could be seen),
+        ``incomplete`` (stopped before everything selected was compared) or ``pass``."""
+        if self.status == "fail" or self.unlocalised or self.vacuous:
+            return "fail"
+        return "pass" if self.complete else "incomplete"
+
+    @property
     def passed(self) -> bool:
-        """No element failed (kinks and inconclusive elements do not fail a check)."""
-        return self.status != "fail"
+        """Every selected gradient was compared and matched (kinks and inconclusive elements
+        do not fail a check)."""
+        return self.verdict == "pass"
+
+    def exit_code_for(self, allow_incomplete: bool = False) -> int:
+        """0 pass, 1 mismatch, 3 incomplete (0 with ``allow_incomplete``)."""
+        verdict = self.verdict
+        if verdict == "fail":
+            return EXIT_MISMATCH
+        if verdict == "incomplete" and not allow_incomplete:
+            return EXIT_INCOMPLETE
+        return EXIT_PASS
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PASS if self.passed else EXIT_MISMATCH
+        return self.exit_code_for()
 
     def counts(self) -> dict[str, int]:
         """Elements checked, failed, at kinks and inconclusive, over all targets."""
@@ -110,4 +165,6 @@ class Report:
                 "kinks": sum(c.kinks for c in checks),
                 "inconclusive": sum(c.inconclusive for c in checks),
                 "targets": len(checks), "failed_targets": sum(c.status == "fail" for c in checks),
-                "skipped_targets": sum(c.status == "skipped" for c in checks)}
+                "skipped_targets": sum(c.status == "skipped" for c in checks),
+                "zero_targets": sum(c.status == "zero" for c in checks),
+                "complete": self.complete}

@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.usercode import rewind
+
+
+def _forward(layer, x):
+    """``layer.forward`` on ``x`` (one array or a list of inputs), its rng rewound as the engine
+    rewinds it before every call (a layer random on purpose draws the same mask each time)."""
+    rewind(layer)
+    return layer.forward(*as_list(x))
+
 
 def as_list(arrays) -> list[np.ndarray]:
     """One array, or the list/tuple of a layer with several inputs or outputs, as a list."""
@@ -20,7 +29,7 @@ def layer_objective(layer, x, upstream) -> float:
     ``x`` is an array, or a list with one per input for a layer with several; ``upstream`` an
     array, or a list with one per output (S then sums over the outputs).
     """
-    outputs = as_list(layer.forward(*as_list(x)))
+    outputs = as_list(_forward(layer, x))
     return float(sum(np.sum(g * y) for g, y in zip(as_list(upstream), outputs, strict=True)))
 
 
@@ -55,7 +64,7 @@ def numeric_layer_grads(layer, x, upstream, eps: float = 1e-6):
 def analytic_layer_grads(layer, x, upstream):
     """Return (dS/dx, {param: dS/dparam}) from the layer's own backward (dS/dx as it returns it:
     a tuple for a layer with several inputs)."""
-    layer.forward(*as_list(x))
+    _forward(layer, x)
     grad_x = layer.backward(*as_list(upstream))
     return grad_x, {name: np.array(g, copy=True) for name, g in layer.grads.items()}
 
@@ -64,7 +73,7 @@ def assert_layer_gradients(layer, x, rng: np.random.Generator,
                            rtol: float = 1e-5, atol: float = 1e-7, eps: float = 1e-6) -> None:
     """Assert the layer's backward agrees with central differences at ``x`` (an array, or a list
     with one per input), for a random upstream gradient on every output."""
-    outputs = layer.forward(*as_list(x))
+    outputs = _forward(layer, x)
     upstream = [rng.normal(size=y.shape) for y in as_list(outputs)]
     upstream = upstream if isinstance(outputs, tuple) else upstream[0]
     analytic_x, analytic_p = analytic_layer_grads(layer, x, upstream)

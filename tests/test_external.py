@@ -323,11 +323,13 @@ def test_the_engine_stacks_perturbed_copies_into_few_external_requests(monkeypat
     monkeypatch.setattr(External, "forward", lambda self, x: (batches.append(x.shape[0]),
                                                               forward(self, x))[1])
     report = gradcheck.check_network(EXAMPLES / "dense_python.yaml")
-    assert report.passed
+    assert report.passed and not report.events
     ext = next(layer for layer in report.layers if layer.name == "ext")
-    evaluations = 2 * sum(c.checked for c in ext.checks)
-    # Parameters are shared by every row, so only input perturbations can be stacked.
-    assert max(batches) > 4 and len(batches) < evaluations, (len(batches), evaluations)
+    compared = next(c for c in ext.checks if c.target == "input").checked
+    # Parameters are shared by every row, so only input perturbations can be stacked: their
+    # +h and -h rows all travel in requests larger than the batch of 4.
+    assert max(batches) > 4
+    assert sum(b for b in batches if b > 4) >= 2 * compared - 4, (batches, compared)
 
 
 def test_every_unit_gets_the_yaml_folder_as_base_dir(tmp_path):

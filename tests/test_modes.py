@@ -1,35 +1,36 @@
-"""The batched engine agrees with the one-perturbation-at-a-time path; the check modes select what
-they promise; directional mode localises an injected bug; stacking respects its memory cap."""
+"""The engine's shortcuts agree with plain forward, one copy at a time; the check modes select
+what they promise; directional checks localise an injected bug; passes respect their memory cap."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from gradcheck import modes, stacking, tolerance
-from gradcheck.check import check_network, run_check, settings_for
-from gradcheck.config import load_config
-from gradcheck.analytic import INPUT, Target, analytic_pass, target_array, targets
-from gradcheck.engine import Probe
-from gradcheck.contract import Layer
-from gradcheck.layers.dense import Dense
+from gradcheck import modes, settings as settings_module, tolerance
 from gradcheck.build import build_network
+from gradcheck.check import check_network, run_check
+from gradcheck.compare import element_steps
+from gradcheck.config import load_config
+from gradcheck.contract import Layer
+from gradcheck.directional import Directions, scales_of
+from gradcheck.engine import base, shortcuts
+from gradcheck.engine.local import INPUT, LocalProbe
+from gradcheck.engine.tail import TailProbe
+from gradcheck.engine.verify import Verifier
+from gradcheck.layers.dense import Dense
 from gradcheck.render.markdown import render_markdown
 from gradcheck.registry import loss_class
+from gradcheck.settings import settings_for
 
 CNN = {"seed": 3, "input": {"shape": [2, 6, 6], "batch": 3}, "layers": [
     {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1}, "batchnorm", "relu",
     {"type": "dropout", "rate": 0.3}, "maxpool2d", "flatten", {"type": "dense", "units": 5},
     "tanh", {"type": "dense", "units": 4}], "loss": "cross_entropy"}
-# Without batchnorm, inputs are evaluated one row per copy (the tail never mixes samples).
+# Without batchnorm: every layer's input copies run as stacked single rows.
 CNN_ROWS = {**CNN, "layers": [layer for layer in CNN["layers"] if layer != "batchnorm"]}
-# Batchnorm after several row-wise layers: inputs run one row per copy up to it, whole batches after.
-CNN_LATE_MIX = {**CNN, "layers": [layer for layer in CNN_ROWS["layers"][:3]] + ["batchnorm"]
-                + CNN_ROWS["layers"][3:]}
 MLP = {"seed": 1, "input": {"shape": [6], "batch": 4}, "layers": [
     {"type": "dense", "units": 5}, {"type": "dropout", "rate": 0.5}, "sigmoid",
     {"type": "dense", "units": 3}], "loss": "mse"}
@@ -38,38 +39,46 @@ MLP = {"seed": 1, "input": {"shape": [6], "batch": 4}, "layers": [
 def _built(config):
     network, batch = build_network(load_config(config))
     network.set_training(True)
-    return network, batch, analytic_pass(network, batch)
+    return network, batch, network.run(batch)
+
+
+def _probes(network, batch, clean, verifier):
+    n = len(network.layers)
+    for k, unit in enumerate(network.units):
+        upstream = batch.target if k == n else clean.grad_in[k + 1].astype(network.dtype)
+        for name in [*unit.params, INPUT]:
+            yield LocalProbe(unit, clean.inputs[k], upstream, name, network.dtype, verifier,
+                             f"{unit.name}.{name}")
 
 
 def _assert_same(a, b):
-    np.testing.assert_allclose(a.plus, b.plus, rtol=1e-13, atol=0)
-    np.testing.assert_allclose(a.minus, b.minus, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(a.plus, b.plus, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(a.minus, b.minus, rtol=1e-9, atol=1e-15)
     np.testing.assert_array_equal(a.step, b.step)
     np.testing.assert_array_equal(a.kinked, b.kinked)
 
 
-@pytest.mark.parametrize("config", [CNN, CNN_ROWS, CNN_LATE_MIX, MLP],
-                         ids=["batchnorm", "rows", "rows-then-batchnorm", "mlp"])
-@pytest.mark.parametrize("max_bytes", [None, 1], ids=["default-cap", "one-pair-per-pass"])
-def test_batched_engine_equals_the_serial_path(config, max_bytes):
-    network, batch, cached = _built(config)
+@pytest.mark.parametrize("config", [CNN, CNN_ROWS, MLP], ids=["batchnorm", "rows", "mlp"])
+@pytest.mark.parametrize("chunk", [None, 1], ids=["default-chunk", "one-pair-per-pass"])
+def test_every_shortcut_equals_plain_forward_one_copy_at_a_time(config, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(base, "CHUNK_BYTES", chunk)
+    network, batch, clean = _built(config)
+    verifier = Verifier(network.dtype, 1e-5, 0)
     kinks = 0
-    for target in targets(network):
-        probe = Probe(network, batch, cached, target, max_bytes=max_bytes)
-        indices = np.arange(target_array(network, cached, target).size)
-        batched = probe.evaluate(indices, 1e-6)
-        _assert_same(batched, probe.evaluate_serial(indices, 1e-6))
-        kinks += int(batched.kinked.sum())
-    # The relu/maxpool tail must really produce kinks, or the kink comparison was not exercised.
+    for probe in _probes(network, batch, clean, verifier):
+        indices = np.arange(probe.array.size)
+        steps, _ = element_steps(probe.array, indices, 1e-6, False)
+        fast = probe.evaluate(indices, steps)
+        with monkeypatch.context() as plain:
+            plain.setattr(shortcuts, "route_for", lambda _: None)
+            _assert_same(fast, probe.evaluate(indices, steps))
+        kinks += int(fast.kinked.sum())
+    # Nothing disagrees but dropout's stacked rows (each stacked batch draws its own mask).
+    assert not verifier.notes
+    assert all("dropout" in event for event in verifier.events)
+    # The relu/maxpool layers must really produce kinks, or the kink comparison was not exercised.
     assert kinks > 0 or config is MLP
-
-
-def test_a_subset_of_elements_in_any_order_matches_too():
-    network, batch, cached = _built(CNN_ROWS)
-    target = Target(1, INPUT)
-    probe = Probe(network, batch, cached, target, max_bytes=10_000)
-    indices = np.random.default_rng(0).permutation(target_array(network, cached, target).size)[:40]
-    _assert_same(probe.evaluate(indices, 1e-6), probe.evaluate_serial(indices, 1e-6))
 
 
 class _Recorder(Layer):
@@ -87,25 +96,21 @@ class _Recorder(Layer):
         return grad_out
 
 
-def test_memory_cap_bounds_the_stacked_batch():
-    network, batch, cached = _built(MLP)
+def test_a_pass_holds_no_more_copies_than_its_memory_cap(monkeypatch):
     recorder = _Recorder()
-    network.layers.insert(2, recorder)
-    network.shapes.insert(2, network.shapes[2])
-    cached = analytic_pass(network, batch)
-    rows = batch.x.shape[0]
-    per_level = rows * max(int(np.prod(s)) for s in network.shapes) * 8 * stacking.LIVE_COPIES
-    for levels in (2, 6):
+    x = np.random.default_rng(0).normal(size=(4, 50))
+    row_bytes = 50 * 8
+    for pairs in (1, 3):
+        monkeypatch.setattr(base, "CHUNK_BYTES", 2 * base.LIVE_COPIES * row_bytes * pairs)
         recorder.seen.clear()
-        probe = Probe(network, batch, cached, Target(0, "W"), max_bytes=levels * per_level)
-        assert probe.levels == levels
-        probe.evaluate(np.arange(probe.array.size), 1e-6)
-        assert max(recorder.seen) == levels * rows
-    assert stacking.levels_for(network, 0, rows, 0) == 2  # a +h/-h pair always fits
+        probe = LocalProbe(recorder, x, np.ones_like(x), INPUT, np.float64,
+                           Verifier(np.float64, 1e-5, 0), "recorder.input")
+        probe.evaluate(np.arange(x.size), np.full(x.size, 1e-6))
+        assert max(recorder.seen) == max(2 * pairs, x.shape[0])
 
 
 class _StatefulNoBatchAxis(Layer):
-    """A layer whose branch state has no batch axis: stacking cannot split it per copy."""
+    """A layer whose branch state has no batch axis: stacked rows cannot report it per copy."""
 
     def forward(self, x):
         self.sign = np.sign(x.sum())
@@ -118,14 +123,14 @@ class _StatefulNoBatchAxis(Layer):
         return np.asarray(self.sign)
 
 
-def test_a_layer_breaking_the_stacking_assumptions_falls_back_to_the_serial_path():
-    network, batch, cached = _built(MLP)
-    network.layers.insert(1, _StatefulNoBatchAxis())
-    network.shapes.insert(1, network.shapes[1])
-    cached = analytic_pass(network, batch)
-    probe = Probe(network, batch, cached, Target(0, "W"))
-    indices = np.arange(probe.array.size)
-    _assert_same(probe.evaluate(indices, 1e-6), probe.evaluate_serial(indices, 1e-6))
+def test_a_layer_whose_state_has_no_row_per_copy_falls_back_to_forward():
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    verifier = Verifier(np.float64, 1e-5, 0)
+    probe = LocalProbe(_StatefulNoBatchAxis(), x, np.ones_like(x), INPUT, np.float64, verifier,
+                       "state.input")
+    found = probe.evaluate(np.arange(x.size), np.full(x.size, 1e-6))
+    np.testing.assert_allclose(found.numeric, 1.0, rtol=1e-8)
+    assert any("branch state" in e for e in verifier.events) and not verifier.notes
 
 
 @pytest.mark.parametrize("name", ["mse", "l2", "cross_entropy", "projection", "bce"])
@@ -171,24 +176,21 @@ def _net_with_bug(units=7, fan_in=40):
     wrong.params = network.layers[0].params
     wrong.name = "fc_bug"
     network.layers[0] = wrong
-    return network, batch, analytic_pass(network, batch)
+    return network, batch, network.run(batch)
 
 
-def test_directional_mode_localises_an_injected_bug():
-    network, batch, cached = _net_with_bug()
-    target = Target(0, "W")
-    probe = Probe(network, batch, cached, target)
+def test_directional_checks_localise_an_injected_bug():
+    network, batch, clean = _net_with_bug()
     tol = tolerance.resolve("float64")
-    found = modes.directional_check(probe, cached.grads[target], tol, network.dtype, 4,
-                                    np.random.default_rng(0))
+    probe = TailProbe.for_target(network, clean.inputs, batch.target, 0, "W")
+    found = Directions(probe, [clean.grads[(0, "W")]], [scales_of(probe.arrays[0], False)], tol,
+                       network.dtype).check(4, np.random.default_rng(0))
     assert found.failed == found.directions == 4
-    flat_bad = np.ravel_multi_index(_DenseOneWrongElement.bad, probe.array.shape)
+    flat_bad = np.ravel_multi_index(_DenseOneWrongElement.bad, probe.arrays[0].shape)
     assert list(found.located_failing) == [flat_bad]
-    # Bisection, not a full recheck: far fewer evaluations than 2 per element.
-    assert found.evaluations < 2 * probe.array.size / 2
-    healthy = Target(2, "W")
-    passed = modes.directional_check(Probe(network, batch, cached, healthy), cached.grads[healthy],
-                                     tol, network.dtype, 4, np.random.default_rng(0))
+    healthy = TailProbe.for_target(network, clean.inputs, batch.target, 2, "W")
+    passed = Directions(healthy, [clean.grads[(2, "W")]], [scales_of(healthy.arrays[0], False)],
+                        tol, network.dtype).check(4, np.random.default_rng(0))
     assert passed.failed == 0 and passed.status == "pass"
 
 
@@ -204,17 +206,17 @@ def test_directional_report_fails_and_names_the_element():
     assert report.settings["mode"] == "directional" and not report.passed
 
 
-def test_auto_is_full_within_budget_and_falls_back_and_says_so_beyond_it():
+def test_auto_is_full_within_budget_and_falls_back_and_says_so_beyond_it(monkeypatch):
     spec = load_config(MLP)
     network, batch = build_network(spec)
     report = run_check(network, batch, settings_for(spec))
     assert report.settings["mode"] == "full" and report.settings["requested_mode"] == "auto"
     assert not any("auto mode" in w for w in report.warnings)
     network, batch = build_network(spec)
-    # A budget no full check fits (set on the settings directly: an explicit --max-seconds would
-    # also be a hard stop, tested in test_robustness).
-    settings = dataclasses.replace(settings_for(spec, samples=4), max_seconds=1e-9)
-    report = run_check(network, batch, settings)
+    # A default budget no full check fits (an explicit --max-seconds would also be a hard stop,
+    # tested in test_integrity).
+    monkeypatch.setattr(settings_module, "DEFAULT_BUDGET_SECONDS", 1e-9)
+    report = run_check(network, batch, settings_for(spec, samples=4))
     assert report.settings["mode"] == "sample+directional"
     assert report.settings["samples"] == 4 and report.settings["directions"] == 4
     assert any("auto mode" in w and "compared one by one" in w for w in report.warnings)
@@ -261,22 +263,7 @@ def test_verdict_line_counts_directions_and_skipped_targets(run_cli):
     assert "0 elements and " in directional.stdout and " directions in " in directional.stdout
     full = run_cli("check", CONFIGS / "mlp.yaml", "-q")
     assert "directions" not in full.stdout and "skipped" not in full.stdout
-    # A check stopped at its deadline must say that targets were never reached.
+    # A check stopped at its deadline is incomplete, never a pass.
     stopped = run_cli("check", CONFIGS / "lenet.yaml", "--mode", "full", "--max-seconds", "1e-6",
                       "-q")
-    assert stopped.exit_code == 0
-    assert "targets skipped (not checked)" in stopped.stdout and " of " in stopped.stdout
-
-
-@pytest.mark.parametrize("dtype", [bool, np.int8, np.float64])
-def test_adjacent_pair_kinks_equals_the_general_comparison(dtype):
-    rng = np.random.default_rng(0)
-    copies, rows = 6, 3
-    state = (rng.random((copies * rows, 4, 2)) > 0.5).astype(dtype)
-    state[2 * rows:4 * rows] = state[0:2 * rows]  # pair 1 repeats pair 0 ...
-    state[3 * rows:4 * rows] = state[2 * rows:3 * rows]  # ... and its two sides agree
-    q = np.arange(copies // 2)
-    expected = stacking.pair_kinks([state], copies, (2 * q,), (2 * q + 1,))
-    got = stacking.adjacent_pair_kinks([state], copies)
-    np.testing.assert_array_equal(got, expected)
-    assert not got[1] and got.any()
+    assert stopped.exit_code == 3 and stopped.stdout.startswith("INCOMPLETE")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.check import run_check, settings_for
+from gradcheck.check import run_check
+from gradcheck.settings import settings_for
 from gradcheck.config import NetworkSpec
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits

@@ -28,6 +28,7 @@ def _check(check: TargetReport) -> dict:
         "worst_elements": [{"index": e["index"], "analytic": _number(e["analytic"]),
                             "numeric": _number(e["numeric"]), "rel_error": _number(e["rel_error"]),
                             "status": e["status"]} for e in check.worst_elements],
+        "rtol": _number(check.rtol), "compared": check.compared,
     }
 
 
@@ -37,7 +38,13 @@ def report_to_dict(report: Report) -> dict:
         "schema_version": SCHEMA_VERSION,
         "network": report.network,
         "passed": report.passed,
+        "verdict": report.verdict,
+        "complete": report.complete,
         "status": report.status,
+        "notes": list(report.notes),
+        "unlocalised": report.unlocalised,
+        "span": report.span,
+        "end_to_end": report.end_to_end,
         "root_causes": report.root_causes,
         "settings": report.settings,
         "summary": report.counts(),
@@ -46,6 +53,7 @@ def report_to_dict(report: Report) -> dict:
                     "is_loss": layer.is_loss, "root_cause": layer.root_cause,
                     "inherited_from": layer.inherited_from,
                     "isolated": layer.isolated,
+                    "problems": [dict(p) for p in layer.problems],
                     "isolated_checks": [_check(c) for c in layer.isolated_checks],
                     "checks": [_check(c) for c in layer.checks]} for layer in report.layers],
     }

@@ -16,7 +16,7 @@ from gradcheck.report import Report, TargetReport
 
 SUITE = "gradcheck"
 # Statuses the report model knows; anything else a later engine reports is treated as a crash.
-PASSING, SKIPPING = ("pass",), ("kink", "inconclusive", "skipped")
+PASSING, SKIPPING = ("pass",), ("kink", "inconclusive", "skipped", "zero")
 
 
 # XML 1.0 cannot hold most control characters, even escaped; a plugin's message may contain them.
@@ -51,9 +51,23 @@ def _detail(check: TargetReport) -> str:
     return "\n".join(lines)
 
 
+def _failure(message: str, kind: str, detail: str) -> tuple[str, str]:
+    return "failure", (f"<failure{_attrs([('message', message), ('type', kind)])}>{detail}"
+                       "</failure>")
+
+
 def _outcome(report: Report, layer, check: TargetReport) -> tuple[str, str]:
     """The kind of outcome (pass, failure, skipped, error) and the testcase's child element."""
     detail = escape(_detail(check))
+    stopped = (check.coverage or {}).get("stopped") or (check.status == "skipped" and any(
+        "stopped" in n for n in check.notes))
+    if stopped and check.status in ("pass", "skipped", "kink", "inconclusive"):
+        message = (f"not every element was compared: the check was stopped by --max-seconds "
+                   f"after {check.checked:,} element(s), none of which disagrees")
+        return "skipped", f"<skipped{_attrs([('message', message)])}>{detail}</skipped>"
+    if check.status == "zero" and report.vacuous:
+        return _failure("every compared gradient is exactly 0: this check cannot see a bug",
+                        "ZeroGradient", detail)
     if check.status in PASSING:
         return "pass", ""
     if check.status == "fail":
@@ -66,11 +80,12 @@ def _outcome(report: Report, layer, check: TargetReport) -> tuple[str, str]:
         message = (f"{check.failed} of {check.checked} elements disagree "
                    f"(max rel err {check.max_rel_error:.2e} > rtol {report.settings['rtol']:g}); "
                    f"{blame}")
-        return "failure", (f"<failure{_attrs([('message', message), ('type', 'GradientMismatch')])}>"
-                           f"{detail}</failure>")
+        return _failure(message, "GradientMismatch", detail)
     if check.status in SKIPPING:
         if check.status == "kink":
             message = f"{check.kinks} element(s) at a kink (non-differentiable point): not a failure"
+        elif check.status == "zero":
+            message = "every gradient is exactly 0: this check cannot see a bug here"
         elif check.status == "inconclusive":
             message = (f"{check.inconclusive} element(s) inconclusive "
                        "(finite difference unreliable): not a failure")
@@ -103,10 +118,21 @@ def render_junit(report: Report) -> str:
     """The report as a JUnit XML document (testsuite = network, testcase = layer target)."""
     cases = []
     for layer in report.layers:
+        for problem in layer.problems:
+            message = f"{problem['message']}; fix: {problem['fix']}"
+            cases.append((f"{SUITE}.{report.network}.{layer.name}",
+                          f"{layer.name} ({layer.type}) contract: {problem['id']}",
+                          _failure(message, "BrokenContract", escape(message))))
         for check in layer.checks:
             cases.append((f"{SUITE}.{report.network}.{layer.name}",
                           f"{layer.name} ({layer.type}) {_label(check)}",
                           _outcome(report, layer, check)))
+    if report.unlocalised:
+        span = " -> ".join(report.span or [])
+        message = ("the network's gradient fails end to end although every layer passes on its "
+                   "own" + (f"; the smallest failing span is {span}" if span else ""))
+        cases.append((f"{SUITE}.{report.network}", "end-to-end",
+                      _failure(message, "Unlocalised", escape(message))))
     settings = {k: v for k, v in report.settings.items() if v is not None}
     return _document(_suite(f"{SUITE}.{report.network}", settings, cases))
 

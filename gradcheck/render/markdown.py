@@ -9,7 +9,7 @@ from __future__ import annotations
 from gradcheck.render import checked_cell, compared_phrase, worst_rel_error
 from gradcheck.report import Report, TargetReport
 
-ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "skipped": "➖"}
+ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "zero": "⭕", "skipped": "➖"}
 
 
 def _cell(text: str) -> str:
@@ -34,9 +34,15 @@ def render_markdown(report: Report) -> str:
     """The report as GitHub-flavoured Markdown: a heading with the verdict, settings, a table."""
     s = report.settings
     counts = report.counts()
-    verdict = "PASS" if report.passed else "FAIL"
-    lines = [f"### {ICON.get(report.status, '')} gradcheck `{_cell(report.network)}`: {verdict}", ""]
-    if report.passed:
+    verdict = report.verdict.upper()
+    icon = "⏱️" if report.verdict == "incomplete" else ICON.get(report.status, "")
+    lines = [f"### {icon} gradcheck `{_cell(report.network)}`: {verdict}", ""]
+    if report.verdict == "incomplete":
+        lines.append(f"{counts['checked']:,} elements compared and none disagrees, but the check "
+                     "was stopped by --max-seconds before every selected element was compared.")
+    elif report.vacuous:
+        lines.append("Every compared gradient is exactly 0: this check cannot see a bug.")
+    elif report.passed:
         reached = counts["targets"] - counts["skipped_targets"]
         targets = f"{reached} of {counts['targets']}" if reached < counts["targets"] else reached
         lines.append(f"{compared_phrase(report)} in {targets} targets match.")
@@ -46,6 +52,8 @@ def render_markdown(report: Report) -> str:
         if report.root_causes:
             causes = ", ".join(f"`{_cell(c)}`" for c in report.root_causes)
             lines[-1] += f" **Root cause: {causes}** (its own backward is wrong)."
+        elif report.unlocalised:
+            lines[-1] += " No layer fails on its own: the failure comes from how they interact."
     extra = [f"{counts['kinks']} at kinks" if counts["kinks"] else "",
              f"{counts['inconclusive']} inconclusive" if counts["inconclusive"] else "",
              f"{counts['skipped_targets']} targets skipped" if counts["skipped_targets"] else ""]
@@ -68,5 +76,9 @@ def render_markdown(report: Report) -> str:
                 "-" if check.worst_index is None else str(check.worst_index),
                 f"{ICON.get(check.status, '')} {check.status}".strip(),
             ]) + " |")
+    for layer in report.layers:
+        lines.extend(f"\n> ❌ `{_cell(layer.name)}`: {_cell(p['message'])}; fix: {_cell(p['fix'])}"
+                     for p in layer.problems)
+    lines.extend(f"\n> note: {_cell(n)}" for n in report.notes)
     lines.extend(f"\n> warning: {_cell(w)}" for w in report.warnings)
     return "\n".join(lines) + "\n"

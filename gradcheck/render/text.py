@@ -12,7 +12,7 @@ from gradcheck.render.heatmap import heatmap
 from gradcheck.report import LayerReport, Report, TargetReport
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "kink": "yellow", "inconclusive": "magenta",
-                "skipped": "dim"}
+                "zero": "bold yellow", "skipped": "dim"}
 
 
 def _fmt(value: float | None, spec: str = ".3e") -> str:
@@ -100,12 +100,23 @@ def _target_label(check: TargetReport) -> str:
 
 
 def details(report: Report) -> list:
-    """For each failing target of a layer to blame: the pattern in words, the worst elements and
-    a heat map of the relative error. Inherited failures get one line: fix the cause first."""
+    """For each layer that breaks the contract: what and how to fix it. For each failing target
+    of a layer to blame: the pattern in words, the worst elements and a heat map of the relative
+    error. Inherited failures get one line: fix the cause first. Vacuous targets say why."""
     parts = []
     rtol = report.settings["rtol"]
     for layer in report.layers:
-        if layer.status != "fail":
+        for problem in layer.problems:
+            text = Text()
+            text.append(f"{layer.name} ({layer.type}) ", style="bold")
+            text.append(problem["message"] + "\n", style="bold red")
+            text.append(f"  fix: {problem['fix']}")
+            parts.append(text)
+        for check in layer.checks:
+            if check.status == "zero":
+                parts.append(Text("; ".join(n for n in check.notes if "exactly 0" in n),
+                                  style="yellow"))
+        if layer.status != "fail" or layer.problems:
             continue
         if layer.inherited_from:
             alone = " and passes when checked alone" if layer.isolated == "pass" else ""
@@ -152,6 +163,13 @@ def _failed(check: TargetReport) -> Text:
 def summary(report: Report) -> Text:
     """The one-line verdict."""
     counts = report.counts()
+    if report.verdict == "incomplete":
+        text = Text()
+        text.append("INCOMPLETE", style="bold yellow")
+        text.append(f"  {counts['checked']:,} elements compared and none disagrees, but the check "
+                    "was stopped before every selected element was compared; a green check "
+                    "needs them all (exit 3; --allow-incomplete accepts it).")
+        return text
     extra = []
     if counts["kinks"]:
         extra.append(f"{counts['kinks']} at kinks (not failures)")
@@ -169,13 +187,26 @@ def summary(report: Report) -> Text:
         text.append(f"  {compared_phrase(report)} in {targets} targets match{tail}.")
         return text
     text.append("FAIL", style="bold red")
+    if report.vacuous:
+        text.append(f"  every one of the {counts['checked']:,} compared gradients is exactly 0: "
+                    "this check cannot see a bug (see the notes above for why).")
+        return text
+    broken = [layer.name for layer in report.layers if layer.problems]
     text.append(f"  {counts['failed']} of {counts['checked']} elements in "
                 f"{counts['failed_targets']} of {counts['targets']} targets disagree{tail}. ")
-    causes = report.root_causes
+    if broken:
+        text.append("Broken contract: ")
+        text.append(", ".join(broken), style="bold red")
+        text.append(" (see above; nothing it computes can be checked until it is fixed). ")
+    causes = [c for c in report.root_causes if c not in broken]
     if causes:
         text.append("Root cause: ")
         text.append(", ".join(causes), style="bold red")
         text.append(" (its own backward is wrong; failures above it are inherited).")
+    elif report.unlocalised:
+        span = f" in {' -> '.join(report.span)}" if report.span else ""
+        text.append(f"No layer fails on its own: the failure comes from how they interact{span}, "
+                    "or from a numerical problem of the whole chain.")
     return text
 
 
@@ -185,6 +216,7 @@ def render_text(report: Report) -> Group:
     found = details(report)
     if found:
         parts.extend([*found, Text("")])
+    parts.extend(Text(f"note: {n}", style="yellow") for n in report.notes)
     parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     parts.append(summary(report))
     return Group(*parts)

@@ -208,3 +208,15 @@ class Softplus(gradcheck.Layer):
 
     def backward(self, grad_out):
         return grad_out * 0.5 * (1.0 + np.tanh(0.5 * self.x))  # the logistic, without overflow
+
+
+@_ok("tanh_returns_float32")
+class TanhReturnsFloat32(gradcheck.Layer):
+    """tanh whose float32 result leaks out into a float64 network (a cast left in place)."""
+
+    def forward(self, x):
+        self.y = np.tanh(x).astype(np.float32)
+        return self.y
+
+    def backward(self, grad_out):
+        return grad_out * (1.0 - self.y.astype(np.float64) ** 2)

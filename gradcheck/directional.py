@@ -1,0 +1,186 @@
+"""Directional checks through the whole network: the analytic g . d against
+(L(x + d) - L(x - d)) / 2 along random displacements d, two loss evaluations per direction
+whatever the tensor's size.
+
+- Per target (``directional`` mode, and to confirm which targets a root cause's wrong gradient
+  reaches): a few random directions; a failing one is localised by bisection (group testing:
+  the support is halved and each half checked the same way until groups are small enough to
+  compare element by element).
+- The safety net of ``full`` and ``sample`` modes: a few directions moving every parameter and
+  the network input at once. Each unit's own check is exact by the chain rule; this confirms the
+  network composes the units the way they were checked.
+
+A displacement moves element i by eps * max(|x_i|, s) * (+-1) / sqrt(n): the element's own scale,
+as for element checks, spread over the n elements moved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gradcheck import tolerance
+from gradcheck.compare import element_steps
+from gradcheck.engine.tail import TailProbe
+from gradcheck.judge import ridders, settle
+
+# Bisection stops at groups this small and checks their elements one by one; at most this many
+# failing groups are followed per level, so a tensor that is wrong everywhere costs no more.
+LEAF_SIZE = 8
+MAX_GROUPS = 8
+# A direction whose branch states differ (a kink crossed somewhere) is drawn again, this often.
+KINK_RETRIES = 3
+
+
+@dataclasses.dataclass
+class _Estimate:
+    """What ``judge.ridders`` reads of an evaluation: the numeric derivative."""
+
+    numeric: np.ndarray
+
+
+@dataclasses.dataclass
+class Directional:
+    """The outcome of the directional checks of one target (or of the whole network)."""
+
+    directions: int = 0
+    failed: int = 0
+    kinked: int = 0
+    inconclusive: int = 0
+    worst_rel_error: float = 0.0
+    located: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
+    located_failing: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
+    located_rel: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    located_numeric: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "fail"
+        if self.directions and self.kinked == self.directions:
+            return "kink"
+        return "pass" if self.directions else "skipped"
+
+
+class Directions:
+    """Directional checks of the arrays a ``TailProbe`` perturbs, with their analytic
+    gradients ``grads`` and per-element scales ``scales``."""
+
+    def __init__(self, probe: TailProbe, grads: list[np.ndarray], scales: list[np.ndarray],
+                 tol: tolerance.Tolerance, dtype, band: float | None = None):
+        # ``band``: a unit on the way computes in float32 inside; a disagreement within this
+        # relative size is inconclusive, not a failure.
+        self.band = band
+        self.probe = probe
+        self.grads = [np.asarray(g, dtype=np.float64).reshape(-1) for g in grads]
+        self.scales = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scales]
+        self.tol = tol
+        self.dtype = np.dtype(dtype)
+
+    def judge(self, signs: list[np.ndarray], masks: list[list[np.ndarray]], factor: float = 1.0):
+        """Relative error and kink flag along ``signs`` restricted to each group: ``masks[j]``
+        holds, per array, the flat indices group j moves; ``factor`` scales the displacement.
+        Also returns the analytic and numeric directional derivatives."""
+        eps = self.tol.eps * factor
+        displacements, spreads = [], []
+        for group in masks:
+            count = max(1, sum(len(idx) for idx in group))
+            ds, spread = [], 0.0
+            for a, idx in enumerate(group):
+                d = np.zeros(self.grads[a].size)
+                d[idx] = eps * self.scales[a][idx] * signs[a][idx] / np.sqrt(count)
+                ds.append(d.reshape(self.probe.arrays[a].shape))
+                spread += float(np.sum((self.grads[a][idx] * d[idx] / eps) ** 2))
+            displacements.append(ds)
+            spreads.append(np.sqrt(spread))
+        found, moved = self.probe.evaluate_displaced(displacements)
+        analytic = np.array([sum(float(g @ m.reshape(-1)) for g, m in zip(self.grads, ms)) / eps
+                             for ms in moved])
+        numeric = (found.plus - found.minus) / (2.0 * eps)
+        noise = tolerance.round_off(self.dtype, found.scale, np.full(len(masks), 2.0 * eps))
+        scale = (np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), spreads)
+                 + (self.tol.atol + noise) / self.tol.rtol)
+        return np.abs(analytic - numeric) / scale, found.kinked, analytic, numeric
+
+    def check(self, n_directions: int, rng, localise: bool = True) -> Directional:
+        """``n_directions`` random directions over every element (a kinked one is redrawn up to
+        KINK_RETRIES times); a failing one localised by bisection when ``localise``."""
+        result = Directional()
+        if not any(g.size for g in self.grads):
+            return result
+        everything = [[np.arange(g.size) for g in self.grads]]
+        retries = 0
+        while result.directions < n_directions:
+            signs = [rng.choice(np.array([-1.0, 1.0]), size=g.size) for g in self.grads]
+            rel, kinked, analytic, _ = self.judge(signs, everything)
+            if kinked[0] and retries < KINK_RETRIES:
+                retries += 1
+                continue
+            result.directions += 1
+            if kinked[0]:
+                result.kinked += 1
+                continue
+            status = "pass"
+            if rel[0] > self.tol.rtol:
+                status, rel = self._settle(signs, everything, analytic)
+            result.worst_rel_error = max(result.worst_rel_error, float(rel[0]))
+            if status == "inconclusive":
+                result.inconclusive += 1
+            elif status == "fail":
+                result.failed += 1
+                if localise and not len(result.located):
+                    self._localise(signs, result)
+        return result
+
+    def _settle(self, signs, everything, analytic: np.ndarray):
+        """A failing direction looked at again as an element is: a Ridders sweep over the
+        displacement's size (up to a tenth of each element's scale) separates truncation from
+        round-off, and only a certain disagreement fails (``judge.settle``)."""
+        count = sum(g.size for g in self.grads)
+        cap = np.array([np.sqrt(count) / (10.0 * self.tol.eps)])
+
+        def evaluate(_, factors):
+            return _Estimate(self.judge(signs, everything, float(factors[0]))[3])
+
+        tol = self.tol
+
+        def enough(best):
+            return 0.25 * (tol.rtol * np.maximum(np.abs(analytic), np.abs(best)) + tol.atol)
+
+        best, err = ridders(evaluate, np.arange(1), np.ones(1), cap, enough)
+        status, rel, _, _ = settle(analytic, best, err, self.tol, self.dtype)
+        size = max(abs(float(analytic[0])), abs(float(best[0])))
+        if status[0] == "fail" and self.band is not None and \
+                abs(float(analytic[0]) - float(best[0])) <= self.band * size:
+            return "inconclusive", rel
+        return str(status[0]), rel
+
+    def _localise(self, signs, result: Directional) -> None:
+        """Group testing on the first array: split failing groups in halves until they are
+        small, then compare those elements one by one through the network."""
+        groups = [np.arange(self.grads[0].size)]
+        leaves: list[np.ndarray] = []
+        while groups:
+            halves = [h for grp in groups for h in np.array_split(grp, 2) if len(h)]
+            rel, kinked, _, _ = self.judge(signs, [[h] for h in halves])
+            failing = [i for i in np.argsort(-rel) if rel[i] > self.tol.rtol and not kinked[i]]
+            groups = []
+            for i in failing[:MAX_GROUPS]:
+                (leaves if len(halves[i]) <= LEAF_SIZE else groups).append(halves[i])
+        if not leaves:
+            return
+        located = np.unique(np.concatenate(leaves))
+        steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps, False)
+        found = self.probe.evaluate(located, steps)
+        noise = tolerance.round_off(self.dtype, found.scale, found.step)
+        rel = tolerance.relative_error(self.grads[0][located], found.numeric, self.tol, noise)
+        result.located, result.located_rel = located, rel
+        result.located_numeric = found.numeric
+        result.located_failing = located[(rel > self.tol.rtol) & ~found.kinked]
+
+
+def scales_of(array: np.ndarray, network_input: bool) -> np.ndarray:
+    """Every element's scale max(|x_i|, s) (see ``compare.element_steps``)."""
+    scale, _ = element_steps(array, np.arange(array.size), 1.0, network_input)
+    return scale

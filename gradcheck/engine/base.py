@@ -1,0 +1,89 @@
+"""What every strategy of the engine shares: the result of a perturbation pass, which optional
+methods of a unit may be used at all, and how large a pass may be."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gradcheck.contract import Layer, Loss
+
+# One pass of perturbed copies holds at most about this many bytes of copies: a few MiB per
+# array stays within the cache, and memory stays bounded whatever the network's size.
+CHUNK_BYTES = 16 * 2**20
+# Arrays alive per copy while a chunk runs: its input or output, the difference from the clean
+# output, and the projected product.
+LIVE_COPIES = 3
+
+
+@dataclasses.dataclass
+class Perturbed:
+    """An objective at +h and -h for a set of elements.
+
+    ``plus``/``minus``: the objective's change from the clean point (a unit's own objective) or
+    its value (the network's loss); ``step``: the distance between the stored perturbed values
+    (2h, after rounding to the dtype); ``kinked``: the unit's branch state differed between the
+    two sides; ``scale``: the size of the terms the objective sums, for its round-off."""
+
+    plus: np.ndarray
+    minus: np.ndarray
+    step: np.ndarray
+    kinked: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def numeric(self) -> np.ndarray:
+        """Central-difference estimate of the gradient for each element."""
+        return (self.plus - self.minus) / self.step
+
+    def take(self, positions) -> Perturbed:
+        """The elements at ``positions`` only."""
+        return Perturbed(*(np.asarray(a)[positions] for a in dataclasses.astuple(self)))
+
+    @staticmethod
+    def join(parts: list[Perturbed]) -> Perturbed:
+        if not parts:
+            empty = np.empty(0)
+            return Perturbed(empty, empty, empty, np.zeros(0, dtype=bool), empty)
+        return Perturbed(*(np.concatenate(arrays) for arrays in
+                           zip(*(dataclasses.astuple(p) for p in parts))))
+
+
+def own_method(unit, name: str):
+    """``unit.name`` when the class that defines it also defines ``forward`` or derives from the
+    class that does; else None. A speed-up written for another forward (inherited by a subclass
+    that overrides only ``forward``) no longer describes the unit, so it is never used; nor are
+    the contract's own defaults."""
+    mro = type(unit).__mro__
+    forward_owner = next((k for k in mro if "forward" in vars(k)), None)
+    owner = next((k for k in mro if name in vars(k)), None)
+    if owner is None or owner in (Layer, Loss) or forward_owner is None:
+        return None
+    if not issubclass(owner, forward_owner):
+        return None
+    method = getattr(unit, name)
+    return method if callable(method) else None
+
+
+def has_branch_state(unit) -> bool:
+    """Whether the unit overrides the contract's default (stateless) ``branch_state``."""
+    default = Loss.branch_state if isinstance(unit, Loss) else Layer.branch_state
+    return type(unit).branch_state is not default
+
+
+def mixes_batch(unit) -> bool:
+    """Whether one sample's output of ``unit`` depends on other samples."""
+    return bool(getattr(unit, "mixes_batch", False))
+
+
+def states_differ(a, b) -> bool:
+    """Whether two branch states (arrays, or None for a smooth unit) differ."""
+    if a is None and b is None:
+        return False
+    return a is None or b is None or np.shape(a) != np.shape(b) or not np.array_equal(a, b)
+
+
+def pairs_per_chunk(bytes_per_copy: int) -> int:
+    """How many +h/-h pairs of copies of ``bytes_per_copy`` one pass may hold (at least one)."""
+    return max(1, int(CHUNK_BYTES // max(1, 2 * LIVE_COPIES * bytes_per_copy)))
