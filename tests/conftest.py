@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -38,10 +40,45 @@ def _no_color_leak(monkeypatch):
     yield
 
 
+def require_tool(*names: str, install: str) -> str:
+    """The path of the first of ``names`` on PATH. Without one, the test is skipped, or fails
+    under GRADCHECK_REQUIRE_EXTERNAL_TOOLS=1 (set by .ci/run, so that CI cannot skip silently)."""
+    for name in names:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    message = f"{' or '.join(names)} is not on PATH (install: {install})"
+    if os.environ.get("GRADCHECK_REQUIRE_EXTERNAL_TOOLS") == "1":
+        pytest.fail(f"{message}, and GRADCHECK_REQUIRE_EXTERNAL_TOOLS=1 requires it")
+    pytest.skip(message)
+
+
+def gone(pid: int, wait: float = 3.0) -> bool:
+    """Whether process ``pid`` has ended within ``wait`` seconds (an unreaped zombie counts)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def logged_pids(folder: Path, name: str = "child.pid") -> list[int]:
+    """The pids a test's wrapper command appended to ``folder / name``."""
+    return [int(p) for p in (folder / name).read_text().split()]
+
+
 def write_yaml(tmp_path: Path, text: str, name: str = "net.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
 
 
-__all__ = ["CONFIGS", "ROOT", "TEST_PLUGINS", "write_yaml", "os"]
+__all__ = ["CONFIGS", "ROOT", "TEST_PLUGINS", "gone", "logged_pids", "require_tool", "write_yaml",
+           "os"]
