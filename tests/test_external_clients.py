@@ -263,7 +263,8 @@ def test_octave_twin_without_padding_stops_at_its_index_error(octave):
     try:
         layer.build((1, 3, 3), np.random.default_rng(0))
         layer.forward(np.ones((1, 1, 3, 3)))
-        with pytest.raises(LayerError, match=r"the child reported an error: conv2d_client: .*0"):
+        # Octave: "grad_xpad(_,_,0,_): subscripts must be either integers 1 to (2^63)-1 ...".
+        with pytest.raises(LayerError, match=r"reported an error: conv2d_client: grad_xpad\(_,_,0"):
             layer.backward(np.ones((1, 1, 2, 2)))
     finally:
         layer.close()
