@@ -13,6 +13,10 @@ from hypothesis import settings
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+EXTERNAL_EXAMPLES = ROOT / "examples" / "external"
+# How the tests start GNU Octave: no startup files, and no history (Octave 7.3 errors at exit on
+# saving it in a non-interactive session).
+OCTAVE_FLAGS = ("--quiet", "--norc", "--no-history")
 
 # Hypothesis deadlines flake on a loaded 2-core CI machine; example counts are capped per test.
 settings.register_profile("gradcheck", deadline=None, derandomize=True)
@@ -53,6 +57,13 @@ def require_tool(*names: str, install: str) -> str:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def octave() -> str:
+    """The path of octave-cli (see require_tool)."""
+    return require_tool("octave-cli", install="apt-get install --no-install-recommends octave, "
+                        "or .ci/install-external-tools")
+
+
 def gone(pid: int, wait: float = 3.0) -> bool:
     """Whether process ``pid`` has ended within ``wait`` seconds (an unreaped zombie counts)."""
     deadline = time.monotonic() + wait
@@ -80,5 +91,5 @@ def write_yaml(tmp_path: Path, text: str, name: str = "net.yaml") -> Path:
     return path
 
 
-__all__ = ["CONFIGS", "ROOT", "TEST_PLUGINS", "gone", "logged_pids", "require_tool", "write_yaml",
-           "os"]
+__all__ = ["CONFIGS", "EXTERNAL_EXAMPLES", "OCTAVE_FLAGS", "ROOT", "TEST_PLUGINS", "gone",
+           "logged_pids", "require_tool", "write_yaml", "os"]

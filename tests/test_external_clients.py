@@ -7,10 +7,8 @@ Skipped where octave-cli or g++ is missing, unless GRADCHECK_REQUIRE_EXTERNAL_TO
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,23 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck
-from conftest import ROOT, gone, logged_pids, require_tool, write_yaml
+from conftest import EXTERNAL_EXAMPLES, OCTAVE_FLAGS, gone, logged_pids, require_tool, write_yaml
+from conv_reference import initial_weights, reference_conv, reference_conv_backward
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
-from gradcheck.external_protocol import encode_message
 from gradcheck.layers.external import External
-from matlab_subset import octave_only
 
-EXAMPLES = ROOT / "examples" / "external"
-M_FILES = ("gc_protocol.m", "conv2d_client.m")
-OCTAVE_FLAGS = ("--quiet", "--norc", "--no-history")
 FEW = settings(max_examples=6)
-
-
-@pytest.fixture(scope="module")
-def octave() -> str:
-    return require_tool("octave-cli", install="apt-get install --no-install-recommends octave, "
-                        "or .ci/install-external-tools")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +34,7 @@ def cpp_client(tmp_path_factory) -> Path:
     cxx = require_tool("g++", "c++", install="apt-get install g++, or .ci/install-external-tools")
     binary = tmp_path_factory.mktemp("cppbuild") / "conv2d_cpp"
     build = subprocess.run([cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-pedantic", "-Werror",
-                            "-o", str(binary), str(EXAMPLES / "conv2d.cpp")],
+                            "-o", str(binary), str(EXTERNAL_EXAMPLES / "conv2d.cpp")],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return binary
@@ -54,7 +42,7 @@ def cpp_client(tmp_path_factory) -> Path:
 
 def octave_command(octave: str, variant: str = "correct") -> list[str]:
     call = "conv2d_client" if variant == "correct" else f"conv2d_client('{variant}')"
-    return [octave, *OCTAVE_FLAGS, "--path", str(EXAMPLES), "--eval", call]
+    return [octave, *OCTAVE_FLAGS, "--path", str(EXTERNAL_EXAMPLES), "--eval", call]
 
 
 @pytest.fixture(scope="module", params=["octave", "cpp"])
@@ -65,40 +53,6 @@ def client(request):
         return "octave", lambda variant="correct": octave_command(octave, variant)
     binary = str(request.getfixturevalue("cpp_client"))
     return "cpp", lambda variant="correct": [binary] + (["--buggy"] if variant == "buggy" else [])
-
-
-# -- an independent reference: the convolution and its gradients as plain loops -----------------
-
-def reference_conv(x, weights, bias, padding):
-    """y[n, f, i, j] = b[f] + sum over c, u, v of W[f, c, u, v] * x[n, c, i + u - P, j + v - P],
-    x being zero outside its bounds. x (N, C, H, W), W (F, C, K, K) -> y (N, F, HO, WO)."""
-    (batch, channels, height, width), (filters, _, kernel, _) = x.shape, weights.shape
-    out_height, out_width = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
-    y = np.zeros((batch, filters, out_height, out_width))
-    for n, f, i, j in itertools.product(*map(range, y.shape)):
-        total = bias[f]
-        for c, u, v in itertools.product(range(channels), range(kernel), range(kernel)):
-            row, col = i + u - padding, j + v - padding
-            if 0 <= row < height and 0 <= col < width:
-                total += weights[f, c, u, v] * x[n, c, row, col]
-        y[n, f, i, j] = total
-    return y
-
-
-def reference_conv_backward(x, weights, grad_out, padding):
-    """(dL/dx, dL/dW, dL/db) of reference_conv for dL/dy = grad_out: each product's two partial
-    derivatives, accumulated term by term."""
-    (_, channels, height, width), kernel = x.shape, weights.shape[2]
-    grad_x, grad_w, grad_b = np.zeros_like(x), np.zeros_like(weights), np.zeros(weights.shape[0])
-    for n, f, i, j in itertools.product(*map(range, grad_out.shape)):
-        g = grad_out[n, f, i, j]
-        grad_b[f] += g
-        for c, u, v in itertools.product(range(channels), range(kernel), range(kernel)):
-            row, col = i + u - padding, j + v - padding
-            if 0 <= row < height and 0 <= col < width:
-                grad_x[n, c, row, col] += g * weights[f, c, u, v]
-                grad_w[f, c, u, v] += g * x[n, c, row, col]
-    return grad_x, grad_w, grad_b
 
 
 @st.composite
@@ -236,11 +190,11 @@ SHIPPED = {  # config -> (the external layer's name, its checks' statuses; None:
 def test_shipped_config_passes_or_blames_its_buggy_layer(request, tmp_path, run_cli, config):
     if "octave" in config:
         request.getfixturevalue("octave")
-        path = EXAMPLES / config  # in place: Octave finds the .m files in the YAML's folder
+        path = EXTERNAL_EXAMPLES / config  # in place: Octave finds the .m files beside the YAML
     else:
         shutil.copy2(request.getfixturevalue("cpp_client"), tmp_path / "conv2d_cpp")
         path = tmp_path / config
-        shutil.copy(EXAMPLES / config, path)
+        shutil.copy(EXTERNAL_EXAMPLES / config, path)
     result = run_cli("check", path, "--format", "json")
     report = json.loads(result.stdout)
     layer_name, statuses = SHIPPED[config]
@@ -272,54 +226,12 @@ def test_octave_twin_without_padding_stops_at_its_index_error(octave):
 
 # -- initial weights: the documented generators, the same in every run -------------------------
 
-def _park_miller_normals(state: int, count: int) -> tuple[list[float], int]:
-    values = []
-    for _ in range(count):
-        state = 16807 * state % 2147483647
-        u1 = state / 2147483647
-        state = 16807 * state % 2147483647
-        values.append(math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * state / 2147483647))
-    return values, state
-
-
-def _splitmix_normals(state: int, count: int) -> list[float]:
-    mask, values = 2**64 - 1, []
-
-    def uniform():
-        nonlocal state
-        state = (state + 0x9E3779B97F4A7C15) & mask
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return ((z ^ (z >> 31)) >> 11) / 2.0**53 + 0.5 / 2.0**53
-
-    for _ in range(count):
-        u1, u2 = uniform(), uniform()
-        values.append(math.sqrt(-2 * math.log(u1)) * math.cos(6.283185307179586 * u2))
-    return values
-
-
-def _expected_initial(name: str, seed: int, filters: int, channels: int, kernel: int):
-    """W and b as each client's header comment says it draws them from the build's seed."""
-    fan_in = channels * kernel * kernel
-    if name == "octave":
-        weights, state = _park_miller_normals(seed % 2147483646 + 1, filters * fan_in)
-        bias, _ = _park_miller_normals(state, filters)
-        # MATLAB's reshape fills the first index fastest.
-        weights = np.reshape(weights, (filters, channels, kernel, kernel), order="F")
-    else:
-        values = _splitmix_normals(seed, filters * fan_in + filters)
-        weights = np.reshape(values[:filters * fan_in], (filters, channels, kernel, kernel))
-        bias = values[filters * fan_in:]
-    return np.asarray(weights) / math.sqrt(fan_in), 0.1 * np.asarray(bias)
-
-
 @pytest.mark.parametrize("seed", [0, 7])
 def test_initial_weights_come_from_the_seed_alone(client, seed):
     name, command = client
     # The seed a build request carries is the first draw of the config's generator.
     sent = int(np.random.default_rng(seed).integers(0, 2**31 - 1))
-    expected_w, expected_b = _expected_initial(name, sent, 3, 2, 2)
+    expected_w, expected_b = initial_weights(name, sent, 3, 2, 2)
     for _ in range(2):  # two children, the same weights
         layer = External(command(), {"filters": 3, "kernel": 2})
         try:
@@ -383,100 +295,3 @@ loss: mse
     assert _session_members(pid) == []
 
 
-# -- the .m code runs unchanged in MATLAB: only the syntax both languages share ------------------
-
-@pytest.mark.parametrize("m_file", M_FILES)
-def test_m_files_keep_to_the_syntax_matlab_shares_with_octave(m_file):
-    assert octave_only((EXAMPLES / m_file).read_text()) == []
-
-
-def test_the_subset_lint_finds_octave_only_syntax_and_nothing_else():
-    source = "\n".join([
-        "function octave_habits()",                      # 1
-        "  # a hash comment",                             # 2
-        "  x = 1; x += 2; x++;",                          # 3
-        "  if x != 3, printf('%d', x); endif",            # 4
-        "  y = ones(3)(2, :) ** 2;",                      # 5
-        "  s = \"double quoted\";",                       # 6
-        "  t = x' + y.'; u = 'it''s # not a comment %';", # 7: transposes and quotes are fine
-        "  if exist('OCTAVE_VERSION', 'builtin')",        # 8
-        "      fflush(stdout);",                          # 9: guarded, so fine
-        "  end",                                          # 10
-        "  fflush(stdout);",                              # 11
-        "endfunction",                                    # 12
-    ])
-    found = octave_only(source)
-    assert sorted({line for line, _ in found}) == [2, 3, 4, 5, 6, 11, 12], found
-    text = "\n".join(f"{line}: {what}" for line, what in found)
-    for expected in ["2: a comment starting with '#'", "3: '++'", "3: an assignment operator",
-                     "4: '!'", "4: the Octave-only function printf()",
-                     "4: the Octave-only keyword 'endif'", "5: indexing a call's result",
-                     "5: '**'", "6: a double-quoted string", "11: the Octave-only function "
-                     "fflush()", "12: the Octave-only keyword 'endfunction'"]:
-        assert expected in text, text
-
-
-def _octave_session(octave: str, folder: Path, call: str, requests: bytes):
-    """Run ``call`` in Octave with its language-extension warnings on, feeding it ``requests``.
-    Returns (the completed process, the warnings about .m files in ``folder``): Octave's own
-    library files use its extensions too, and are parsed after the warning is switched on."""
-    result = subprocess.run([octave, *OCTAVE_FLAGS, "--path", str(folder), "--eval",
-                             f"warning('on', 'Octave:language-extension'); {call}"],
-                            input=requests, capture_output=True, timeout=60)
-    warnings = [line for line in result.stderr.decode().splitlines()
-                if "language extension used" in line and
-                re.search(r"of ?file (\S+)$", line).group(1).startswith(f"{folder}/")]
-    return result, warnings
-
-
-def _replies(stream: bytes) -> list[tuple[str, dict]]:
-    """The replies on a binary-encoded client's stdout: (first line, {array name: shape})."""
-    replies, position = [], 0
-
-    def line() -> str:
-        nonlocal position
-        end = stream.index(b"\n", position)
-        text, position = stream[position:end].decode(), end + 1
-        return text
-
-    assert line() == "gradcheck-external 1 binary"
-    while position < len(stream):
-        first, arrays = line(), {}
-        while first == "ok" and (text := line()) != "end":
-            if text.startswith("array "):
-                _, name, ndim, *dims = text.split()
-                arrays[name] = tuple(map(int, dims))
-                assert int(ndim) == len(dims)
-                position += 8 * math.prod(arrays[name])
-        replies.append((first, arrays))
-    return replies
-
-
-def test_octave_reports_no_language_extension_while_serving_a_session(octave):
-    rng = np.random.default_rng(0)
-    fields = [("seed", "3"), ("input_shape", "3 2 4 4"), ("option", "filters 2"),
-              ("option", "padding 1")]
-    build = encode_message("build", fields, [], "binary")
-    params = [("W", rng.normal(size=(2, 2, 3, 3))), ("b", rng.normal(size=2))]
-    x = [("x", rng.normal(size=(2, 2, 4, 4)))]
-    forward = encode_message("forward", [("training", "1")], x + params, "binary")
-    backward = encode_message("backward", [("training", "1")],
-                              x + params + [("grad_out", rng.normal(size=(2, 2, 4, 4)))], "binary")
-    unknown = encode_message("jump", [], [], "binary")
-    session = b"gradcheck-external 1\n" + build + forward + backward + unknown + b"quit\n"
-    result, warnings = _octave_session(octave, EXAMPLES, "conv2d_client", session)
-    assert result.returncode == 0, result.stderr
-    assert warnings == []
-    assert _replies(result.stdout) == [
-        ("ok", {"W": (2, 2, 3, 3), "b": (2,)}), ("ok", {"y": (2, 2, 4, 4)}),
-        ("ok", {"grad_x": (2, 2, 4, 4), "W": (2, 2, 3, 3), "b": (2,)}),
-        ("error unknown request 'jump'", {})]
-
-
-def test_octave_language_extension_warnings_are_seen_when_present(octave, tmp_path):
-    """The check above can fail: Octave-only operators in a client do show up on its stderr."""
-    (tmp_path / "habits.m").write_text("function habits()\nx = 1;\nx += 1;\nif x != 2\n"
-                                       "  error('unreachable');\nend\nend\n")
-    result, warnings = _octave_session(octave, tmp_path, "habits", b"")
-    assert result.returncode == 0, result.stderr
-    assert len(warnings) == 2 and "+=" in warnings[0] and "!=" in warnings[1], warnings
