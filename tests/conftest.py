@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ from hypothesis import settings
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+EXTERNAL_EXAMPLES = ROOT / "examples" / "external"
+# How the tests start GNU Octave: no startup files, and no history (Octave 7.3 errors at exit on
+# saving it in a non-interactive session).
+OCTAVE_FLAGS = ("--quiet", "--norc", "--no-history")
 
 # `make test` (CI): derandomised, so every run draws the same examples and a failure reproduces;
 # deadlines flake on a loaded 2-core machine. `make test-deep` (GRADCHECK_DEEP=1): fresh random
@@ -57,10 +63,52 @@ def _no_color_leak(monkeypatch):
     yield
 
 
+def require_tool(*names: str, install: str) -> str:
+    """The path of the first of ``names`` on PATH. Without one, the test is skipped, or fails
+    under GRADCHECK_REQUIRE_EXTERNAL_TOOLS=1 (set by .ci/run, so that CI cannot skip silently)."""
+    for name in names:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    message = f"{' or '.join(names)} is not on PATH (install: {install})"
+    if os.environ.get("GRADCHECK_REQUIRE_EXTERNAL_TOOLS") == "1":
+        pytest.fail(f"{message}, and GRADCHECK_REQUIRE_EXTERNAL_TOOLS=1 requires it")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def octave() -> str:
+    """The path of octave-cli (see require_tool)."""
+    return require_tool("octave-cli", install="apt-get install --no-install-recommends octave, "
+                        "or .ci/install-external-tools")
+
+
+def gone(pid: int, wait: float = 3.0) -> bool:
+    """Whether process ``pid`` has ended within ``wait`` seconds (an unreaped zombie counts)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def logged_pids(folder: Path, name: str = "child.pid") -> list[int]:
+    """The pids a test's wrapper command appended to ``folder / name``."""
+    return [int(p) for p in (folder / name).read_text().split()]
+
+
 def write_yaml(tmp_path: Path, text: str, name: str = "net.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
 
 
-__all__ = ["CONFIGS", "ROOT", "TEST_PLUGINS", "examples", "write_yaml", "os"]
+__all__ = ["CONFIGS", "EXTERNAL_EXAMPLES", "OCTAVE_FLAGS", "ROOT", "TEST_PLUGINS", "examples",
+           "gone", "logged_pids", "require_tool", "write_yaml", "os"]

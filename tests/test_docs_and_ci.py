@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import CONFIGS, ROOT
@@ -92,3 +93,37 @@ def test_pre_commit_hook_definition_runs(tmp_path):
     assert ok.returncode == 0 and bad.returncode == 1 and "Root cause: act" in bad.stdout
     documented = README.read_text().split("**pre-commit**", 1)[1]
     assert f"- id: {hook['id']}" in documented
+
+
+def _stub(folder: Path, name: str, script: str = "exit 0") -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("present, uid, has_apt, expected_calls", [
+    (["octave-cli", "g++", "cc"], "0", True, []),                    # nothing to install
+    (["cc"], "0", True, ["update -qq", "install -y -qq --no-install-recommends octave g++"]),
+    (["g++", "cc"], "1000", True, []),                               # not root: hands off
+    (["g++", "cc"], "0", False, []),                                 # no apt-get: hands off
+])
+def test_ci_installs_the_external_client_tools_only_when_it_can(tmp_path, present, uid, has_apt,
+                                                                 expected_calls):
+    """.ci/install-external-tools asks apt-get for exactly the missing tools, as root, and
+    otherwise changes nothing and still succeeds (the tests then skip, or fail in CI)."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in present:
+        _stub(stubs, tool)
+    _stub(stubs, "id", f"echo {uid}")
+    calls = tmp_path / "apt-calls"
+    if has_apt:
+        # Only the arguments after apt-get's lock option, one call per line.
+        _stub(stubs, "apt-get", f'shift 2; echo "$*" >> {calls}')
+    result = subprocess.run(["/bin/bash", str(ROOT / ".ci" / "install-external-tools")],
+                            env={"PATH": str(stubs)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    logged = calls.read_text().splitlines() if calls.exists() else []
+    assert logged == expected_calls
+    if not expected_calls and len(present) < 3:
+        assert "not installing: octave" in result.stderr

@@ -7,7 +7,6 @@ import ast
 import gc
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -18,45 +17,23 @@ import numpy as np
 import pytest
 
 import gradcheck
-from conftest import ROOT, write_yaml
+from conftest import ROOT, gone, logged_pids, require_tool, write_yaml
 from gradcheck.external_protocol import encode_message, format_value
 from gradcheck.layers.external import External
 
 EXAMPLES = ROOT / "examples" / "external"
 MISBEHAVING = Path(__file__).resolve().parent / "external" / "misbehaving_client.py"
-CC = shutil.which("cc") or shutil.which("gcc")
 
 
 @pytest.fixture(scope="module")
 def c_clients(tmp_path_factory) -> Path:
     """The C reference client and its buggy twin, compiled with the system compiler."""
-    if CC is None:
-        pytest.skip("no C compiler (cc/gcc) on this machine")
+    cc = require_tool("cc", "gcc", install="apt-get install gcc, or .ci/install-external-tools")
     out = tmp_path_factory.mktemp("cbuild")
     for binary, flags in (("conv2d", []), ("conv2d_buggy", ["-DBUGGY"])):
-        subprocess.run([CC, "-O2", "-std=c99", "-Wall", "-Werror", *flags, "-o", str(out / binary),
+        subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Werror", *flags, "-o", str(out / binary),
                         str(EXAMPLES / "conv2d.c"), "-lm"], check=True, capture_output=True)
     return out
-
-
-def _gone(pid: int, wait: float = 3.0) -> bool:
-    """Whether process ``pid`` has ended (an unreaped zombie counts as ended)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except (ProcessLookupError, FileNotFoundError):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-
-
-def _pids(folder: Path, name: str = "child.pid") -> list[int]:
-    return [int(p) for p in (folder / name).read_text().split()]
 
 
 def _check_json(run_cli, path: Path):
@@ -182,9 +159,9 @@ loss: mse
 """)
     result, report = _check_json(run_cli, path)
     assert result.exit_code == 0, result.stdout + result.stderr
-    pids = _pids(tmp_path)
+    pids = logged_pids(tmp_path)
     assert len(pids) == 2, "one child per external layer, not one per evaluation"
-    assert all(_gone(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
 
 
 def test_network_close_and_garbage_collection_stop_the_child(tmp_path):
@@ -195,17 +172,17 @@ layers:
 loss: mse
 """
     network, _ = gradcheck.build_network(gradcheck.load_config(write_yaml(tmp_path, spec_text)))
-    (pid,) = _pids(tmp_path)
-    assert not _gone(pid, wait=0.0)
+    (pid,) = logged_pids(tmp_path)
+    assert not gone(pid, wait=0.0)
     with network:
         pass
-    assert _gone(pid)
+    assert gone(pid)
 
     network, _ = gradcheck.build_network(gradcheck.load_config(tmp_path / "net.yaml"))
-    pid = _pids(tmp_path)[-1]
+    pid = logged_pids(tmp_path)[-1]
     del network
     gc.collect()
-    assert _gone(pid), "an unclosed layer's child is stopped when the layer is collected"
+    assert gone(pid), "an unclosed layer's child is stopped when the layer is collected"
 
 
 def test_a_failed_build_stops_children_already_started(tmp_path, run_cli):
@@ -218,7 +195,7 @@ loss: mse
 """)
     result = run_cli("check", path)
     assert result.exit_code == 2
-    assert all(_gone(pid) for pid in _pids(tmp_path))
+    assert all(gone(pid) for pid in logged_pids(tmp_path))
 
 
 # -- every misbehaviour is a user error (exit 2) with a clear message ---------------------------
@@ -253,11 +230,12 @@ loss: mse
     assert "layer 'ext' (external)" in message and "net.yaml" in message
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 10
-    assert all(_gone(pid) for pid in _pids(tmp_path))
+    assert all(gone(pid) for pid in logged_pids(tmp_path))
     if mode == "exit_early":
         assert "segmentation fault (pretend)" in message, "the child's stderr is quoted"
     if mode == "hang_with_grandchild":
-        assert _gone(_pids(tmp_path, "grandchild.pid")[0]), "the child's own children are stopped"
+        assert gone(logged_pids(tmp_path, "grandchild.pid")[0]), \
+            "the child's own children are stopped"
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -357,4 +335,4 @@ def test_optional_reply_parts_mixes_batch_and_state(tmp_path, monkeypatch):
     finally:
         mixing.close()
         stateful.close()
-    assert all(_gone(pid) for pid in _pids(tmp_path))
+    assert all(gone(pid) for pid in logged_pids(tmp_path))
