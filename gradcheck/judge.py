@@ -211,9 +211,12 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, noise: np.ndarray
 
 
 def target_report(name: str, array_shape: tuple[int, ...], v: Verdicts, analytic_full: np.ndarray,
-                  *, is_input: bool, decay_term: np.ndarray | None = None) -> TargetReport:
+                  *, is_input: bool, decay_term: np.ndarray | None = None,
+                  axis_names: tuple[str, ...] | None = None,
+                  param: np.ndarray | None = None) -> TargetReport:
     """The TargetReport of one target from its verdicts, with the worst elements and the
-    pattern of the mismatch."""
+    pattern of the mismatch. ``axis_names``: the layer's (``explain.target_axis_names``),
+    generic when None; ``param``: the parameter's values, for the decay-term pattern."""
     size = int(np.prod(array_shape))
     report = TargetReport(target=name, shape=tuple(array_shape), status="pass",
                           checked=len(v.indices), failed=int(np.sum(v.status == "fail")),
@@ -222,6 +225,7 @@ def target_report(name: str, array_shape: tuple[int, ...], v: Verdicts, analytic
     rel_map = np.full(size, np.nan)
     rel_map[v.indices] = v.rel
     report.rel_error = rel_map.reshape(array_shape)
+    report.axis_names = axis_names or explain.default_axis_names(array_shape, is_input)
     if len(v.indices) == 0:
         report.status = "skipped"
         return report
@@ -258,7 +262,8 @@ def target_report(name: str, array_shape: tuple[int, ...], v: Verdicts, analytic
         found = explain.classify(np.asarray(analytic_full, float).reshape(array_shape),
                                  numeric_map.reshape(array_shape),
                                  status_map.reshape(array_shape).astype(str),
-                                 rtol=v.tol.rtol, is_input=is_input, weight_decay_term=decay_term)
+                                 rtol=v.tol.rtol, axis_names=report.axis_names,
+                                 weight_decay_term=decay_term, param=param)
         if found:
             report.pattern, report.explanation = found.kind, found.text
     elif report.inconclusive:
