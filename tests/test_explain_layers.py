@@ -13,6 +13,7 @@ from conftest import TEST_PLUGINS, examples
 from fd import analytic_layer_grads, numeric_layer_grads
 from gradcheck import LayerError, Layer, check_layer, registry
 from gradcheck.explain import classify, declaration_problem, target_axis_names
+from gradcheck.explain.axes import noun
 from gradcheck.plugins import load_plugin
 from gradcheck.render.heatmap import heatmap
 from test_contract import BUILTIN_LAYERS, LAYER_CASES
@@ -127,6 +128,14 @@ def test_the_c_example_bug_gets_no_false_pattern():
 
 
 # -- axis names: declared, default, validated --------------------------------------------------
+
+@pytest.mark.parametrize("name, one, many", [
+    ("time", "time step", "time steps"), ("axis 2", "index", "indices"), ("row", "row", "rows"),
+    ("kernel column", "kernel column", "kernel columns"), ("class", "class", "classes"),
+    ("query", "query", "queries"), ("day", "day", "days")])
+def test_axis_nouns(name, one, many):
+    assert (noun(name, 1), noun(name, 3)) == (one, many)
+
 
 def test_axis_names_come_from_the_declaration_with_generic_defaults():
     dense = registry.layer_class("dense")(units=3)

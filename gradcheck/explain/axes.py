@@ -73,7 +73,14 @@ def noun(name: str, count: int) -> str:
     """What one index along an axis called ``name`` is, in the singular or plural: "row",
     "time steps", and "index"/"indices" for a generic axis."""
     base = "index" if is_generic(name) else name
-    singular, plural = _NOUNS.get(base, (base, base + "s"))
+    if base in _NOUNS:
+        singular, plural = _NOUNS[base]
+    elif base.endswith(("s", "x", "ch", "sh")):
+        singular, plural = base, base + "es"
+    elif base.endswith("y") and base[-2:-1] not in ("a", "e", "o", "u"):
+        singular, plural = base, base[:-1] + "ies"
+    else:
+        singular, plural = base, base + "s"
     return singular if count == 1 else plural
 
 
