@@ -11,6 +11,7 @@ import numpy as np
 from gradcheck.engine.base import Perturbed
 from gradcheck.engine.local import INPUT, LocalProbe
 from gradcheck.errors import LayerError
+from gradcheck.explain import target_axis_names
 from gradcheck.judge import judge
 from gradcheck.outcome import target_report
 from gradcheck.report import TargetReport
@@ -68,9 +69,12 @@ class Comparison:
         flat = np.asarray(analytic, dtype=np.float64).reshape(-1)
         verdicts = judge(probe.evaluate, flat[compared], compared, Perturbed.join(parts),
                          steps[:done], cap[:done], self.tol, self.dtype)
-        report = target_report(name, tuple(probe.array.shape), verdicts, analytic,
-                               is_input=name == INPUT, compared="layer", decay_term=decay_term,
-                               of=len(indices) if stopped else None)
+        shape = tuple(probe.array.shape)
+        report = target_report(name, shape, verdicts, analytic, is_input=name == INPUT,
+                               compared="layer", decay_term=decay_term,
+                               of=len(indices) if stopped else None,
+                               axis_names=target_axis_names(unit, name, shape),
+                               param=None if name == INPUT else unit.params[name])
         return report, stopped
 
     def alone(self, unit, x: np.ndarray, rng, select) -> list[TargetReport]:

@@ -26,6 +26,7 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     safety_failed = bool(report.end_to_end and report.end_to_end["failed"])
     if safety_failed or any(layer.status in NEEDS_ISOLATION for layer in report.layers):
         _isolate(network, clean, settings, report, comparison)
+        _patterns_from_isolation(report)
     blame.assign_blame(report.layers)
     if any(layer.root_cause for layer in report.layers):
         _confirm_inherited(network, clean, batch, settings, report, band)
@@ -142,6 +143,21 @@ def _isolate(network, clean, settings, report: Report, comparison) -> None:
         x = np.array(clean.inputs[k], copy=True, order="C")
         layer.isolated_checks = comparison.alone(network.layers[k], x, rng, select)
         layer.isolated = worst_status(c.status for c in layer.isolated_checks)
+
+
+def _patterns_from_isolation(report: Report) -> None:
+    """A pattern read from the network's upstream gradient rests on what that gradient lets
+    through (a max-pool passes one element in four); the layer checked alone sees every element
+    under a random one. Where both fail, the isolated pattern is the one reported."""
+    for layer in report.layers:
+        alone = {c.target: c for c in layer.isolated_checks if c.status == "fail" and c.pattern}
+        for check in layer.checks:
+            twin = alone.get(check.target)
+            if check.status == "fail" and check.compared == "layer" and twin is not None \
+                    and twin.pattern != check.pattern:
+                check.pattern = twin.pattern
+                check.explanation = (f"{twin.explanation} (read from the layer checked alone, "
+                                     "every element under a random upstream gradient)")
 
 
 def _confirm_inherited(network, clean, batch, settings, report: Report, band) -> None:

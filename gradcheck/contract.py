@@ -45,6 +45,15 @@ class Layer:
       (batch normalisation in training mode).
     - ``close()``: release what the layer holds outside Python (a child process, a file). Called
       once when the check is over, also after an error; must be safe to call more than once.
+    - ``axis_names``: what each axis of the layer's gradients means, so that an explanation says
+      "errors only in time steps 0-14 of 16" and a heat map "rows: input feature, columns: unit"
+      instead of "axis 1": a dict from ``"input"`` and parameter names to tuples of names, one
+      per axis, the input's without the batch axis (always ``"sample"``, a reserved name). E.g.
+      dense: ``{"input": ("input feature",), "W": ("input feature", "unit"), "b": ("unit",)}``.
+      A class attribute, or set in ``build`` when the layout depends on the input shape;
+      targets left out get generic names ("axis 1", ...). Checked after ``build``: one name per
+      axis (names of parameters the layer did not create are ignored). A layer with several
+      inputs gives one ``"input"`` tuple that fits each.
 
     **Context the network provides** (set after ``__init__``, before ``build``):
 
@@ -81,6 +90,8 @@ class Layer:
 
     mixes_batch: ClassVar[bool] = False
     uses_rng: ClassVar[bool] = False
+    # Replaced (never mutated) by layers that declare their layout; see the class docstring.
+    axis_names: dict[str, tuple[str, ...]] = {}
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

@@ -19,6 +19,7 @@ from gradcheck import registry
 from gradcheck.config import NetworkSpec
 from gradcheck.contract import Layer, Loss
 from gradcheck.errors import ConfigError, GradcheckError, LayerError
+from gradcheck.explain.axes import declaration_problem
 from gradcheck.layers.losses import Projection
 from gradcheck.resources import ResourceError
 from gradcheck.usercode import close_unit, invoke, seed_rng, type_name
@@ -334,6 +335,10 @@ def build_unit(layer: Layer, input_shape: tuple[int, ...], rng, dtype) -> tuple[
             raise LayerError(f"{label}: params[{pname!r}] must be a float numpy array, found "
                              f"{type(value).__name__}.")
         layer.params[pname] = np.ascontiguousarray(value, dtype=dtype)
+    problem = declaration_problem(layer, input_shape)
+    if problem:
+        raise LayerError(f"{label}: {problem}.", hint="declare one name per axis of the input "
+                         "(without the batch axis) and of each parameter, or none at all")
     return tuple(int(d) for d in out_shape)
 
 

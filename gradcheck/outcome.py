@@ -15,10 +15,13 @@ WORST_SHOWN = 5
 
 def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full: np.ndarray, *,
                   is_input: bool, compared: str, decay_term: np.ndarray | None = None,
-                  of: int | None = None) -> TargetReport:
+                  of: int | None = None, axis_names: tuple[str, ...] | None = None,
+                  param: np.ndarray | None = None) -> TargetReport:
     """The report of target ``name`` (an array of ``shape``) from ``v``. ``compared`` says what
     the numeric side differentiated ("layer": the unit's own objective; "network": the loss);
-    ``of``: how many elements were selected when fewer were compared (a stopped check)."""
+    ``of``: how many elements were selected when fewer were compared (a stopped check);
+    ``axis_names``: the layer's declared layout (``explain.target_axis_names``), generic when
+    None; ``param``: the parameter's values, for the decay-term pattern."""
     size = int(np.prod(shape, dtype=np.int64))
     counts = v.counts()
     report = TargetReport(target=name, shape=tuple(shape), status="pass", checked=len(v.indices),
@@ -28,6 +31,7 @@ def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full:
     rel_map = np.full(size, np.nan)
     rel_map[v.indices] = v.rel
     report.rel_error = rel_map.reshape(shape)
+    report.axis_names = axis_names or explain.default_axis_names(shape, is_input)
     if of is not None and of > len(v.indices):
         report.coverage = {"elements": len(v.indices), "of": int(of), "stopped": True}
         report.notes.append(f"{len(v.indices):,} of {of:,} selected elements compared before "
@@ -58,8 +62,8 @@ def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full:
     if report.failed:
         report.status = "fail"
         report.own_failed = report.failed if compared == "layer" else 0
-        report.pattern, report.explanation = _pattern(v, shape, analytic_full, is_input,
-                                                      decay_term)
+        report.pattern, report.explanation = _pattern(v, shape, analytic_full,
+                                                      report.axis_names, decay_term, param)
     elif report.inconclusive:
         report.status = "inconclusive"
     elif report.kinks:
@@ -91,7 +95,7 @@ def _precision_notes(v: Verdicts) -> list[str]:
     return notes
 
 
-def _pattern(v: Verdicts, shape, analytic_full, is_input: bool, decay_term):
+def _pattern(v: Verdicts, shape, analytic_full, axis_names, decay_term, param):
     size = int(np.prod(shape, dtype=np.int64))
     status_map = np.full(size, "", dtype=object)
     status_map[v.indices] = v.status
@@ -99,8 +103,8 @@ def _pattern(v: Verdicts, shape, analytic_full, is_input: bool, decay_term):
     numeric_map[v.indices] = v.numeric
     found = explain.classify(np.asarray(analytic_full, float).reshape(shape),
                              numeric_map.reshape(shape), status_map.reshape(shape).astype(str),
-                             rtol=v.rtol_used or v.tol.rtol, is_input=is_input,
-                             weight_decay_term=decay_term)
+                             rtol=v.rtol_used or v.tol.rtol, axis_names=axis_names,
+                             weight_decay_term=decay_term, param=param)
     return (found.kind, found.text) if found else (None, None)
 
 

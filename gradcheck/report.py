@@ -40,6 +40,9 @@ class TargetReport:
     analytic: float | None = None
     numeric: float | None = None
     rel_error: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    # One name per axis of the target (the layer's declared layout, else generic; an input's
+    # first is "sample"): for the heat map's labels.
+    axis_names: tuple[str, ...] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     # What the mismatch looks like (gradcheck.explain): a code and a sentence, None if it passes.
     pattern: str | None = None

@@ -52,9 +52,9 @@ PATTERNS = [
     ("mse_sign_flipped", "input", "sign_flip", "sign flipped"),
     ("dense_square_transposed", "W", "transposed", "transposing"),
     ("conv_flipped_kernel_grad", "W", "kernel_flipped", "180 degrees"),
-    ("dense_loop_bound", "W", "boundary", "last column"),
+    ("dense_loop_bound", "W", "boundary", "the last index along axis 1 (size 6)"),
     ("scale_first_feature_skipped", "gamma", "boundary", "first element"),
-    ("dense_batch_loop", "input", "some_samples", "sample(s) [3]"),
+    ("dense_batch_loop", "input", "some_samples", "errors only in sample 3 of 4"),
     ("dense_weight_decay_inside", "W", "includes_weight_decay", "weight_decay x W"),
 ]
 
@@ -77,18 +77,19 @@ def _status(shape, failing):
 def test_classify_analytic_all_zero_and_isolated_elements():
     rng = np.random.default_rng(0)
     numeric = rng.normal(size=(5, 7))
+    names = ("axis 0", "axis 1")
     zero = classify(np.zeros((5, 7)), numeric, _status((5, 7), np.ones((5, 7), bool)),
-                    rtol=1e-5, is_input=False)
+                    rtol=1e-5, axis_names=names)
     assert zero.kind == "analytic_zero"
     analytic = numeric.copy()
     analytic[2, 3] += 1.0
     analytic[1, 4] -= 1.0
     mask = np.zeros((5, 7), bool)
     mask[2, 3] = mask[1, 4] = True
-    few = classify(analytic, numeric, _status((5, 7), mask), rtol=1e-5, is_input=False)
+    few = classify(analytic, numeric, _status((5, 7), mask), rtol=1e-5, axis_names=names)
     assert few.kind == "isolated" and "[1, 4]" in few.text and "[2, 3]" in few.text
     assert classify(numeric, numeric, _status((5, 7), np.zeros((5, 7), bool)), rtol=1e-5,
-                    is_input=False) is None
+                    axis_names=names) is None
 
 
 def test_classify_border_ring_and_first_channel():
@@ -97,12 +98,14 @@ def test_classify_border_ring_and_first_channel():
     ring = np.zeros_like(numeric, bool)
     ring[..., 0, :] = ring[..., -1, :] = ring[..., :, 0] = ring[..., :, -1] = True
     analytic = np.where(ring, numeric * 1.3 + 0.1, numeric)
-    found = classify(analytic, numeric, _status(numeric.shape, ring), rtol=1e-5, is_input=True)
+    names = ("sample", "channel", "row", "column")
+    found = classify(analytic, numeric, _status(numeric.shape, ring), rtol=1e-5, axis_names=names)
     assert found.kind == "boundary" and "border" in found.text
     channel = np.zeros_like(numeric, bool)
     channel[:, 0] = True
     analytic = np.where(channel, numeric + 0.5, numeric)
-    found = classify(analytic, numeric, _status(numeric.shape, channel), rtol=1e-5, is_input=True)
+    found = classify(analytic, numeric, _status(numeric.shape, channel), rtol=1e-5,
+                     axis_names=names)
     assert found.kind == "boundary" and "first channel" in found.text
 
 
@@ -257,7 +260,8 @@ def test_text_report_explains_and_draws_a_heat_map(tmp_path, run_cli):
     result = run_cli("check", write_yaml(tmp_path, json.dumps(config)), "--color", "never")
     assert result.exit_code == 1
     out = result.stdout
-    assert "pattern: errors only in the last column" in out and "relative error:" in out
+    assert "pattern: errors only in the last index along axis 1" in out
+    assert "relative error:" in out
     assert "fails alone too" in out
     rows = [line.strip() for line in out.splitlines() if line.startswith("    ") and
             set(line.strip()) <= {"·", "░", "▒", "▓", "█"} and line.strip()]

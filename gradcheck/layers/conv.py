@@ -34,6 +34,10 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+# The axis names (Layer.axis_names) of a per-sample image (channels, height, width).
+IMAGE_AXES = ("channel", "row", "column")
+
+
 def spatial_input(layer: str, input_shape) -> tuple[int, int, int]:
     """Check a per-sample shape is (channels, height, width) and return it."""
     if len(input_shape) != 3:
@@ -112,6 +116,9 @@ class Conv2D(Layer):
     ``init`` draws W (default he, with fan_in = C*kh*kw and fan_out = filters*kh*kw),
     ``bias_init`` draws b (default zeros); see ``gradcheck.layers.init`` for the names.
     """
+
+    axis_names = {"input": IMAGE_AXES, "W": ("filter", "channel", "kernel row", "kernel column"),
+                  "b": ("filter",)}
 
     def __init__(self, filters: int, kernel, stride=1, padding=0, dilation=1, bias: bool = True,
                  init="he", bias_init="zeros"):

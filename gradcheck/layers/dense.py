@@ -18,6 +18,8 @@ class Dense(Layer):
     ``gradcheck.layers.init`` for the names.
     """
 
+    axis_names = {"input": ("input feature",), "W": ("input feature", "unit"), "b": ("unit",)}
+
     def __init__(self, units: int, bias: bool = True, init="he", bias_init="zeros"):
         super().__init__()
         if isinstance(units, bool) or not isinstance(units, int) or units < 1:

@@ -8,6 +8,7 @@ import numpy as np
 
 from gradcheck.errors import LayerError
 from gradcheck.contract import Layer
+from gradcheck.layers.conv import IMAGE_AXES
 from gradcheck.registry import register_layer
 
 # Input bytes per block of groups in BatchNorm.forward_groups (best of 256 KiB - 2 MiB measured with
@@ -93,6 +94,8 @@ class BatchNorm(Layer):
         channels = input_shape[0]
         self.params["gamma"] = np.ones(channels)
         self.params["beta"] = np.zeros(channels)
+        layout = ("feature",) if len(input_shape) == 1 else IMAGE_AXES
+        self.axis_names = {"input": layout, "gamma": layout[:1], "beta": layout[:1]}
         self.running_mean = np.zeros(channels)
         self.running_var = np.ones(channels)
         return tuple(input_shape)
@@ -271,6 +274,8 @@ class LocalResponseNorm(Layer):
     alpha is *not* divided by ``size``: this is the paper's form (and TensorFlow's).  Caffe and
     PyTorch use alpha / size instead; to reproduce one of their configs, give alpha / size here.
     """
+
+    axis_names = {"input": IMAGE_AXES}
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
         super().__init__()

@@ -6,7 +6,7 @@ import numpy as np
 
 from gradcheck.errors import LayerError
 from gradcheck.contract import Layer
-from gradcheck.layers.conv import (as_pair, crop_spatial, output_size, pad_spatial, spatial_input,
+from gradcheck.layers.conv import (IMAGE_AXES, as_pair, crop_spatial, output_size, pad_spatial, spatial_input,
                                    tap_slices, taps)
 from gradcheck.registry import register_layer
 
@@ -17,6 +17,8 @@ POOL_BLOCK_BYTES = 512 * 2**10
 
 class _Pool2D(Layer):
     """Shared option handling for windowed pooling: size, stride (None = size) and padding."""
+
+    axis_names = {"input": IMAGE_AXES}
 
     def __init__(self, size=2, stride=None, padding=0):
         super().__init__()
@@ -140,6 +142,8 @@ class AvgPool2D(_Pool2D):
 @register_layer("global_avgpool")
 class GlobalAvgPool(Layer):
     """y[n, c] = mean of x[n, c] over all H*W positions.  x: (batch, C, H, W), y: (batch, C)."""
+
+    axis_names = {"input": IMAGE_AXES}
 
     def build(self, input_shape, rng):
         channels, _, _ = spatial_input("global_avgpool", input_shape)

@@ -6,6 +6,7 @@ import numpy as np
 
 from gradcheck.contract import Layer
 from gradcheck.errors import LayerError
+from gradcheck.layers.conv import IMAGE_AXES
 from gradcheck.layers.inputs import describe_inputs, is_int
 from gradcheck.registry import register_layer
 
@@ -17,6 +18,8 @@ class Upsample2D(Layer):
     x: (batch, C, H, W) -> y: (batch, C, H * factor, W * factor). backward sums dL/dy over each
     block, so dL/dx[n, c, i, j] is the sum of the factor**2 gradients that pixel fed.
     """
+
+    axis_names = {"input": IMAGE_AXES}
 
     def __init__(self, factor: int = 2):
         super().__init__()

@@ -1,5 +1,7 @@
 """A small terminal heat map of a target's relative error, so that row and column structure
-(an off-by-one in the last column, a padding ring, one bad sample) shows at a glance."""
+(an off-by-one in the last column, a padding ring, every time step but the last) shows at a
+glance. The legend names what the rows and columns are, from the target's axis names (the
+layer's declared layout, ``TargetReport.axis_names``)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,24 @@ SHADES = "░▒▓█"  # relative error from rtol (light) up to 1 and beyond (
 PASS_MARK, UNCHECKED = "·", " "
 
 
-def grid(rel_error: np.ndarray) -> tuple[np.ndarray, str]:
+def grid(rel_error: np.ndarray, axis_names=None) -> tuple[np.ndarray, str]:
     """The 2-D array drawn and what it shows: 1-D as one row, 2-D as is, more axes as the
     maximum over the leading ones (the last two are rows and columns); larger grids are
-    reduced by block maxima. NaN (not checked) stays NaN unless a block has checked elements."""
+    reduced by block maxima. NaN (not checked) stays NaN unless a block has checked elements.
+    ``axis_names``: one per axis of ``rel_error`` (generic "axis i" when None)."""
     rel = np.asarray(rel_error, dtype=float)
+    names = list(axis_names) if axis_names is not None else [f"axis {i}" for i in range(rel.ndim)]
     what = ""
     if rel.ndim == 0:
         rel = rel.reshape(1, 1)
     elif rel.ndim == 1:
         rel = rel.reshape(1, -1)
-    elif rel.ndim > 2:
-        lead = rel.ndim - 2
-        what = f"max over axes {', '.join(map(str, range(lead)))}; "
-        rel = _nanmax(rel.reshape(-1, *rel.shape[-2:]), axis=0)
+        what = f"one row: {names[0]}; "
+    else:
+        what = f"rows: {names[-2]}, columns: {names[-1]}; "
+        if rel.ndim > 2:
+            what += f"max over {', '.join(names[:-2])}; "
+            rel = _nanmax(rel.reshape(-1, *rel.shape[-2:]), axis=0)
     rows, cols = rel.shape
     row_block, col_block = -(-rows // MAX_ROWS), -(-cols // MAX_COLS)
     if row_block > 1 or col_block > 1:
@@ -44,9 +50,10 @@ def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
     return np.where(np.any(checked, axis=axis), best, np.nan)
 
 
-def heatmap(rel_error: np.ndarray, rtol: float, indent: str = "    ") -> Text:
-    """The heat map as rich Text: one character per element (or block), then a legend."""
-    cells, what = grid(rel_error)
+def heatmap(rel_error: np.ndarray, rtol: float, axis_names=None, indent: str = "    ") -> Text:
+    """The heat map as rich Text: one character per element (or block), then a legend that
+    names the axes (``axis_names``, one per axis of ``rel_error``; generic when None)."""
+    cells, what = grid(rel_error, axis_names)
     text = Text()
     span = max(np.log10(1.0 / rtol), 1e-9)
     for row in cells:

@@ -147,7 +147,7 @@ def _detail(layer: LayerReport, check: TargetReport, rtol: float) -> Text:
         text.append(f"  note: {note}\n", style="dim")
     if check.rel_error is not None and check.rel_error.size > 1:
         text.append("  relative error:\n")
-        text.append_text(heatmap(check.rel_error, rtol))
+        text.append_text(heatmap(check.rel_error, rtol, check.axis_names))
     return text
 
 
