@@ -77,9 +77,10 @@ class Comparison:
                                param=None if name == INPUT else unit.params[name])
         return report, stopped
 
-    def alone(self, unit, x: np.ndarray, rng, select) -> list[TargetReport]:
+    def alone(self, unit, x: np.ndarray, rng, select, decay_terms=None) -> list[TargetReport]:
         """``unit`` checked alone: sum(G * unit(x)) under a random upstream gradient G (standard
-        normal, from ``rng``), for each parameter and its input, at ``select(grad, rng)``."""
+        normal, from ``rng``), for each parameter and its input, at ``select(grad, rng)``;
+        ``decay_terms``: the weight-decay term of each parameter, for the patterns."""
         y = invoke(unit, "forward", unit.forward, x)
         upstream = rng.standard_normal(np.shape(y)).astype(self.dtype)
         grad_in = invoke(unit, "backward", unit.backward, upstream.copy())
@@ -94,7 +95,8 @@ class Comparison:
             indices = select(analytic[name], rng)
             if len(indices) == 0:
                 continue
-            report, _ = self.target(unit, x, upstream, name, indices, analytic[name])
+            report, _ = self.target(unit, x, upstream, name, indices, analytic[name],
+                                    decay_term=(decay_terms or {}).get(name))
             reports.append(report)
         return reports
 

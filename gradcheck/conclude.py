@@ -141,7 +141,9 @@ def _isolate(network, clean, settings, report: Report, comparison) -> None:
             continue
         rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5, k)))
         x = np.array(clean.inputs[k], copy=True, order="C")
-        layer.isolated_checks = comparison.alone(network.layers[k], x, rng, select)
+        decay = {name: regularisation.decay_term(network, k, name, settings)
+                 for name in network.layers[k].params}
+        layer.isolated_checks = comparison.alone(network.layers[k], x, rng, select, decay)
         layer.isolated = worst_status(c.status for c in layer.isolated_checks)
 
 
