@@ -10,3 +10,5 @@ from gradcheck.layers import norm  # noqa: F401
 from gradcheck.layers import losses  # noqa: F401
 from gradcheck.layers import external  # noqa: F401
 from gradcheck.layers import recurrent  # noqa: F401
+from gradcheck.layers import embedding  # noqa: F401
+from gradcheck.layers import attention  # noqa: F401
