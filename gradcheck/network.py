@@ -271,6 +271,9 @@ def _make_input(spec: NetworkSpec) -> np.ndarray:
 def _make_target(spec: NetworkSpec, network: Network, batch: int) -> np.ndarray:
     out_shape = network.shapes[-1]
     labels = network.loss.target_kind == "labels"
+    if labels:
+        label_shape, classes = invoke(network.loss, "label_shape", network.loss.label_shape,
+                                      out_shape)
     if spec.target is not None and spec.target.file is not None:
         target = load_array(spec.target, "target")
         if labels:
@@ -278,7 +281,7 @@ def _make_target(spec: NetworkSpec, network: Network, batch: int) -> np.ndarray:
                 raise DataError("target labels must be integers.", path="target",
                                 where=spec.source.where("target"))
             target = target.astype(np.int64)
-        expected = (batch,) if labels else (batch, *out_shape)
+        expected = (batch, *label_shape) if labels else (batch, *out_shape)
         if target.shape != expected:
             raise DataError(f"target data has shape {target.shape}; the network needs {expected}.",
                             path="target", where=spec.source.where("target"),
@@ -289,6 +292,5 @@ def _make_target(spec: NetworkSpec, network: Network, batch: int) -> np.ndarray:
         if spec.target is not None:
             raise spec.error(f"{spec.loss.type} takes integer class labels; they are drawn uniformly "
                              "unless loaded with 'file:'.", "target")
-        classes = int(np.prod(out_shape))
-        return rng.integers(0, classes, batch)
+        return rng.integers(0, classes, (batch, *label_shape))
     return generate(spec.target, (batch, *out_shape), rng, "uniform").astype(network.dtype)
