@@ -15,7 +15,9 @@ def layer_objective(layer, x: np.ndarray, upstream: np.ndarray) -> float:
 
 
 def numeric_layer_grads(layer, x: np.ndarray, upstream: np.ndarray, eps: float = 1e-6):
-    """Return (dS/dx, {param: dS/dparam}) for S = sum(upstream * layer(x)) by central differences."""
+    """Return (dS/dx, {param: dS/dparam}) for S = sum(upstream * layer(x)) by central differences.
+
+    An integer ``x`` (token ids) is not perturbed: its dS/dx is None."""
 
     def numeric(array: np.ndarray) -> np.ndarray:
         grad = np.zeros_like(array)
@@ -32,8 +34,11 @@ def numeric_layer_grads(layer, x: np.ndarray, upstream: np.ndarray, eps: float =
             flat_grad[i] = (plus - minus) / (2 * eps)
         return grad
 
-    x = np.array(x, dtype=np.float64, copy=True)
-    grad_x = numeric(x)
+    if np.asarray(x).dtype.kind in "iu":
+        grad_x = None
+    else:
+        x = np.array(x, dtype=np.float64, copy=True)
+        grad_x = numeric(x)
     grad_params = {name: numeric(p) for name, p in layer.params.items()}
     return grad_x, grad_params
 
@@ -51,7 +56,10 @@ def assert_layer_gradients(layer, x: np.ndarray, rng: np.random.Generator,
     upstream = rng.normal(size=layer.forward(x).shape)
     analytic_x, analytic_p = analytic_layer_grads(layer, x, upstream)
     numeric_x, numeric_p = numeric_layer_grads(layer, x, upstream, eps)
-    np.testing.assert_allclose(analytic_x, numeric_x, rtol=rtol, atol=atol, err_msg="dL/dx")
+    if numeric_x is None:
+        assert analytic_x is None, "an integer input has no gradient: backward must return None"
+    else:
+        np.testing.assert_allclose(analytic_x, numeric_x, rtol=rtol, atol=atol, err_msg="dL/dx")
     assert set(analytic_p) == set(numeric_p), "grads must have exactly the params' names"
     for name in numeric_p:
         np.testing.assert_allclose(analytic_p[name], numeric_p[name], rtol=rtol, atol=atol,
