@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -123,7 +124,7 @@ class SelfAttention(Layer):
     def _attend(self, x: np.ndarray, ids) -> types.SimpleNamespace:
         """Every intermediate of forward(x, ids)."""
         p = self.params
-        c = types.SimpleNamespace(x=x, ids=ids, scale=1.0 / np.sqrt(x.shape[2] // self.heads))
+        c = types.SimpleNamespace(x=x, ids=ids, scale=1.0 / math.sqrt(x.shape[2] // self.heads))
         c.q, c.k, c.v = (self._split(x @ p[f"W{n}"] + p[f"b{n}"]) for n in "qkv")
         c.allowed = self._allowed(x.shape[1], ids)
         per_head = None if c.allowed is None else (
