@@ -145,7 +145,7 @@ def test_causal_outputs_ignore_later_tokens_and_padding_ignores_padded_tokens():
     np.testing.assert_array_equal(changed[[0, 2]], ids[[0, 2]] == PAD)
 
 
-# ---- the liar: backward without 1/sqrt(d) ---------------------------------------------------------
+# ---- the liar: backward without 1/sqrt(d) --------------------------------------------------------
 
 def _broken(name: str):
     load_plugin("broken/sequence_layers.py", CONFIGS)
@@ -173,7 +173,7 @@ def test_attention_unscaled_in_backward_is_invisible_at_head_size_one():
                            np.random.default_rng(2))
 
 
-# ---- shapes, inputs and errors ----------------------------------------------------------------
+# ---- shapes, inputs and errors -------------------------------------------------------------------
 
 def test_parameters_initialisation_and_shapes():
     layer = layer_class("attention")(heads=2)

@@ -138,7 +138,7 @@ def test_bad_options_are_layer_errors(options, message):
         layer_class("embedding")(**options)
 
 
-# ---- positional_encoding --------------------------------------------------------------------------
+# ---- positional_encoding -------------------------------------------------------------------------
 
 def reference_positions(steps, features):
     table = np.empty((steps, features))
@@ -175,6 +175,6 @@ def test_positional_encoding_first_rows_and_float32():
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
 def test_positional_encoding_needs_a_sequence(shape):
-    with pytest.raises(LayerError, match="positional_encoding expects a per-sample sequence") as info:
+    with pytest.raises(LayerError, match="positional_encoding expects a per-sample") as info:
         layer_class("positional_encoding")().build(shape, np.random.default_rng(0))
     assert "embedding" in info.value.hint

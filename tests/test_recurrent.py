@@ -35,7 +35,7 @@ def built(kind: str, steps: int, features: int, seed: int, **options):
     return layer, rng.normal(size=(2, steps, features))
 
 
-# ---- the reference: scalar loops over samples, steps and units --------------------------------
+# ---- the reference: scalar loops over samples, steps and units -----------------------------------
 
 def reference_forward(kind: str, params: dict, x: np.ndarray, units: int):
     """Per sample, the list of states after every step: [(h, c)] with h_{-1} (and c_{-1})
@@ -176,7 +176,7 @@ def test_gradients_match_finite_differences(kind, steps, features, units, batch,
     assert_layer_gradients(layer, rng.normal(size=(batch, steps, features)), rng)
 
 
-# ---- the liar: backward that drops the path through later steps ------------------------------
+# ---- the liar: backward that drops the path through later steps ----------------------------------
 
 def _broken(name: str):
     load_plugin("broken/sequence_layers.py", CONFIGS)
@@ -273,6 +273,6 @@ def test_bad_options_are_layer_errors(kind, options, message):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
 def test_a_non_sequence_input_is_a_layer_error_with_a_hint(kind, shape):
-    with pytest.raises(LayerError, match=r"expects a per-sample sequence \(time, features\)") as info:
+    with pytest.raises(LayerError, match=r"per-sample sequence \(time, features\)") as info:
         layer_class(kind)(units=2).build(shape, np.random.default_rng(0))
     assert "embedding" in info.value.hint

@@ -12,7 +12,7 @@ from gradcheck.registry import register_layer
 
 @register_layer("dense")
 class Dense(Layer):
-    """y = x @ W + b.  x: (batch, fan_in), W: (fan_in, units), b: (units,), y: (batch, units).
+    """y = x @ W + b.  x: (batch, [T,] fan_in) -> y: (batch, [T,] units); W: (fan_in, units).
 
     A sequence x: (batch, T, fan_in) gives y: (batch, T, units), the same W and b applied at every
     time step ("time distributed").  ``init`` draws W (default he: N(0, 2/fan_in)), ``bias_init``

@@ -228,7 +228,8 @@ class BatchNorm(Layer):
 
 @register_layer("layernorm")
 class LayerNorm(Layer):
-    """Layer normalisation (Ba et al. 2016): each sample standardised over all its non-batch axes.
+    """Layer normalisation (Ba et al. 2016): each sample standardised over all its non-batch axes,
+    or with ``axes: last`` each position over its last axis (features of a time step).
 
     x, y: (batch, *shape).  y = gamma * (x - mean) / sqrt(var + eps) + beta, with the mean and
     biased variance of each sample (``axes: all``, gamma and beta: shape) or of each position
