@@ -182,3 +182,15 @@ def test_labels_loaded_from_a_file_must_have_the_label_shape(tmp_path):
 def test_a_recurrent_network_with_the_sequence_loss_passes_a_full_check():
     report = gradcheck.check_network(_config(), mode="full")
     assert report.passed
+
+
+def test_diagnose_measures_accuracy_per_label():
+    """The training probe's accuracy compares argmaxes of the loss's label shape: per time step
+    for the sequence loss, where it used to flatten each sample and fail to broadcast."""
+    from gradcheck.diagnose.probe import fit
+
+    network, data = gradcheck.build_network(gradcheck.load_config(_config()))
+    perfect = np.eye(7)[data.target] * 5.0  # (batch, T, classes) peaked at every label
+    assert fit(network, perfect, data.target) == (1.0, True)
+    wrong = np.roll(perfect, 1, axis=2)
+    assert fit(network, wrong, data.target)[0] == 0.0
