@@ -203,8 +203,12 @@ class RNN(Recurrent):
 
     x: (batch, T, F) -> y: (batch, T, units) (every h_t), or (batch, units) (h_{T-1}) without
     ``return_sequences``.  Wx: (F, units), Wh: (units, units), b: (units,); with
-    ``learn_initial_state`` also h0: (units,), shared by every sample.  Init: Wx LeCun normal,
-    Wh orthogonal, b zeros, h0 N(0, 0.1^2).
+    ``learn_initial_state`` also h0: (units,), shared by every sample.
+
+    Init, chosen so that a check reaches every path: Wx LeCun normal (pre-activations near unit
+    variance, off the flat tails of tanh where a wrong backward hides), Wh orthogonal (Saxe et
+    al. 2014: the state keeps its scale over time, so late losses still reach early steps),
+    b zeros, h0 N(0, 0.1^2) (nonzero, so that Wh is exercised at t = 0).
     """
 
     def step(self, ax, ah, state):
@@ -227,9 +231,14 @@ class LSTM(Recurrent):
     h_t = o * tanh(c_t).  h_{-1}, c_{-1} = 0, or the learned h0, c0.
     x: (batch, T, F) -> y: (batch, T, units) (every h_t), or (batch, units) without
     ``return_sequences``.  Wx: (F, 4 units), Wh: (units, 4 units), b: (4 units,); with
-    ``learn_initial_state`` also h0, c0: (units,).  Init: Wx LeCun normal, Wh orthogonal per
-    gate, b zeros except the forget block 1 (Jozefowicz et al. 2015: the cell remembers from the
-    start, so gradients reach early steps through c), h0 and c0 N(0, 0.1^2).
+    ``learn_initial_state`` also h0, c0: (units,).
+
+    Init, chosen so that a check reaches every path: Wx LeCun normal (pre-activations near unit
+    variance, off the flat tails of tanh and sigmoid where a wrong backward hides), Wh
+    orthogonal per gate (Saxe et al. 2014: the state keeps its scale over time), b zeros except
+    the forget block, 1 (Jozefowicz et al. 2015: the cell remembers from the start, so late
+    losses reach early steps through c), h0 and c0 N(0, 0.1^2) (nonzero, so that Wh and f * c
+    are exercised at t = 0).
     """
 
     gates = 4
@@ -275,8 +284,13 @@ class GRU(Recurrent):
     where Wx_r is the first units columns of Wx, and so on.  h_{-1} = 0, or the learned h0.
     x: (batch, T, F) -> y: (batch, T, units) (every h_t), or (batch, units) without
     ``return_sequences``.  Wx: (F, 3 units), Wh: (units, 3 units), b: (3 units,); with
-    ``learn_initial_state`` also h0: (units,).  Init: Wx LeCun normal, Wh orthogonal per gate,
-    b zeros, h0 N(0, 0.1^2).
+    ``learn_initial_state`` also h0: (units,).
+
+    Init, chosen so that a check reaches every path: Wx LeCun normal (pre-activations near unit
+    variance, off the flat tails of tanh and sigmoid where a wrong backward hides), Wh
+    orthogonal per gate (Saxe et al. 2014: the state keeps its scale over time, so late losses
+    still reach early steps), b zeros, h0 N(0, 0.1^2) (nonzero, so that Wh and z * h are
+    exercised at t = 0).
     """
 
     gates = 3
