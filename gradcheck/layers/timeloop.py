@@ -176,8 +176,9 @@ class Recurrent(Layer):
             None, flat_indices)
         ax = x @ self.params["Wx"] + self.params["b"]
         state = self._initial_state(batch, ax.dtype, (len(copies),))
-        if name[:-1] in self.states and name.endswith("0"):
-            state[self.states.index(name[:-1])][copies, :, cols] = values[:, None]
+        initial = [f"{s}0" for s in self.states]
+        if name in initial:
+            state[initial.index(name)][copies, :, cols] = values[:, None]
         out = np.empty((len(copies), batch, steps, self.units), dtype=ax.dtype) if (
             self.return_sequences) else None
         for t in range(steps):
