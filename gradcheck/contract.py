@@ -132,7 +132,9 @@ class Loss:
     """A scalar objective of the network output and a target.
 
     - ``target_kind``: ``"values"`` (regression: targets shaped like the output, drawn uniform [0, 1)
-      by default) or ``"labels"`` (classification: one integer label in [0, C) per sample).
+      by default) or ``"labels"`` (classification: integer labels in [0, C), by default one per
+      sample; ``label_shape`` says otherwise).
+    - ``label_shape(input_shape) -> (label shape, C)`` (labels losses): the labels a sample has.
     - ``build(input_shape)``: validate the per-sample output shape it is given (raise ``LayerError``).
     - ``forward(pred, target) -> float`` and ``backward() -> dL/dpred`` for the most recent forward.
     - ``forward_many(preds, target) -> (n,)`` (optional speed-up, verified like a layer's): the
@@ -154,6 +156,14 @@ class Loss:
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Check that the network output shape (per sample) suits this loss."""
+
+    def label_shape(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """For a ``"labels"`` loss: (per-sample label shape, number of classes C) when the
+        network output has per-sample shape ``input_shape``. The network draws labels of shape
+        (batch, *label shape) uniformly from [0, C), and requires that shape of labels loaded
+        from a file. The default, one label per sample among all outputs, is ((), prod(shape));
+        a loss with a label per time step (T, V) returns ((T,), V)."""
+        return (), int(np.prod(input_shape))
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         """Return the scalar loss for predictions ``pred`` (batch, *shape) and ``target``."""

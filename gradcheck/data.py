@@ -9,6 +9,7 @@ import numpy as np
 
 from gradcheck.config import DataSpec, NetworkSpec
 from gradcheck.errors import DataError
+from gradcheck.usercode import invoke
 
 
 def load_array(spec: DataSpec, what: str) -> np.ndarray:
@@ -76,9 +77,12 @@ def make_input(spec: NetworkSpec) -> np.ndarray:
 
 def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
                 dtype: np.dtype) -> np.ndarray:
-    """Targets for ``loss`` on outputs of per-sample ``out_shape``: class labels (one integer per
-    sample) or values shaped like the output, loaded from ``target.file`` or drawn."""
+    """Targets for ``loss`` on outputs of per-sample ``out_shape``: integer class labels of the
+    shape the loss declares (``Loss.label_shape``: one per sample, or one per time step) or values
+    shaped like the output, loaded from ``target.file`` or drawn."""
     labels = loss.target_kind == "labels"
+    if labels:
+        label_shape, classes = invoke(loss, "label_shape", loss.label_shape, out_shape)
     if spec.target is not None and spec.target.file is not None:
         target = load_array(spec.target, "target")
         if labels:
@@ -86,7 +90,7 @@ def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
                 raise DataError("target labels must be integers.", path="target",
                                 where=spec.source.where("target"))
             target = target.astype(np.int64)
-        expected = (batch,) if labels else (batch, *out_shape)
+        expected = (batch, *label_shape) if labels else (batch, *out_shape)
         if target.shape != expected:
             raise DataError(f"target data has shape {target.shape}; the network needs {expected}.",
                             path="target", where=spec.source.where("target"),
@@ -97,6 +101,5 @@ def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
         if spec.target is not None:
             raise spec.error(f"{spec.loss.type} takes integer class labels; they are drawn "
                              "uniformly unless loaded with 'file:'.", "target")
-        classes = int(np.prod(out_shape))
-        return rng.integers(0, classes, batch)
+        return rng.integers(0, classes, (batch, *label_shape))
     return generate(spec.target, (batch, *out_shape), rng, "uniform").astype(dtype)

@@ -49,9 +49,12 @@ def batchnorm_case(draw) -> LayerCase:
 
 @st.composite
 def layernorm_case(draw) -> LayerCase:
-    # The first axis has >= 2 entries so that every sample has a variance to normalise by.
-    shape = (draw(st.integers(2, 4)), *draw(st.lists(st.integers(1, 3), max_size=2)))
-    return LayerCase({"eps": draw(_EPS)}, shape, batch=draw(st.integers(1, 3)),
+    # The first axis has >= 2 entries so that every sample has a variance to normalise by (and
+    # every axis does for axes: last, whose last axis is then >= 2 whatever the rank).
+    axes = draw(st.sampled_from(["all", "last"]))
+    tail = draw(st.lists(st.integers(2 if axes == "last" else 1, 3), max_size=2))
+    shape = (draw(st.integers(2, 4)), *tail)
+    return LayerCase({"eps": draw(_EPS), "axes": axes}, shape, batch=draw(st.integers(1, 3)),
                      make_input=spread_per_sample)
 
 

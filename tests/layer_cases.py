@@ -20,7 +20,8 @@ class LayerCase:
     For a layer with several inputs (add, concat, ...), ``input_shape`` is a *list* of per-sample
     shapes, exactly what its ``build`` receives, and ``draw_input`` returns a list of arrays.
     ``make_input(rng, full_shape)`` draws an input away from the layer's kinks and ties; by default
-    standard normal values are used (ties and exact zeros then have probability zero).
+    standard normal values are used (ties and exact zeros then have probability zero). An input it
+    returns as integers (token ids) stays integer: it is never perturbed and has no gradient.
     """
 
     options: dict
@@ -36,8 +37,14 @@ class LayerCase:
     def _draw(self, rng: np.random.Generator, input_shape: tuple[int, ...]) -> np.ndarray:
         shape = (self.batch, *input_shape)
         if self.make_input is not None:
-            return np.asarray(self.make_input(rng, shape), dtype=np.float64)
+            drawn = np.asarray(self.make_input(rng, shape))
+            return drawn if is_integer(drawn) else drawn.astype(np.float64)
         return rng.normal(size=shape)
+
+
+def is_integer(x: np.ndarray) -> bool:
+    """Whether ``x`` holds integers (token ids): indices, not values to differentiate."""
+    return np.asarray(x).dtype.kind in "iu"
 
 
 @dataclasses.dataclass(frozen=True)

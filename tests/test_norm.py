@@ -252,6 +252,60 @@ def test_layernorm_rejects_bad_eps():
         LayerNorm(eps=0)
 
 
+def textbook_token_layernorm(x, gamma, beta, eps):
+    """(batch, T, F): every time step of every sample standardised over its F features."""
+    y = np.empty_like(x)
+    for n in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            values = list(x[n, t])
+            mu = sum(values) / len(values)
+            sigma2 = sum((v - mu) ** 2 for v in values) / len(values)
+            y[n, t] = gamma * (x[n, t] - mu) / np.sqrt(sigma2 + eps) + beta
+    return y
+
+
+_SEQUENCES = st.tuples(st.integers(1, 5), st.integers(2, 5))
+
+
+@FEW
+@given(input_shape=_SEQUENCES, batch=st.integers(1, 3), eps=st.sampled_from([1e-5, 1e-2, 1.0]),
+       seed=st.integers(0, 1000))
+def test_layernorm_over_the_last_axis_of_sequences_matches_textbook(input_shape, batch, eps,
+                                                                     seed):
+    layer = built(LayerNorm, {"eps": eps, "axes": "last"}, input_shape, seed)
+    assert layer.params["gamma"].shape == layer.params["beta"].shape == (input_shape[1],)
+    x = np.random.default_rng(seed).normal(size=(batch, *input_shape))
+    expected = textbook_token_layernorm(x, layer.params["gamma"], layer.params["beta"], eps)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_layernorm_over_the_last_axis_gradients(seed):
+    layer = built(LayerNorm, {"axes": "last"}, (4, 3), seed)
+    rng = np.random.default_rng(seed)
+    # Each time step's features spread out: its variance is bounded away from 0.
+    x = np.stack([spread_per_sample(rng, (4, 3)) for _ in range(2)])
+    assert_layer_gradients(layer, x, rng)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_layernorm_over_all_axes_of_sequences_matches_textbook(seed):
+    layer = built(LayerNorm, {}, (4, 3), seed)
+    x = np.random.default_rng(seed).normal(size=(2, 4, 3))
+    expected = textbook_layernorm(x, layer.params["gamma"], layer.params["beta"], 1e-5)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
+    last = built(LayerNorm, {"axes": "last"}, (4, 3), seed)
+    assert not np.allclose(last.forward(x), textbook_layernorm(
+        x, last.params["gamma"], last.params["beta"], 1e-5))
+
+
+def test_layernorm_axes_option_errors():
+    with pytest.raises(LayerError, match="axes must be 'all' or 'last', got 'first'"):
+        LayerNorm(axes="first")
+    with pytest.raises(LayerError, match=r"over 1 element\(s\).*axes last"):
+        LayerNorm(axes="last").build((5, 1), np.random.default_rng(0))
+
+
 # ---- lrn ----------------------------------------------------------------------------------------
 
 _LRN_OPTIONS = st.fixed_dictionaries({

@@ -26,6 +26,8 @@ def _expected(layer, x, name, indices, values):
 CASES = [
     ("dense", {"units": 3}, (4,)),
     ("dense", {"units": 2, "bias": False}, (5,)),
+    ("dense", {"units": 3}, (4, 5)),  # a sequence: the same weights at each of 4 time steps
+    ("dense", {"units": 2, "bias": False}, (1, 3)),
     ("conv2d", {"filters": 2, "kernel": 3, "padding": 1}, (2, 5, 5)),
     ("conv2d", {"filters": 3, "kernel": [2, 3], "stride": 2, "dilation": [1, 2]}, (2, 7, 8)),
 ]

@@ -35,7 +35,9 @@ class _Outcome:
 def fit(network: Network, pred: np.ndarray, target) -> tuple[float, bool]:
     """Accuracy (labels) or R^2 (values) of ``pred``, and whether it counts as fitted."""
     if network.loss.target_kind == "labels":
-        acc = float(np.mean(np.argmax(pred.reshape(len(pred), -1), axis=1) == target))
+        _, classes = network.loss.label_shape(network.shapes[-1])
+        predicted = np.argmax(pred.reshape(*np.shape(target), classes), axis=-1)
+        acc = float(np.mean(predicted == target))
         return acc, acc >= T.FIT_ACCURACY
     y, p = np.asarray(target, np.float64), np.asarray(pred, np.float64)
     sse = float(np.sum((p - y) ** 2))

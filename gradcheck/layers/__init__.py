@@ -11,3 +11,6 @@ from gradcheck.layers import losses  # noqa: F401
 from gradcheck.layers import external  # noqa: F401
 from gradcheck.layers import merge  # noqa: F401
 from gradcheck.layers import upsample  # noqa: F401
+from gradcheck.layers import recurrent  # noqa: F401
+from gradcheck.layers import embedding  # noqa: F401
+from gradcheck.layers import attention  # noqa: F401

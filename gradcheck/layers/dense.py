@@ -12,12 +12,14 @@ from gradcheck.registry import register_layer
 
 @register_layer("dense")
 class Dense(Layer):
-    """y = x @ W + b.  x: (batch, fan_in), W: (fan_in, units), b: (units,), y: (batch, units).
+    """y = x @ W + b.  x: (batch, [T,] fan_in) -> y: (batch, [T,] units); W: (fan_in, units).
 
-    ``init`` draws W (default he: N(0, 2/fan_in)), ``bias_init`` draws b (default zeros); see
-    ``gradcheck.layers.init`` for the names.
+    A sequence x: (batch, T, fan_in) gives y: (batch, T, units), the same W and b applied at every
+    time step ("time distributed").  ``init`` draws W (default he: N(0, 2/fan_in)), ``bias_init``
+    draws b (default zeros); see ``gradcheck.layers.init`` for the names.
     """
 
+    # The input's names follow its rank (set in build): features, or time steps of features.
     axis_names = {"input": ("input feature",), "W": ("input feature", "unit"), "b": ("unit",)}
 
     def __init__(self, units: int, bias: bool = True, init="he", bias_init="zeros"):
@@ -32,15 +34,18 @@ class Dense(Layer):
         self.bias_init = parse_init(bias_init, "bias_init", "dense")
 
     def build(self, input_shape, rng):
-        if len(input_shape) != 1:
+        if len(input_shape) not in (1, 2):
             raise LayerError(
-                f"dense expects a flat input (features,), got per-sample shape {tuple(input_shape)}.",
+                f"dense expects a flat input (features,) or a sequence (time, features), got "
+                f"per-sample shape {tuple(input_shape)}.",
                 hint="insert a 'flatten' layer before it")
-        (fan_in,) = input_shape
+        fan_in = input_shape[-1]
+        self.axis_names = {**type(self).axis_names,
+                           "input": ("time", "input feature")[-len(input_shape):]}
         self.params["W"] = self.init(rng, (fan_in, self.units), fan_in, self.units)
         if self.bias:
             self.params["b"] = self.bias_init(rng, (self.units,), fan_in, self.units)
-        return (self.units,)
+        return (*input_shape[:-1], self.units)
 
     def forward(self, x):
         self.x = x
@@ -48,30 +53,39 @@ class Dense(Layer):
         return y + self.params["b"] if self.bias else y
 
     def perturbed_outputs(self, x, name, flat_indices, values):
-        """forward(x) with one element of W or b replaced, per copy: (n, batch, units).
+        """forward(x) with one element of W or b replaced, per copy: (n, batch, [T,] units).
 
-        y is affine in W and b, so W[i, j] -> v adds (v - W[i, j]) * x[:, i] to column j only."""
+        y is affine in W and b, so W[i, j] -> v adds (v - W[i, j]) * x[..., i] to column j only."""
         y = x @ self.params["W"] + self.params["b"] if self.bias else x @ self.params["W"]
         copies = np.arange(len(flat_indices))
         delta = (values - self.params[name].reshape(-1)[flat_indices]).astype(y.dtype)
         out = np.repeat(y[None], len(copies), axis=0)
+        per_copy = delta.reshape(-1, *(1,) * (x.ndim - 1))  # against (k, batch[, T])
         if name == "W":
             rows, cols = np.divmod(flat_indices, self.units)
-            out[copies, :, cols] += delta[:, None] * x[:, rows].T
+            out[copies, ..., cols] += per_copy * np.moveaxis(x[..., rows], -1, 0)
         else:
-            out[copies, :, flat_indices] += delta[:, None]
+            out[copies, ..., flat_indices] += per_copy
         return out
 
     def perturbed_input_rows(self, x, flat_indices, values):
-        """Row ``flat_indices[k] // fan_in`` of forward(x) with that element of x replaced by
-        ``values[k]``, per k: (k, units). x[n, i] -> v adds (v - x[n, i]) * W[i] to row n."""
-        n, i = np.divmod(flat_indices, x.shape[1])
+        """Row ``flat_indices[k] // (x.size // batch)`` of forward(x) with that element of x
+        replaced by ``values[k]``, per k: (k, [T,] units). x[n, (t,) i] -> v adds
+        (v - x[n, (t,) i]) * W[i] to row n (at step t)."""
+        n, within = np.divmod(flat_indices, x.size // x.shape[0])
+        step, i = np.divmod(within, x.shape[-1])
         delta = (values - x.reshape(-1)[flat_indices]).astype(x.dtype)
         clean = x @ self.params["W"] + self.params["b"] if self.bias else x @ self.params["W"]
-        return clean[n] + delta[:, None] * self.params["W"][i]
+        change = delta[:, None] * self.params["W"][i]
+        if x.ndim == 2:
+            return clean[n] + change
+        out = clean[n]
+        out[np.arange(len(n)), step] += change
+        return out
 
     def backward(self, grad_out):
-        self.grads["W"] = self.x.T @ grad_out
+        fan_in = self.x.shape[-1]
+        self.grads["W"] = self.x.reshape(-1, fan_in).T @ grad_out.reshape(-1, self.units)
         if self.bias:
-            self.grads["b"] = grad_out.sum(axis=0)
+            self.grads["b"] = grad_out.reshape(-1, self.units).sum(axis=0)
         return grad_out @ self.params["W"].T

@@ -172,6 +172,109 @@ class SoftmaxCrossEntropy(Loss):
         return target.astype(np.int64)
 
 
+def _token_nll(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[label] per token: logits (..., V), labels broadcastable to logits'
+    leading axes -> (...,). The row maximum is subtracted before exponentiating (log-sum-exp)."""
+    top = logits.max(axis=-1, keepdims=True)
+    shifted = np.exp(logits - top)
+    log_total = np.log(shifted.sum(axis=-1)) + top[..., 0]
+    picked = np.take_along_axis(logits, np.broadcast_to(labels[..., None], (*logits.shape[:-1], 1)),
+                                axis=-1)[..., 0]
+    return log_total - picked
+
+
+@register_loss("sequence_cross_entropy")
+class SequenceCrossEntropy(Loss):
+    """Cross-entropy at every time step, averaged over the tokens whose target is not ignored.
+
+    pred: (batch, T, V) logits (softmax inside, over V); target: (batch, T) integer labels in
+    [0, V), or ``ignore_index``.  With K = the tokens whose target is not ``ignore_index``,
+    L = sum over (n, t) in K of [log sum_c exp(pred[n, t, c]) - pred[n, t, target[n, t]]] / |K|:
+    the mean over non-ignored targets, PyTorch's convention (``F.cross_entropy`` with
+    ``ignore_index``; cs231n's ``temporal_softmax_loss`` divides by the batch size instead).
+    dL/dpred = (softmax(pred) - onehot(target)) / |K| on tokens in K, 0 elsewhere.  An
+    ``ignore_index`` that is also a class stays in every softmax denominator: only the tokens
+    whose target it is are skipped.  If every target is ignored the mean is 0/0 and forward
+    raises DataError (PyTorch returns NaN).  Log-sum-exp keeps large logits from overflowing.
+    """
+
+    target_kind = "labels"
+
+    def __init__(self, ignore_index: int | None = None):
+        super().__init__()
+        if ignore_index is not None and (isinstance(ignore_index, bool)
+                                         or not isinstance(ignore_index, int)):
+            raise LayerError(f"sequence_cross_entropy: ignore_index must be an integer label, "
+                             f"got {ignore_index!r}.",
+                             hint="write the padding label, e.g. ignore_index: -100 or 0")
+        self.ignore_index = ignore_index
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise LayerError(
+                f"sequence_cross_entropy expects per-sample logits (time, classes), got "
+                f"{tuple(input_shape)}.",
+                hint="end the network with a dense layer of one unit per class, applied at every "
+                     "time step of a (time, features) sequence")
+
+    def label_shape(self, input_shape):
+        """One label per time step: ((T,), V) for logits of per-sample shape (T, V)."""
+        return (input_shape[0],), input_shape[1]
+
+    def forward(self, pred, target):
+        labels, kept = self._labels(np.asarray(target), pred.shape)
+        top = pred.max(axis=-1, keepdims=True)
+        probs = np.exp(pred - top)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        self.dtype, self.probs, self.labels, self.kept = pred.dtype, probs, labels, kept
+        return float(_token_nll(pred, labels)[kept].sum() / kept.sum())
+
+    def forward_many(self, preds, target):
+        labels, kept = self._labels(np.asarray(target), preds.shape[1:])
+        nll = _token_nll(preds, labels)
+        return (nll[:, kept].sum(axis=1) / kept.sum()).astype(np.float64)
+
+    def backward(self):
+        grad = self.probs.copy()
+        batch, steps = np.indices(self.labels.shape)
+        grad[batch, steps, self.labels] -= 1.0
+        grad *= (self.kept / self.kept.sum())[..., None]
+        return grad.astype(self.dtype, copy=False)
+
+    def _labels(self, target: np.ndarray, shape: tuple[int, ...]):
+        """(labels, kept): ``target`` validated as (batch, T) labels of V classes, as int64 with
+        ignored tokens set to 0, and the mask of tokens that count."""
+        batch, steps, classes = shape
+        if target.shape != (batch, steps):
+            hint = ("the targets look one-hot encoded; pass the class indices (argmax) instead"
+                    if target.shape == shape else "one integer label per time step")
+            raise DataError(f"sequence_cross_entropy expects targets of shape ({batch}, {steps}), "
+                            f"found {target.shape}.", hint=hint)
+        if target.dtype.kind == "f":
+            if not (np.isfinite(target).all() and (target == np.round(target)).all()):
+                raise DataError("sequence_cross_entropy expects integer class labels, found "
+                                "non-integral values.")
+        elif target.dtype.kind not in "iu":
+            raise DataError(f"sequence_cross_entropy expects integer class labels, found dtype "
+                            f"{target.dtype}.")
+        kept = np.ones(target.shape, dtype=bool) if self.ignore_index is None else (
+            target != self.ignore_index)
+        bad = kept & ((target < 0) | (target >= classes))
+        if bad.any():
+            raise DataError(
+                f"sequence_cross_entropy labels must lie in [0, {classes}) for {classes} classes, "
+                f"found {target[bad][0].item()}.",
+                hint="set ignore_index to the label of the tokens to skip" if self.ignore_index
+                is None else f"only ignore_index {self.ignore_index} may lie outside")
+        if not kept.any():
+            raise DataError(
+                f"sequence_cross_entropy: every target is ignore_index {self.ignore_index}, so "
+                f"the mean over non-ignored tokens is 0/0.",
+                hint="check that the targets are not all padding, and which label ignore_index "
+                     "names")
+        return np.where(kept, target, 0).astype(np.int64), kept
+
+
 @register_loss("projection")
 class Projection(Loss):
     """L = sum over the batch and every element of target * pred: a fixed random projection.

@@ -231,35 +231,46 @@ class BatchNorm(Layer):
 
 @register_layer("layernorm")
 class LayerNorm(Layer):
-    """Layer normalisation (Ba et al. 2016): each sample standardised over all its non-batch axes.
+    """Layer normalisation (Ba et al. 2016): each sample standardised over all its non-batch axes,
+    or with ``axes: last`` each position over its last axis (features of a time step).
 
-    x, y: (batch, *shape); gamma, beta: shape.  y = gamma * (x - mean) / sqrt(var + eps) + beta,
-    with the mean and biased variance of each sample.  Samples never mix: both modes are the same.
+    x, y: (batch, *shape).  y = gamma * (x - mean) / sqrt(var + eps) + beta, with the mean and
+    biased variance of each sample (``axes: all``, gamma and beta: shape) or of each position
+    over the last axis only (``axes: last``, gamma and beta: (shape[-1],)): a sequence
+    (batch, T, F) then normalises every time step over its F features, as transformers do.
+    Samples never mix: both modes are the same.
     """
 
-    def __init__(self, eps: float = 1e-5):
+    def __init__(self, eps: float = 1e-5, axes: str = "all"):
         super().__init__()
         self.eps = _positive("layernorm", "eps", eps)
+        if axes not in ("all", "last"):
+            raise LayerError(f"layernorm: axes must be 'all' or 'last', got {axes!r}.",
+                             hint="'last' normalises each time step of a sequence over its "
+                                  "features; 'all' each sample over all its values")
+        self.over_last = axes == "last"
 
     def build(self, input_shape, rng):
-        if math.prod(input_shape) < 2:
+        normalised = tuple(input_shape[-1:] if self.over_last else input_shape)
+        if math.prod(normalised) < 2:
             raise LayerError(
-                f"layernorm normalises each sample over its {math.prod(input_shape)} element(s) "
-                f"(per-sample shape {tuple(input_shape)}): the variance is 0 and the output would "
-                f"be beta whatever the input.",
-                hint="normalise a layer with at least 2 outputs per sample")
-        self.params["gamma"] = np.ones(input_shape)
-        self.params["beta"] = np.zeros(input_shape)
+                f"layernorm normalises over {math.prod(normalised)} element(s) (per-sample shape "
+                f"{tuple(input_shape)}, axes {'last' if self.over_last else 'all'}): the "
+                f"variance is 0 and the output would be beta whatever the input.",
+                hint="normalise a layer with at least 2 outputs per sample (per time step)")
+        self.params["gamma"] = np.ones(normalised)
+        self.params["beta"] = np.zeros(normalised)
         return tuple(input_shape)
 
     def forward(self, x):
-        self.axes = tuple(range(1, x.ndim))
+        self.axes = (x.ndim - 1,) if self.over_last else tuple(range(1, x.ndim))
         self.x_hat, self.inv_std = _normalise(x, self.axes, self.eps)
         return self.params["gamma"] * self.x_hat + self.params["beta"]
 
     def backward(self, grad_out):
-        self.grads["gamma"] = (grad_out * self.x_hat).sum(axis=0)
-        self.grads["beta"] = grad_out.sum(axis=0)
+        shared = tuple(range(grad_out.ndim - self.params["gamma"].ndim))  # batch (and time)
+        self.grads["gamma"] = (grad_out * self.x_hat).sum(axis=shared)
+        self.grads["beta"] = grad_out.sum(axis=shared)
         return _normalise_backward(grad_out * self.params["gamma"], self.x_hat, self.inv_std,
                                    self.axes)
 
