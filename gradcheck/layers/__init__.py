@@ -9,3 +9,4 @@ from gradcheck.layers import dropout  # noqa: F401
 from gradcheck.layers import norm  # noqa: F401
 from gradcheck.layers import losses  # noqa: F401
 from gradcheck.layers import external  # noqa: F401
+from gradcheck.layers import function  # noqa: F401
