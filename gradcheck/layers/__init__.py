@@ -10,3 +10,4 @@ from gradcheck.layers import norm  # noqa: F401
 from gradcheck.layers import losses  # noqa: F401
 from gradcheck.layers import external  # noqa: F401
 from gradcheck.layers import function  # noqa: F401
+from gradcheck.layers import foreign  # noqa: F401
