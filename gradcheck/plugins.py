@@ -135,10 +135,13 @@ def load_reference(ref, base_dir: Path | None, what: str, where: str | None = No
     for depth, part in enumerate(parts):
         if not hasattr(found, part):
             owner = source if depth == 0 else ".".join(parts[:depth])
-            close = difflib.get_close_matches(part, [n for n in dir(found)
-                                                     if not n.startswith("_")], n=1)
+            names = [n for n in dir(found) if not n.startswith("_")
+                     and callable(getattr(found, n, None))]
+            close = difflib.get_close_matches(part, names, n=1)
+            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise ConfigError(f"{what} {ref!r}: {owner} has no attribute {part!r}.", path=path,
-                              where=where, hint=f"did you mean {close[0]!r}?" if close else None)
+                              where=where, hint=f"did you mean {close[0]!r}?" if close else
+                              f"{owner} defines {listed or 'no functions or classes'}")
         found = getattr(found, part)
     if not callable(found):
         raise ConfigError(f"{what} {ref!r} is {type(found).__name__} {found!r}, not a function "
