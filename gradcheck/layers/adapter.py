@@ -6,7 +6,8 @@ class play the layer contract's parts. Parsed and validated here, before any use
     forward: forward            # method names (these are the defaults)
     backward: backward
     params: parameters          # one attribute holding a dict (name -> array) or a list of arrays
-    grads: gradients            # their gradients, in the same form (dicts by name, lists by position)
+    grads: gradients            # their gradients, in the same form (dicts by name, lists by
+                                #   position)
     names: [W, b]               # names for a list of params in reports (default: params0, ...)
     params: {W: W, b: b}        # or one attribute per parameter (name -> attribute)
     grads: {W: dW, b: db}

@@ -105,7 +105,8 @@ def extra_arguments(args, kwargs, layer: str) -> tuple[list, dict]:
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(args, (list, tuple)):
         raise ConfigError(f"{layer} option 'args' must be a list of extra positional arguments, "
-                          f"got {usercode.describe(args)}.", hint="e.g. args: [{stride: 1, pad: 1}]")
+                          f"got {usercode.describe(args)}.",
+                          hint="e.g. args: [{stride: 1, pad: 1}]")
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier()
                                                for k in kwargs):
         raise ConfigError(f"{layer} option 'kwargs' must map argument names to values, got "
@@ -241,7 +242,8 @@ class Function(Layer):
             except TypeError as exc:
                 raise ConfigError(f"{usercode.label_of(ref)}{inspect.signature(fn)} cannot be "
                                   f"called as ({', '.join([*positional, *keywords])}): {exc}.",
-                                  path=usercode.option_path(self, key), hint="forward takes x, then params: in their order, then "
+                                  path=usercode.option_path(self, key),
+                                  hint="forward takes x, then params: in their order, then "
                                   "args: and kwargs:; backward takes (dout, cache)") from None
 
 
