@@ -106,6 +106,11 @@ class ObjectLayer(Layer):
         label = f"{self._label}.{adapter.backward}"
         with usercode.saved_rng():
             result = self._call(adapter.backward, np.array(grad_out, copy=True))
+        if adapter.returns == (DX,) and isinstance(result, list) and adapter.flush is None:
+            raise LayerError(f"{label} returned {usercode.describe(result)}, expected dx.",
+                             hint="a class that keeps every forward's input (numpy-ml) returns "
+                             "one dx per stored input: name the method that clears them in "
+                             "adapter.flush")
         if adapter.returns == (DX,):
             returned = {DX: result}
         elif isinstance(result, (tuple, list)) and len(result) == len(adapter.returns):
@@ -210,8 +215,8 @@ class ObjectLayer(Layer):
     def _put_back(self, buffers: bool = True) -> None:
         """Put the arrays of ``params`` (and copies of the buffers) where the object reads them."""
         place = self.adapter.params
-        if place is None:
-            return
+        if place is None or not self._keys:
+            return  # no parameters, or not found yet (the probe calls of build)
         if place.each:
             for name, array in self.params.items():
                 if getattr(self.instance, self._keys[name]) is not array:
