@@ -134,9 +134,9 @@ def check_independent(layer: Layer, input_shape, rng: np.random.Generator) -> No
 
 @register_layer("function")
 class Function(Layer):
-    """A course-style pair: out, cache = forward(x, *params, *args, **kwargs); dx, *dparams =
-    backward(dout, cache).
+    """A forward/backward function pair in the course style, checked as it is.
 
+    out, cache = forward(x, *params, *args, **kwargs); dx, *dparams = backward(dout, cache).
     ``forward``/``backward``: ``file.py:name`` (relative to the YAML file) or ``module:name``.
     ``params``: name -> ``{shape, init, fan_in, fan_out}`` in the order forward takes them (init
     defaults to he; fans follow ``default_fans``). ``args``/``kwargs``: extra arguments after the
