@@ -85,6 +85,15 @@ def test_a_forward_that_writes_into_x_gets_a_copy_and_checks_right():
     assert gradcheck.check_network(affine_net(forward="shifted_forward")).passed
 
 
+def test_outputs_of_a_function_that_reuses_its_output_array_are_copies():
+    layer = Function(f"{PAIRS}:reused_forward", f"{PAIRS}:reused_backward")
+    layer.build((3,), np.random.default_rng(0))
+    x = np.ones((2, 3))
+    first = layer.forward(x)
+    layer.forward(x + 1.0)
+    np.testing.assert_array_equal(first, 3 * x)
+
+
 def noisy_net(seed: int = 0) -> dict:
     return {"seed": seed, "input": {"shape": [6], "batch": 3},
             "layers": [{"type": "function", "name": "noisy",

@@ -249,6 +249,22 @@ def test_adapter_names_that_do_not_exist_on_the_object_are_errors_at_their_line(
     assert info.value.where.startswith(f"{path}:{line}:")
 
 
+def test_outputs_of_a_class_that_reuses_its_output_array_are_copies():
+    network, batch = build(object_net(f"{CLASSES}:ReusedOutput", DICT_ADAPTER))
+    layer = network.layers[0]
+    first = layer.forward(batch.x)
+    layer.forward(batch.x + 1.0)
+    np.testing.assert_array_equal(first, 2 * batch.x.astype(first.dtype))
+    assert set(layer.params) == {"scale"} and layer.buffers == {}  # momentum: a setting
+    assert gradcheck.check_network(object_net(f"{CLASSES}:ReusedOutput", DICT_ADAPTER)).passed
+
+
+def test_names_do_not_apply_to_a_params_dict():
+    with pytest.raises(ConfigError, match="names a list of params, but params is a dict"):
+        build(object_net(f"{CLASSES}:DictDense", {**DICT_ADAPTER, "names": ["W", "b"]},
+                         args=[4, 3]))
+
+
 def test_list_params_need_as_many_names_as_arrays():
     net = object_net(f"{ADAPTER / 'list_style.py'}:make_affine",
                      {"params": "params", "grads": "grads", "names": ["W"]}, args=[4, 3])

@@ -95,7 +95,7 @@ class ObjectLayer(Layer):
         out = self._call(adapter.forward, np.array(x, copy=True), **keywords)
         self._x_shape = x.shape
         return usercode.expect_batch(out, f"the output of {self._label}.{adapter.forward}",
-                                     x.shape[0]).astype(x.dtype, copy=False)
+                                     x.shape[0]).astype(x.dtype)
 
     def backward(self, grad_out):
         if self._x_shape is None:
@@ -126,7 +126,7 @@ class ObjectLayer(Layer):
             grad = usercode.expect_array(grad, f"the gradient of {name!r} from {label}",
                                          param.shape, f"the shape of parameter {name!r}")
             self.grads[name] = grad.astype(param.dtype)
-        return dx.astype(grad_out.dtype, copy=False)
+        return dx.astype(grad_out.dtype)
 
     # -- where the arrays live ----------------------------------------------------------------
 
@@ -173,9 +173,14 @@ class ObjectLayer(Layer):
         else:
             held = self._attribute(place.attribute, "params")
             if isinstance(held, dict):
+                if self.adapter.names is not None:
+                    raise self._config_error("names", f"names a list of params, but "
+                                             f"{place.attribute} is a dict: its keys are the "
+                                             "names.", hint="remove names:")
                 names = self._dict_param_names(held)
-                self.buffers = {key: copy.deepcopy(value) for key, value in held.items()
-                                if key not in names}
+                # Arrays only: a number kept among the parameters is a setting, not a state.
+                self.buffers = {key: np.array(value, copy=True) for key, value in held.items()
+                                if key not in names and isinstance(value, np.ndarray)}
                 self._keys = {name: name for name in names}
                 found = {name: held[name] for name in names}
             elif isinstance(held, (list, tuple)):
@@ -231,7 +236,7 @@ class ObjectLayer(Layer):
                 held[self._keys[name]] = array
         if buffers:
             for name, value in self.buffers.items():
-                held[name] = copy.deepcopy(value)
+                held[name] = value.copy()
 
     def _stored_grad(self, name: str):
         grads = self.adapter.grads

@@ -202,7 +202,7 @@ class Function(Layer):
         out, self._cache = result
         self._x_shape = x.shape
         return usercode.expect_batch(out, f"the out that {label} returned",
-                                     x.shape[0]).astype(x.dtype, copy=False)
+                                     x.shape[0]).astype(x.dtype)
 
     def backward(self, grad_out):
         if self._x_shape is None:
@@ -227,7 +227,7 @@ class Function(Layer):
             grad = usercode.expect_array(grad, f"d{name} from {label}", param.shape,
                                          f"the shape of parameter {name!r}")
             self.grads[name] = grad.astype(param.dtype)
-        return dx.astype(grad_out.dtype, copy=False)
+        return dx.astype(grad_out.dtype)
 
     def _check_signatures(self) -> None:
         """Refuse, at build, a forward or backward that cannot take the arguments it will get."""
@@ -301,7 +301,7 @@ class FunctionLoss(Loss):
                              "expected one number.")
         grad = usercode.expect_array(grad, f"dscores from {label}", pred.shape,
                                      "the shape of the scores")
-        self._grad = grad.astype(pred.dtype, copy=False)
+        self._grad = grad.astype(pred.dtype)
         return float(value)
 
     def backward(self):

@@ -1,11 +1,12 @@
 """Calling code written without gradcheck in mind: course function pairs and foreign classes.
 
 Such code draws from numpy's global generator or reseeds it (cs231n's dropout calls
-``np.random.seed``), writes into its arguments (``x -= x.max()``) and returns whatever its author
-chose. So every call runs with the global random state of numpy and of Python's ``random`` set to
-a seed of the layer's own and restored afterwards (a check neither disturbs the caller's state
-nor depends on it, and repeated calls draw alike), on copies of the arrays gradcheck owns, and
-what comes back is validated with messages that name the function.
+``np.random.seed``), writes into its arguments (``x -= x.max()``), may hand out arrays it reuses
+and returns whatever its author chose. So every call runs with the global random state of numpy
+and of Python's ``random`` set to a seed of the layer's own and restored afterwards (a check
+neither disturbs the caller's state nor depends on it, and repeated calls draw alike), on copies
+of the arrays gradcheck owns; what comes back is validated with messages that name the function
+and copied (``astype``), so a later call cannot change an output the engine keeps.
 """
 
 from __future__ import annotations

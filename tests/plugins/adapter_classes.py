@@ -84,3 +84,24 @@ class ModeScale:
 
 def not_a_layer():
     return 42
+
+
+class ReusedOutput:
+    """y = 2x written into one output array reused by every forward (a preallocated buffer),
+    with a setting kept among the parameters."""
+
+    def __init__(self):
+        self.params = {"scale": np.array([2.0]), "momentum": 0.9}
+        self.grads = {"scale": np.zeros(1)}
+        self.out = None
+
+    def forward(self, x):
+        if self.out is None or self.out.shape != x.shape:
+            self.out = np.empty_like(x)
+        np.multiply(x, self.params["scale"], out=self.out)
+        self.x = x
+        return self.out
+
+    def backward(self, dout):
+        self.grads["scale"] = np.array([np.sum(dout * self.x)])
+        return dout * self.params["scale"]

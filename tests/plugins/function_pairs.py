@@ -94,3 +94,17 @@ def softmax_loss_no_mean(x, y):
 
 def loss_without_gradient(x, y):
     return float(np.sum(x))
+
+
+_OUT = {}
+
+
+def reused_forward(x):
+    """y = 3x written into one module-level array per shape, reused by every call."""
+    out = _OUT.setdefault(x.shape, np.empty_like(x))
+    np.multiply(x, 3.0, out=out)
+    return out, None
+
+
+def reused_backward(dout, cache):
+    return dout * 3.0
