@@ -18,7 +18,6 @@ from gradcheck.contract import Layer
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.layers import usercode
 from gradcheck.layers.adapter import DX, parse_adapter
-from gradcheck.layers.function import check_independent, check_mixes_batch, extra_arguments
 from gradcheck.registry import register_layer
 
 
@@ -39,8 +38,8 @@ class ObjectLayer(Layer):
         super().__init__()
         self.constructor_ref = constructor
         self.adapter = parse_adapter(adapter)
-        self.args, self.kwargs = extra_arguments(args, kwargs, "object")
-        self.mixes_batch = check_mixes_batch(mixes_batch, "object")
+        self.args, self.kwargs = usercode.extra_arguments(args, kwargs, "object")
+        self.mixes_batch = usercode.check_mixes_batch(mixes_batch, "object")
         self.instance = None
         self._seed = 0
         self._keys: dict[str, object] = {}  # parameter -> its dict key, list index or attribute
@@ -70,7 +69,7 @@ class ObjectLayer(Layer):
         out = self.forward(x)
         self.backward(rng.standard_normal(out.shape))
         if not self.mixes_batch:
-            check_independent(self, input_shape, rng)
+            usercode.check_independent(self, input_shape, rng)
         return tuple(int(d) for d in out.shape[1:])
 
     def forward(self, x):

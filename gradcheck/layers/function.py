@@ -99,39 +99,6 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def extra_arguments(args, kwargs, layer: str) -> tuple[list, dict]:
-    """``args:`` (a list) and ``kwargs:`` (a mapping of identifiers), validated."""
-    args = [] if args is None else args
-    kwargs = {} if kwargs is None else kwargs
-    if not isinstance(args, (list, tuple)):
-        raise ConfigError(f"{layer} option 'args' must be a list of extra positional arguments, "
-                          f"got {usercode.describe(args)}.",
-                          hint="e.g. args: [{stride: 1, pad: 1}]")
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier()
-                                               for k in kwargs):
-        raise ConfigError(f"{layer} option 'kwargs' must map argument names to values, got "
-                          f"{kwargs!r}.", hint="e.g. kwargs: {stride: 1}")
-    return list(args), dict(kwargs)
-
-
-def check_mixes_batch(value, layer: str) -> bool:
-    """The ``mixes_batch`` option, validated."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{layer} option 'mixes_batch' must be true or false, got {value!r}.")
-    return value
-
-
-def check_independent(layer: Layer, input_shape, rng: np.random.Generator) -> None:
-    """Refuse ``mixes_batch: false`` for a layer whose samples are not independent."""
-    x = rng.standard_normal((usercode.PROBE_BATCH, *input_shape))
-    reason = usercode.batch_dependence(layer.forward, x)
-    if reason is not None:
-        raise LayerError(f"mixes_batch is false, but {reason}.",
-                         path=usercode.option_path(layer, "mixes_batch"),
-                         hint="remove 'mixes_batch: false' (a batch statistic, or a mask drawn "
-                         "for x's shape, needs the whole batch at every call)")
-
-
 @register_layer("function")
 class Function(Layer):
     """A forward/backward function pair in the course style, checked as it is.
@@ -152,8 +119,8 @@ class Function(Layer):
         super().__init__()
         self.forward_ref, self.backward_ref = forward, backward
         self.specs = parse_params(params, "function")
-        self.args, self.kwargs = extra_arguments(args, kwargs, "function")
-        self.mixes_batch = check_mixes_batch(mixes_batch, "function")
+        self.args, self.kwargs = usercode.extra_arguments(args, kwargs, "function")
+        self.mixes_batch = usercode.check_mixes_batch(mixes_batch, "function")
         self._forward_fn = self._backward_fn = None
         self._seed = 0
         self._cache = None
@@ -175,7 +142,7 @@ class Function(Layer):
         # Validate backward's gradients now, so a wrong count is an error of the build.
         self.backward(rng.standard_normal(out.shape))
         if not self.mixes_batch:
-            check_independent(self, input_shape, rng)
+            usercode.check_independent(self, input_shape, rng)
         return tuple(int(d) for d in out.shape[1:])
 
     def forward(self, x):

@@ -6,7 +6,8 @@ and returns whatever its author chose. So every call runs with the global random
 and of Python's ``random`` set to a seed of the layer's own and restored afterwards (a check
 neither disturbs the caller's state nor depends on it, and repeated calls draw alike), on copies
 of the arrays gradcheck owns; what comes back is validated with messages that name the function
-and copied (``astype``), so a later call cannot change an output the engine keeps.
+and copied (``astype``), so a later call cannot change an output the engine keeps. The options
+the function and object layers share (``args``, ``kwargs``, ``mixes_batch``) are validated here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 
 import numpy as np
 
-from gradcheck.errors import GradcheckError, LayerError
+from gradcheck.errors import ConfigError, GradcheckError, LayerError
 from gradcheck.plugins import exception_origin, load_reference
 
 # Rows of the batch a layer is probed with at build (its output shape, its batch independence).
@@ -135,3 +136,36 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     # A BLAS product may block a 1-row and a 3-row batch differently: a few ulps, not a mask.
     scale = float(np.max(np.abs(b))) if b.size else 0.0
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-9, atol=1e-12 * (1 + scale)))
+
+
+def extra_arguments(args, kwargs, layer: str) -> tuple[list, dict]:
+    """``args:`` (a list) and ``kwargs:`` (a mapping of identifiers), validated."""
+    args = [] if args is None else args
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(args, (list, tuple)):
+        raise ConfigError(f"{layer} option 'args' must be a list of extra positional arguments, "
+                          f"got {describe(args)}.",
+                          hint="e.g. args: [{stride: 1, pad: 1}]")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier()
+                                               for k in kwargs):
+        raise ConfigError(f"{layer} option 'kwargs' must map argument names to values, got "
+                          f"{kwargs!r}.", hint="e.g. kwargs: {stride: 1}")
+    return list(args), dict(kwargs)
+
+
+def check_mixes_batch(value, layer: str) -> bool:
+    """The ``mixes_batch`` option, validated."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{layer} option 'mixes_batch' must be true or false, got {value!r}.")
+    return value
+
+
+def check_independent(layer, input_shape, rng: np.random.Generator) -> None:
+    """Refuse ``mixes_batch: false`` for a layer whose samples are not independent."""
+    x = rng.standard_normal((PROBE_BATCH, *input_shape))
+    reason = batch_dependence(layer.forward, x)
+    if reason is not None:
+        raise LayerError(f"mixes_batch is false, but {reason}.",
+                         path=option_path(layer, "mixes_batch"),
+                         hint="remove 'mixes_batch: false' (a batch statistic, or a mask drawn "
+                         "for x's shape, needs the whole batch at every call)")
