@@ -133,11 +133,9 @@ class ObjectLayer(Layer):
     def _label(self) -> str:
         return usercode.label_of(self.constructor_ref)
 
-    def _option(self, key: str) -> str | None:
-        return f"{self.yaml_path}.adapter.{key}" if self.yaml_path else None
-
     def _config_error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"adapter.{key}: {message}", path=self._option(key),
+        return ConfigError(f"adapter.{key}: {message}",
+                           path=usercode.option_path(self, f"adapter.{key}"),
                            where=self.yaml_where, hint=hint)
 
     def _method(self, name: str | None, key: str):
