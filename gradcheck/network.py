@@ -233,6 +233,9 @@ def assemble(spec: NetworkSpec, input_shape: tuple[int, ...],
 
 
 def _locate(spec: NetworkSpec, exc: GradcheckError, path: str, context: str | None = None):
+    if exc.path and exc.path.startswith(f"{path}."):
+        # The unit named the option at fault (layers[2].forward): point at its line.
+        exc.where = spec.source.where(exc.path)
     exc.path = exc.path or path
     exc.where = exc.where or spec.source.where(path)
     if context and exc.hint is None:

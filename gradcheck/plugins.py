@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -13,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from gradcheck.contract import Layer, Loss
-from gradcheck.errors import PluginError
+from gradcheck.errors import ConfigError, PluginError
 
 ENTRY_POINT_GROUP = "gradcheck.layers"
 # Like PYTEST_DISABLE_PLUGIN_AUTOLOAD: a way out when an installed package's plugin is broken.
@@ -51,15 +52,17 @@ def _origin(exc: BaseException) -> str:
     return f" (at {last.filename}:{last.lineno})"
 
 
-def _load_file(path: Path, where: str | None) -> None:
+def _load_file(path: Path, where: str | None):
+    """Import the file at ``path`` (resolved) once per process and return its module."""
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist.", where=where,
                           hint="plugin paths are relative to the YAML file's folder")
     # A stable module name per file makes loading the same plugin twice a no-op, not a clash.
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"gradcheck_plugin_{path.stem}_{digest}"
-    if module_name in sys.modules:
-        return
+    existing = sys.modules.get(module_name) or _module_of_file(path)
+    if existing is not None:
+        return existing
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin file {str(path)!r} cannot be imported as Python.", where=where)
@@ -78,6 +81,17 @@ def _load_file(path: Path, where: str | None) -> None:
             raise
         raise PluginError(f"plugin file {str(path)!r} raised {type(exc).__name__} on import: "
                           f"{exc}{_origin(exc)}.", where=where) from exc
+    return module
+
+
+def _module_of_file(path: Path):
+    """The module already imported from the file ``path`` (resolved) under any name, or None:
+    a file imported by module name and again by path must not run twice."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).name == path.name and Path(file).resolve() == path:
+            return module
+    return None
 
 
 def _load_module(name: str, where: str | None) -> None:
@@ -96,6 +110,77 @@ def _load_module(name: str, where: str | None) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a user error
         raise PluginError(f"plugin module {name!r} raised {type(exc).__name__} on import: "
                           f"{exc}{_origin(exc)}.", where=where) from exc
+
+
+def load_reference(ref, base_dir: Path | None, what: str, where: str | None = None,
+                   path: str | None = None):
+    """The callable that ``ref`` names: ``file.py:name`` (a file, relative to ``base_dir``) or
+    ``package.module:name`` (an importable module); ``name`` may be dotted (``Class.method``).
+
+    A file is imported as a plugin file is, once per file however it is named (``a.py`` and
+    ``./sub/../a.py``, or by path and by module name), so references into one file share its
+    module. ``what`` names the reference in messages (``"forward"``). A malformed reference, a
+    missing file or module, a missing attribute or one that is not callable is a ConfigError at
+    ``where``/``path``; a module that raises on import is a PluginError, as for ``plugins:``.
+    """
+    hint = ("write file.py:name (relative to the YAML file's folder) or package.module:name")
+    source, _, attribute = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
+    parts = attribute.split(".")
+    if not source or not all(part.isidentifier() for part in parts):
+        raise ConfigError(f"{what} must name a file or module and an attribute in it, as "
+                          f"file.py:name or module:name; got {ref!r}.", path=path, where=where,
+                          hint=hint)
+    if source.endswith(".py") or "/" in source or "\\" in source:
+        file = (Path(base_dir or Path.cwd()) / source).resolve()
+        if not file.is_file():
+            raise ConfigError(f"{what} {ref!r}: file {str(file)!r} does not exist.", path=path,
+                              where=where, hint="paths are relative to the YAML file's folder")
+        module = _load_file(file, where)
+    else:
+        module = _module_named(source, f"{what} {ref!r}", path, where)
+    found = module
+    for depth, part in enumerate(parts):
+        if not hasattr(found, part):
+            owner = source if depth == 0 else ".".join(parts[:depth])
+            names = [n for n in dir(found) if not n.startswith("_")
+                     and callable(getattr(found, n, None))]
+            close = difflib.get_close_matches(part, names, n=1)
+            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ConfigError(f"{what} {ref!r}: {owner} has no attribute {part!r}.", path=path,
+                              where=where, hint=f"did you mean {close[0]!r}?" if close else
+                              f"{owner} defines {listed or 'no functions or classes'}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise ConfigError(f"{what} {ref!r} is {type(found).__name__} {found!r}, not a function "
+                          "or class.", path=path, where=where, hint=hint)
+    return found
+
+
+def _module_named(name: str, what: str, path: str | None, where: str | None):
+    """The module importable as ``name``: the one already loaded from its file if there is one."""
+    if name not in sys.modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = True  # a parent package fails to import: _load_module reports how
+        if spec is None:
+            raise ConfigError(f"{what}: no module named {name!r} is importable.", path=path,
+                              where=where, hint="name a .py file (file.py:name), or install the "
+                              "package that provides the module")
+        origin = getattr(spec, "origin", None)
+        if origin and getattr(spec, "has_location", False):
+            existing = _module_of_file(Path(origin).resolve())
+            if existing is not None:
+                sys.modules[name] = existing
+                return existing
+    _load_module(name, where)
+    return sys.modules[name]
+
+
+def exception_origin(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost user frame of ``exc`` (``""`` if none), for messages
+    about user code that raised."""
+    return _origin(exc)
 
 
 def _registered() -> set[type]:

@@ -14,3 +14,5 @@ from gradcheck.layers import upsample  # noqa: F401
 from gradcheck.layers import recurrent  # noqa: F401
 from gradcheck.layers import embedding  # noqa: F401
 from gradcheck.layers import attention  # noqa: F401
+from gradcheck.layers import function  # noqa: F401
+from gradcheck.layers import foreign  # noqa: F401
