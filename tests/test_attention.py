@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import CONFIGS
+from conftest import CONFIGS, examples
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
 from gradcheck.plugins import load_plugin
@@ -105,7 +105,7 @@ def test_gradients_match_finite_differences_with_every_mask(causal, with_ids, se
     assert_layer_gradients(subject, x, np.random.default_rng(seed))
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(heads=st.integers(1, 3), size=st.integers(1, 3), steps=st.integers(1, 5),
        batch=st.integers(1, 3), causal=st.booleans(), seed=st.integers(0, 2**16))
 def test_gradients_match_finite_differences_over_shapes(heads, size, steps, batch, causal, seed):

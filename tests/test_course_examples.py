@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT
+from conftest import ROOT, examples
 from fd import assert_layer_gradients, numeric_loss_grad
 from gradcheck.layers.function import Function, FunctionLoss
 from gradcheck.plugins import load_reference
@@ -73,7 +73,7 @@ def layer(name, suffix="", **options) -> Function:
                     **options)
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(batch=st.integers(1, 2), channels=st.integers(1, 2), filters=st.integers(1, 3),
        size=st.integers(3, 6), kernel=st.integers(1, 3), stride=st.integers(1, 2),
        pad=st.integers(0, 2), seed=st.integers(0, 2**16))
@@ -91,7 +91,7 @@ def test_conv_matches_the_loops_and_central_differences(batch, channels, filters
     assert_layer_gradients(conv, x, rng)
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(batch=st.integers(1, 2), channels=st.integers(1, 2), size=st.integers(2, 6),
        pool=st.integers(1, 3), stride=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_max_pool_matches_the_loops_and_central_differences(batch, channels, size, pool, stride,
@@ -108,7 +108,7 @@ def test_max_pool_matches_the_loops_and_central_differences(batch, channels, siz
     assert_layer_gradients(pooling, x, rng)
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(batch=st.integers(2, 5), features=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_batchnorm_matches_the_formula_and_central_differences(batch, features, seed):
     rng = np.random.default_rng(seed)
@@ -136,7 +136,7 @@ def test_batchnorm_running_statistics_and_test_mode():
     np.testing.assert_allclose(out, expected + beta)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(shape=st.lists(st.integers(1, 3), min_size=1, max_size=3), units=st.integers(1, 3),
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_affine_and_relu_match_the_formulas_and_central_differences(shape, units, batch, seed):
@@ -173,7 +173,7 @@ def test_dropout_mask_is_fixed_by_its_seed_and_drops_the_rate(seed):
                            np.random.default_rng(seed))
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(batch=st.integers(1, 4), classes=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_softmax_loss_matches_the_formula_and_central_differences(batch, classes, seed):
     rng = np.random.default_rng(seed)

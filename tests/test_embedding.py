@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import examples
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
 from gradcheck.layers.embedding import Embedding
@@ -54,7 +55,7 @@ def test_lookup_and_accumulated_gradient_match_loops(sample_shape, seed):
                                rtol=1e-12, atol=1e-14)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(vocab=st.integers(1, 5), dim=st.integers(1, 3), steps=st.integers(2, 6),
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_table_gradient_matches_finite_differences(vocab, dim, steps, batch, seed):

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 import gradcheck
-from conftest import TEST_PLUGINS, write_yaml
+from conftest import TEST_PLUGINS, examples, write_yaml
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.layers.function import Function, FunctionLoss, default_fans
 from gradcheck.render.json import render_json
@@ -278,7 +278,7 @@ def test_function_loss_errors(loss, message):
     assert info.value.path.startswith("loss")
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(batch=st.integers(1, 5), fan_in=st.integers(1, 6), units=st.integers(1, 4),
        seed=st.integers(0, 2**16))
 def test_function_layer_matches_the_dense_formula_and_central_differences(batch, fan_in, units,

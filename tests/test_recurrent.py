@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import CONFIGS
+from conftest import CONFIGS, examples
 from fd import assert_layer_gradients
 from gradcheck.errors import LayerError
 from gradcheck.plugins import load_plugin
@@ -161,7 +161,7 @@ def test_forward_and_backward_match_the_unrolled_reference(kind, steps, return_s
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(steps=st.integers(1, 7), features=st.integers(1, 3), units=st.integers(1, 4),
        batch=st.integers(1, 3), return_sequences=st.booleans(), learn=st.booleans(),
        seed=st.integers(0, 2**16))

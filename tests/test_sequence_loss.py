@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import gradcheck
+from conftest import examples
 from fd import numeric_loss_grad
 from gradcheck.contract import Loss
 from gradcheck.errors import DataError, LayerError
@@ -103,7 +104,7 @@ def test_a_backward_that_averages_over_padding_is_caught():
     assert not np.allclose(liar.backward(), numeric, rtol=1e-5, atol=1e-7)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(batch=st.integers(1, 3), steps=st.integers(1, 4), classes=st.integers(1, 5),
        copies=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_forward_many_equals_forward_per_copy(batch, steps, classes, copies, seed):
