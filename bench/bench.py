@@ -20,8 +20,10 @@ import numpy as np
 
 from gradcheck.check import check_network
 from gradcheck.config import load_config
-from gradcheck.analytic import analytic_pass
-from gradcheck.modes import estimate_full_seconds
+from gradcheck.check import full_seconds
+from gradcheck.compare import Comparison
+from gradcheck.engine.verify import Verifier
+from gradcheck.settings import settings_for
 from gradcheck.build import build_network
 from gradcheck.resources import reuse_freed_memory
 
@@ -209,10 +211,12 @@ def main() -> None:
             took = f"{full:.1f}"
         else:
             elements = "-"
-            network, batch = build_network(load_config(config))
-            cached = analytic_pass(network, batch)
-            estimate = estimate_full_seconds(network, batch, cached, 1e-6,
-                                             np.random.default_rng(0))
+            spec = load_config(config)
+            network, batch = build_network(spec)
+            settings = settings_for(spec)
+            comparison = Comparison(settings, network.dtype,
+                                    Verifier(network.dtype, settings.tol.rtol, settings.seed))
+            estimate = full_seconds(network, network.run(batch), batch, comparison, 0)
             took = f"~{estimate:.0f} (estimate)"
         print(f"| {width} | {params:,} | {elements if isinstance(elements, str) else f'{elements:,}'}"
               f" | {took} |", flush=True)

@@ -18,7 +18,8 @@ from gradcheck.config import load_config
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.contract import Layer
 from gradcheck.layers.function import Function
-from gradcheck.network import Batch, build_unit, construct, option_error, projected
+from gradcheck.assemble import build_unit, construct, option_error, projected
+from gradcheck.network import Batch
 from gradcheck.registry import layer_class
 from gradcheck.report import Report
 from gradcheck.usercode import seed_rng
@@ -85,7 +86,12 @@ def _check_unit(unit: Layer, name: str, input_shape: tuple[int, ...], batch: int
     # Seeds as the YAML path draws them (gradcheck.build): layer 0's build, the input, the target.
     seed_rng(unit, np.random.SeedSequence(seed, spawn_key=(8, 0)))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, 0)))
-    out_shape = build_unit(unit, input_shape, rng, np_dtype)
+    outputs = build_unit(unit, input_shape, rng, np_dtype)
+    if len(outputs) != 1:
+        raise LayerError(f"layer {name!r} has {len(outputs)} outputs; check_layer checks a layer "
+                         "with one input and one output.",
+                         hint="check it in a YAML network whose layers read each output")
+    out_shape = outputs[0]
     if x is None:
         x = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).normal(
             size=(batch, *input_shape))

@@ -16,7 +16,7 @@ numerical problem of the whole chain.
 
 from __future__ import annotations
 
-from gradcheck.engine.local import INPUT
+from gradcheck.engine.local import slot_of
 from gradcheck.report import LayerReport
 
 
@@ -27,20 +27,24 @@ def fails_alone(layer: LayerReport) -> bool:
 
 
 def input_gradient_wrong(layer: LayerReport) -> bool:
-    """Whether the gradient this unit hands upstream is wrong (its input target fails on its
-    own, or it is not trustworthy at all)."""
+    """Whether a gradient this unit hands upstream is wrong (an input target fails on its own,
+    or it is not trustworthy at all)."""
     return bool(layer.problems) or any(
-        c.target == INPUT and c.own_failed for c in [*layer.checks, *layer.isolated_checks])
+        slot_of(c.target) is not None and c.own_failed
+        for c in [*layer.checks, *layer.isolated_checks])
 
 
-def upstream_of_wrong_gradient(layers: list[LayerReport]) -> list[int]:
-    """Indices of units that receive a wrong gradient: those before a unit whose input gradient
-    is wrong."""
-    last = max((k for k, layer in enumerate(layers) if input_gradient_wrong(layer)), default=-1)
-    return list(range(last))
+def upstream_of_wrong_gradient(network, layers: list[LayerReport]) -> list[int]:
+    """Indices of units that receive a wrong gradient: the ancestors of a unit whose input
+    gradient is wrong."""
+    found: set[int] = set()
+    for k, layer in enumerate(layers):
+        if input_gradient_wrong(layer):
+            found.update(network.ancestors(k))
+    return sorted(found)
 
 
-def assign_blame(layers: list[LayerReport]) -> bool:
+def assign_blame(network, layers: list[LayerReport]) -> bool:
     """Mark root causes and inherited failures; return True when something fails that no unit
     explains (unlocalised)."""
     unexplained = False
@@ -50,7 +54,8 @@ def assign_blame(layers: list[LayerReport]) -> bool:
         if fails_alone(layer):
             layer.root_cause = True
         elif layer.status == "fail":
-            cause = next((d.name for d in layers[k + 1:] if d.root_cause), None)
+            cause = next((d.name for j, d in enumerate(layers)
+                          if d.root_cause and k in network.ancestors(j)), None)
             if cause is None:
                 unexplained = True
             layer.inherited_from = cause

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.assemble import assemble
 from gradcheck.config import NetworkSpec
-from gradcheck.data import make_input, make_target
-from gradcheck.network import Batch, Network, assemble
+from gradcheck.data import make_inputs, make_target
+from gradcheck.network import Batch, Network
 from gradcheck.plugins import load_spec_plugins
 from gradcheck.resources import MemoryBudget
 
@@ -16,21 +17,28 @@ def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     memory before it allocates), and make the check's inputs and targets."""
     load_spec_plugins(spec)
     dtype = np.dtype(spec.dtype)
-    if spec.input.shape is not None:
-        # Refuse an impossible input before drawing it.
-        MemoryBudget(spec.input.batch, dtype.itemsize).add_activation(spec.input.shape, "input")
-    x = make_input(spec)
-    budget = MemoryBudget(x.shape[0], dtype.itemsize)
-    budget.add_activation(x.shape[1:], "input")
+    for source in spec.inputs:
+        if source.shape is not None:
+            # Refuse an impossible input before drawing it.
+            MemoryBudget(source.batch, dtype.itemsize).add_activation(source.shape, source.name)
+    inputs = make_inputs(spec)
+    rows = next(iter(inputs.values())).shape[0]
+    budget = MemoryBudget(rows, dtype.itemsize)
+    for name, x in inputs.items():
+        budget.add_activation(x.shape[1:], name)
 
-    def account(layer, out_shape, where):
+    def account(layer, out_shapes, where):
         budget.add_params(layer.params, where)
-        budget.add_activation(out_shape, where)
+        for shape in out_shapes:
+            budget.add_activation(shape, where)
 
-    network = assemble(spec, tuple(x.shape[1:]), on_built=account)
+    network = assemble(spec, {name: tuple(x.shape[1:]) for name, x in inputs.items()},
+                       on_built=account)
     try:
-        target = make_target(spec, network.loss, network.shapes[-1], x.shape[0], dtype)
+        target = make_target(spec, network.loss, network.shapes[-1], rows, dtype)
     except BaseException:
         network.close()
         raise
-    return network, Batch(x.astype(dtype), target)
+    data = {name: x if name in network.integer else x.astype(dtype)
+            for name, x in inputs.items()}
+    return network, Batch(data if len(data) > 1 else next(iter(data.values())), target)

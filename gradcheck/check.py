@@ -22,7 +22,7 @@ from gradcheck.build import build_network
 from gradcheck.compare import Comparison, estimate_seconds
 from gradcheck.conclude import add_directions, conclude
 from gradcheck.config import load_config
-from gradcheck.engine.local import INPUT
+from gradcheck.engine.local import input_target, slot_of
 from gradcheck.engine.verify import Verifier
 from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
@@ -63,7 +63,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     settings = _resolve(network, clean, batch, settings, comparison)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(3,)))
     plan = [(k, name, modes.select_elements(grad, settings.effective_mode, settings.samples, rng))
-            for k, name, grad in _targets(network, clean)]
+            for k, name, grad in targets(network, clean)]
     deadline = started + settings.max_seconds if settings.max_seconds is not None else None
     comparison.ticker = Ticker(progress, sum(len(idx) for _, _, idx in plan), deadline)
     directional_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(4,)))
@@ -79,42 +79,62 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
                                     "the contract (see its problems)")
         else:
             checked, stopped = comparison.target(
-                unit, clean.inputs[k], _upstream(network, clean, batch, k), name, indices,
-                analytic, network_input=k == 0 and name == INPUT,
+                unit, clean.args[k], upstream_of(network, clean, batch, k), name, indices,
+                analytic, network_input=_reads_network_input(network, k, name),
                 decay_term=decay_term(network, k, name, settings))
+            note_sharing(network, k, name, checked)
             if "directional" in settings.effective_mode.split("+") and not stopped:
                 add_directions(checked, network, clean, batch, k, name, analytic, settings,
                                directional_rng)
         by_unit.setdefault(k, []).append(checked)
-    layers = [LayerReport(name=unit.name, type=type_name(unit), index=k, checks=by_unit[k],
-                          is_loss=k == len(network.layers), problems=problems.get(k, []))
+    layers = [LayerReport(name=unit.name, type=type_name(unit), index=k,
+                          checks=by_unit.get(k, []), is_loss=k == len(network.layers),
+                          problems=problems.get(k, []), inputs=list(network.sources[k]))
               for k, unit in enumerate(network.units)]
     report = Report(network=network.name, settings=settings.as_dict(), layers=layers,
-                    complete=not stopped)
+                    complete=not stopped, warnings=list(network.warnings),
+                    not_differentiable=sorted(network.integer))
     conclude(network, clean, batch, settings, report, comparison)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
     return report
 
 
-def _targets(network: Network, clean):
-    """Every target, in forward order: each unit's parameters, then its input."""
+def targets(network: Network, clean):
+    """Every target, in the order units run: each unit's parameters, then each of its inputs
+    that holds real values (token ids are never perturbed: they have no gradient)."""
     for k, unit in enumerate(network.units):
         for name in unit.params:
             yield k, name, clean.grads[(k, name)]
-        yield k, INPUT, clean.grad_in[k]
+        sources = network.sources[k]
+        for j, tensor in enumerate(sources):
+            if tensor not in network.integer:
+                yield k, input_target(j, len(sources)), clean.arg_grads[k][j]
 
 
 def _analytic(clean, k: int, name: str) -> np.ndarray:
-    return clean.grad_in[k] if name == INPUT else clean.grads[(k, name)]
+    slot = slot_of(name)
+    return clean.grads[(k, name)] if slot is None else clean.arg_grads[k][slot]
 
 
-def _upstream(network: Network, clean, batch: Batch, k: int) -> np.ndarray:
-    """What unit k's objective is projected on: dL/d(its output) in the network's dtype, or the
-    loss's target."""
+def upstream_of(network: Network, clean, batch: Batch, k: int):
+    """What unit k's objective is projected on: dL/d(each of its outputs) in the network's
+    dtype, or the loss's target."""
     if k == len(network.layers):
         return batch.target
-    return clean.grad_in[k + 1].astype(network.dtype)
+    return [g.astype(network.dtype) for g in clean.upstream[k]]
+
+
+def _reads_network_input(network: Network, k: int, name: str) -> bool:
+    slot = slot_of(name)
+    return slot is not None and network.sources[k][slot] in network.input_names
+
+
+def note_sharing(network: Network, k: int, name: str, check: TargetReport) -> None:
+    """Say when a parameter is another layer's (``share:``): its check is of this use."""
+    ref = network.shared_name(k, name)
+    if ref is not None:
+        check.notes.append(f"shared: this is {ref}; checked here for this layer's use of it")
 
 
 def _not_compared(name: str, shape, note: str) -> TargetReport:
@@ -129,8 +149,14 @@ def _resolve(network: Network, clean, batch: Batch, settings: CheckSettings,
     """``auto``: full when its estimated time fits the budget, else sample and directional."""
     if settings.mode != "auto":
         return settings
-    rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5,)))
-    sizes = [(k, name, grad.size) for k, name, grad in _targets(network, clean)]
-    estimate = estimate_seconds(network, clean, batch.target, comparison, sizes, rng)
+    estimate = full_seconds(network, clean, batch, comparison, settings.seed)
     resolved = "full" if estimate <= settings.budget_seconds else "sample+directional"
     return dataclasses.replace(settings, resolved=resolved)
+
+
+def full_seconds(network: Network, clean, batch: Batch, comparison: Comparison,
+                 seed: int) -> float:
+    """The estimated seconds of a full check of every target (timed on a few elements each)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(5,)))
+    sizes = [(k, name, grad.size) for k, name, grad in targets(network, clean)]
+    return estimate_seconds(network, clean, batch.target, comparison, sizes, rng)

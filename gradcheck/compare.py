@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from gradcheck.engine.base import Perturbed
-from gradcheck.engine.local import INPUT, LocalProbe
+from gradcheck.engine.local import INPUT, LocalProbe, input_target, slot_of
 from gradcheck.errors import LayerError
 from gradcheck.explain import target_axis_names
 from gradcheck.judge import judge
@@ -36,6 +36,20 @@ def element_steps(array: np.ndarray, indices: np.ndarray, eps: float,
     return eps * scale, scale / 10.0
 
 
+def _declared(name: str) -> str:
+    """The key a layer's ``axis_names`` declares a target under: every input slot is "input"."""
+    return INPUT if slot_of(name) is not None else name
+
+
+def _same_shaped(probe: LocalProbe, shape) -> np.ndarray | None:
+    """The upstream gradient of an input target whose layer has one output of the input's
+    shape (an identity path can run through it), else None."""
+    if probe.slot is None or probe.is_loss or len(probe.upstream) != 1:
+        return None
+    upstream = probe.upstream[0]
+    return np.asarray(upstream, dtype=np.float64) if upstream.shape == tuple(shape) else None
+
+
 class Comparison:
     """The context every local comparison of a check shares."""
 
@@ -46,12 +60,12 @@ class Comparison:
         self.verifier = verifier
         self.ticker = ticker
 
-    def target(self, unit, x, upstream, name: str, indices: np.ndarray, analytic: np.ndarray, *,
-               network_input: bool = False, decay_term=None) -> tuple[TargetReport, bool]:
-        """The report of target ``name`` of ``unit`` (input ``x``, upstream gradient or loss
+    def target(self, unit, args, upstream, name: str, indices: np.ndarray, analytic: np.ndarray,
+               *, network_input: bool = False, decay_term=None) -> tuple[TargetReport, bool]:
+        """The report of target ``name`` of ``unit`` (inputs ``args``, upstream gradients or loss
         target ``upstream``) over the elements at ``indices``; and whether a deadline stopped
         it before every one was compared."""
-        probe = LocalProbe(unit, x, upstream, name, self.dtype, self.verifier,
+        probe = LocalProbe(unit, args, upstream, name, self.dtype, self.verifier,
                            f"{unit.name}.{name}")
         steps, cap = element_steps(probe.array, indices, self.tol.eps, network_input)
         per_pass = max(MIN_PASS_ELEMENTS, -(-len(indices) // PASSES_PER_TARGET))
@@ -70,32 +84,41 @@ class Comparison:
         verdicts = judge(probe.evaluate, flat[compared], compared, Perturbed.join(parts),
                          steps[:done], cap[:done], self.tol, self.dtype)
         shape = tuple(probe.array.shape)
-        report = target_report(name, shape, verdicts, analytic, is_input=name == INPUT,
+        report = target_report(name, shape, verdicts, analytic,
+                               is_input=slot_of(name) is not None,
                                compared="layer", decay_term=decay_term,
                                of=len(indices) if stopped else None,
-                               axis_names=target_axis_names(unit, name, shape),
-                               param=None if name == INPUT else unit.params[name])
+                               axis_names=target_axis_names(unit, _declared(name), shape),
+                               param=None if slot_of(name) is not None else unit.params[name],
+                               upstream=_same_shaped(probe, shape))
         return report, stopped
 
-    def alone(self, unit, x: np.ndarray, rng, select, decay_terms=None) -> list[TargetReport]:
-        """``unit`` checked alone: sum(G * unit(x)) under a random upstream gradient G (standard
-        normal, from ``rng``), for each parameter and its input, at ``select(grad, rng)``;
-        ``decay_terms``: the weight-decay term of each parameter, for the patterns."""
-        y = invoke(unit, "forward", unit.forward, x)
-        upstream = rng.standard_normal(np.shape(y)).astype(self.dtype)
-        grad_in = invoke(unit, "backward", unit.backward, upstream.copy())
-        if not isinstance(grad_in, np.ndarray) or grad_in.shape != x.shape:
-            raise LayerError(f"layer {unit.name!r}: backward returned "
-                             f"{getattr(grad_in, 'shape', type(grad_in).__name__)}, expected "
-                             f"shape {x.shape}.")
+    def alone(self, unit, args: list, rng, select, integer: list[bool],
+              decay_terms=None) -> list[TargetReport]:
+        """``unit`` checked alone: its objective under random upstream gradients G (standard
+        normal, from ``rng``, one per output), for each parameter and each input that holds real
+        values (``integer[j]``: slot j holds ids), at ``select(grad, rng)``; ``decay_terms``:
+        the weight-decay term of each parameter, for the patterns."""
+        out = invoke(unit, "forward", unit.forward, *args)
+        outs = out if isinstance(out, tuple) else (out,)
+        upstream = [rng.standard_normal(np.shape(y)).astype(self.dtype) for y in outs]
+        got = invoke(unit, "backward", unit.backward, *[g.copy() for g in upstream])
+        grads_in = list(got) if len(args) > 1 else [got]
         analytic = {name: np.array(unit.grads[name], dtype=np.float64) for name in unit.params}
-        analytic[INPUT] = np.array(grad_in, dtype=np.float64)
+        for j, (grad, x) in enumerate(zip(grads_in, args)):
+            if integer[j]:
+                continue
+            if not isinstance(grad, np.ndarray) or grad.shape != x.shape:
+                raise LayerError(f"layer {unit.name!r}: backward returned "
+                                 f"{getattr(grad, 'shape', type(grad).__name__)} for input "
+                                 f"{j + 1}, expected shape {x.shape}.")
+            analytic[input_target(j, len(args))] = np.array(grad, dtype=np.float64)
         reports = []
-        for name in [*unit.params, INPUT]:
-            indices = select(analytic[name], rng)
+        for name, grad in analytic.items():
+            indices = select(grad, rng)
             if len(indices) == 0:
                 continue
-            report, _ = self.target(unit, x, upstream, name, indices, analytic[name],
+            report, _ = self.target(unit, args, upstream, name, indices, grad,
                                     decay_term=(decay_terms or {}).get(name))
             reports.append(report)
         return reports
@@ -112,8 +135,8 @@ def estimate_seconds(network, clean, target: np.ndarray, comparison: Comparison,
         if size == 0:
             continue
         unit = network.units[k]
-        upstream = target if k == n else clean.grad_in[k + 1].astype(network.dtype)
-        probe = LocalProbe(unit, clean.inputs[k], upstream, name, network.dtype,
+        upstream = target if k == n else [g.astype(network.dtype) for g in clean.upstream[k]]
+        probe = LocalProbe(unit, clean.args[k], upstream, name, network.dtype,
                            comparison.verifier, f"{unit.name}.{name}")
         picked = np.sort(rng.choice(size, size=min(size, CALIBRATION_ELEMENTS), replace=False))
         steps, _ = element_steps(probe.array, picked, comparison.tol.eps, False)

@@ -8,7 +8,7 @@ import numpy as np
 
 from gradcheck import blame, modes, regularisation, tolerance
 from gradcheck.directional import Directions, scales_of
-from gradcheck.engine.local import INPUT
+from gradcheck.engine.local import slot_of
 from gradcheck.engine.tail import TailProbe
 from gradcheck.report import Report, TargetReport, worst_status
 
@@ -27,10 +27,11 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     if safety_failed or any(layer.status in NEEDS_ISOLATION for layer in report.layers):
         _isolate(network, clean, settings, report, comparison)
         _patterns_from_isolation(report)
-    blame.assign_blame(report.layers)
+        _shared_uses(network, report)
+    blame.assign_blame(network, report.layers)
     if any(layer.root_cause for layer in report.layers):
         _confirm_inherited(network, clean, batch, settings, report, band)
-    unexplained = blame.assign_blame(report.layers)
+    unexplained = blame.assign_blame(network, report.layers)
     if (safety_failed or unexplained) and not report.root_causes:
         report.unlocalised = True
         report.span = _smallest_failing_span(network, clean, batch, settings, band)
@@ -49,8 +50,10 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
                    analytic: np.ndarray, settings, rng, band: float | None = None) -> None:
     """Random directions through the network for target ``name`` of unit ``k``, folded into
     ``check``: a failing direction fails the target, with the elements bisection finds."""
-    probe = TailProbe.for_target(network, clean.inputs, batch.target, k, name)
-    scales = [scales_of(probe.arrays[0], k == 0 and name == INPUT)]
+    probe = TailProbe.for_target(network, clean, batch.target, k, name)
+    slot = slot_of(name)
+    scales = [scales_of(probe.arrays[0], slot is not None and
+                        network.sources[k][slot] in network.input_names)]
     found = Directions(probe, [analytic], scales, settings.tol, network.dtype, band).check(
         settings.directions, rng)
     coverage = dict(check.coverage or {"elements": check.checked, "of": int(analytic.size)})
@@ -93,18 +96,24 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
 
 
 def _safety_net(network, clean, batch, settings, band) -> dict:
-    """Random directions moving every parameter and the network input at once."""
-    x = np.array(clean.inputs[0], copy=True, order="C")
-    arrays, grads, scales = [], [], []
-    for k, unit in enumerate(network.units):
-        for name, param in unit.params.items():
-            arrays.append(param)
-            grads.append(clean.grads[(k, name)])
-            scales.append(scales_of(param, False))
-    arrays.append(x)
-    grads.append(clean.grad_in[0])
-    scales.append(scales_of(x, True))
-    probe = TailProbe(network, clean.inputs, batch.target, 0, arrays, x)
+    """Random directions moving every parameter (each shared array once) and every network
+    input that holds real values, at once."""
+    arrays, grads, scales, overrides = [], [], [], {}
+    for array, total in network.parameters(clean.grads):
+        arrays.append(array)
+        grads.append(total)
+        scales.append(scales_of(array, False))
+    for name in network.input_names:
+        if name in network.integer:
+            continue
+        readers = network.readers(name)
+        x = np.array(clean.tensors[name], copy=True, order="C")
+        arrays.append(x)
+        grads.append(sum(clean.arg_grads[k][j] for k, j in readers))
+        scales.append(scales_of(x, True))
+        overrides.update({reader: x for reader in readers})
+    probe = TailProbe(network, clean, batch.target, arrays, list(range(len(network.units))),
+                      overrides)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(10,)))
     found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
         settings.directions, rng, localise=False)
@@ -140,10 +149,12 @@ def _isolate(network, clean, settings, report: Report, comparison) -> None:
         if layer.problems:
             continue
         rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5, k)))
-        x = np.array(clean.inputs[k], copy=True, order="C")
+        args = [np.array(x, copy=True, order="C") for x in clean.args[k]]
         decay = {name: regularisation.decay_term(network, k, name, settings)
                  for name in network.layers[k].params}
-        layer.isolated_checks = comparison.alone(network.layers[k], x, rng, select, decay)
+        integer = [t in network.integer for t in network.sources[k]]
+        layer.isolated_checks = comparison.alone(network.layers[k], args, rng, select, integer,
+                                                 decay)
         layer.isolated = worst_status(c.status for c in layer.isolated_checks)
 
 
@@ -162,36 +173,60 @@ def _patterns_from_isolation(report: Report) -> None:
                                      "every element under a random upstream gradient)")
 
 
+def _shared_uses(network, report: Report) -> None:
+    """A layer whose gradient for a shared parameter is exactly zero drops its use of it: the
+    parameter's total gradient then matches only its other uses. Named as such."""
+    for (k, name), (owner, owned, _) in network.shared.items():
+        for unit, param, others in ((k, name, owner), (owner, owned, k)):
+            layer = report.layers[unit]
+            check = next((c for c in layer.checks if c.target == param and c.term == "data"),
+                         None)
+            if check is None or check.pattern != "analytic_zero":
+                continue
+            ref = network.shared_name(k, name)
+            check.pattern = "shared_use_dropped"
+            check.explanation = (f"{layer.name}'s gradient for its use of a shared parameter "
+                                 f"({layer.name}.{param}: {ref}) is exactly 0: its backward drops "
+                                 f"this use, so the total gradient matches one use of the shared "
+                                 f"parameter only ({report.layers[others].name}'s); compute "
+                                 f"and return {layer.name}'s own contribution")
+
+
 def _confirm_inherited(network, clean, batch, settings, report: Report, band) -> None:
     """Targets of units that receive a wrong gradient, checked through the network: those that
     disagree fail (inherited), the others keep their verdict. Not through a unit that breaks the
     contract: a loss computed through a nondeterministic forward says nothing."""
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(11,)))
     broken = [k for k, layer in enumerate(report.layers) if layer.problems]
-    for k in blame.upstream_of_wrong_gradient(report.layers):
+    for k in blame.upstream_of_wrong_gradient(network, report.layers):
         layer = report.layers[k]
-        if layer.root_cause or any(j >= k for j in broken):
+        if layer.root_cause or any(k in network.ancestors(j) for j in broken):
             continue
         for check in layer.checks:
             if check.term != "data" or check.status == "fail":
                 continue
-            analytic = clean.grad_in[k] if check.target == INPUT else clean.grads[(k, check.target)]
+            slot = slot_of(check.target)
+            analytic = (clean.arg_grads[k][slot] if slot is not None
+                        else clean.grads[(k, check.target)])
             add_directions(check, network, clean, batch, k, check.target, analytic, settings, rng,
                            band)
 
 
 def _smallest_failing_span(network, clean, batch, settings, band) -> list[str] | None:
-    """The shortest run of consecutive units whose composed check fails along random
-    directions of its input (each unit passing alone)."""
+    """In a chain: the shortest run of consecutive units whose composed check fails along
+    random directions of its input (each unit passing alone). None for a graph, where a run of
+    consecutive units is not a piece of the network."""
+    if not network.is_chain():
+        return None
     n = len(network.units)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(12,)))
     for length in range(2, n + 1):
         for start in range(0, n - length + 1):
             stop = start + length
-            x = np.array(clean.inputs[start], copy=True, order="C")
-            upstream = None if stop == n else clean.grad_in[stop].astype(network.dtype)
-            probe = TailProbe(network, clean.inputs, batch.target, start, [x], x,
-                              stop=None if stop == n else stop, upstream=upstream)
+            x = np.array(clean.args[start][0], copy=True, order="C")
+            projection = None if stop == n else clean.upstream[stop - 1][0]
+            probe = TailProbe(network, clean, batch.target, [x], list(range(start, stop)),
+                              {(start, 0): x}, projection)
             found = Directions(probe, [clean.grad_in[start]], [scales_of(x, start == 0)],
                                settings.tol, network.dtype, band).check(2, rng, localise=False)
             if found.failed:
@@ -209,7 +244,7 @@ def _zero_notes(network, clean, report: Report) -> None:
             if k == n:
                 cause = ("the loss is constant in its input (e.g. a softmax or cross-entropy over "
                          "a single output unit)")
-            elif not np.any(clean.grad_in[k + 1]):
+            elif not any(np.any(g) for g in clean.upstream[k]):
                 cause = (f"nothing downstream passes a gradient to {layer.name}: dL/d(its "
                          "output) is exactly 0 (a constant loss, dead units or zero weights "
                          "after it)")
@@ -229,8 +264,8 @@ def _warnings(network, clean, settings, report: Report) -> list[str]:
                         f"round-off, so the check is only as tight as rtol={settings.tol.rtol:g}; "
                         "re-run with --float64 to check the formulas tightly")
     else:
-        narrow = [layer.name for layer, out in zip(network.layers, clean.inputs[1:])
-                  if out.dtype == np.float32]
+        narrow = [layer.name for layer, outs in zip(network.layers, network.outputs)
+                  if any(clean.tensors[t].dtype == np.float32 for t in outs)]
         if narrow:
             warnings.append(f"{', '.join(narrow)} return(s) float32 in a float64 network: "
                             "checks through them are limited to float32 precision")

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import settings as check_settings
+from gradcheck import wiring
 from gradcheck.errors import ConfigError
 from gradcheck.yamlsource import Source, _child, read_yaml_file
 
-TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "target", "check", "train")
+TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "inputs", "layers", "loss", "target",
+            "check", "train")
+INPUT_KEYS = ("shape", "batch", "data", "mean", "std", "low", "high", "file", "key", "dtype",
+              "vocab")
+# What a network input holds: real values (the network's float dtype) or integer token ids.
+INPUT_DTYPES = ("float", "int")
 DTYPES = check_settings.DTYPES
 OPTIMIZERS = ("sgd", "adam")
 DATA_KINDS = ("normal", "uniform")
@@ -33,15 +39,24 @@ class DataSpec:
     file: Path | None = None
     key: str | None = None
     path: str = ""
+    # Targets only: integer labels (``dtype: int``) of ``vocab`` classes.
+    dtype: str | None = None
+    vocab: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """Per-sample input shape (no batch axis) and batch size; ``None`` when taken from a file."""
+    """One network input: its name, per-sample shape (no batch axis) and batch size (``None``
+    when taken from a file), where its values come from, and whether it holds real values
+    (``dtype`` "float") or integer ids in [0, ``vocab``) ("int")."""
 
+    name: str
     shape: tuple[int, ...] | None
     batch: int | None
     source: DataSpec
+    dtype: str = "float"
+    vocab: int | None = None
+    path: str = "input"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +67,11 @@ class LayerSpec:
     name: str
     options: dict[str, Any]
     path: str
+    # The tensors the layer reads (network inputs, layer names, ``layer.k`` for the k-th output
+    # of a layer with several); None: the previous layer (the last layer, for the loss).
+    inputs: tuple[str, ...] | None = None
+    # Parameters taken from another layer: name -> (layer, parameter, transposed).
+    share: dict[str, tuple[str, str, bool]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +107,7 @@ class NetworkSpec:
     seed: int
     dtype: str
     plugins: tuple[str, ...]
-    input: InputSpec
+    inputs: tuple[InputSpec, ...]
     layers: tuple[LayerSpec, ...]
     loss: LayerSpec
     target: DataSpec | None
@@ -189,26 +209,34 @@ def _validate(source: Source, base_dir: Path) -> NetworkSpec:
         r.fail("", "the file is empty; a network needs at least 'input:', 'layers:' and 'loss:'.",
                "run 'gradcheck init' to write a commented starter file")
     doc = r.mapping(doc, "", TOP_KEYS, "the network description")
+    if "input" in doc and "inputs" in doc:
+        r.fail("inputs", "'input:' and 'inputs:' cannot both be given.",
+               "one input: 'input:'; several, by name: 'inputs: {left: {...}, right: {...}}'")
     for required in ("input", "layers", "loss"):
-        if required not in doc:
+        if required not in doc and not (required == "input" and "inputs" in doc):
             r.fail("", f"missing required key {required!r}.",
-                   "a network needs 'input:', 'layers:' and 'loss:'; see 'gradcheck init'")
+                   "a network needs 'input:' (or 'inputs:'), 'layers:' and 'loss:'; see "
+                   "'gradcheck init'")
 
     name = r.string(doc["name"], "name") if "name" in doc else (
         Path(source.filename).stem if source.filename else "network")
     seed = r.integer(doc.get("seed", 0), "seed", minimum=0)
     dtype = r.choice(doc.get("dtype", "float64"), "dtype", DTYPES)
     plugins = _plugins(r, doc.get("plugins", []))
-    input_spec = _input(r, doc["input"], base_dir)
+    inputs = (_inputs(r, doc["inputs"], base_dir) if "inputs" in doc
+              else (_input(r, doc["input"], base_dir, "input", "input"),))
     layers = _layers(r, doc["layers"])
-    loss = _layer_entry(r, doc["loss"], "loss", "loss")
+    loss = _layer_entry(r, doc["loss"], "loss", "loss", is_loss=True)
     if loss.name == loss.type:
         loss = dataclasses.replace(loss, name="loss")
-    target = _data(r, doc["target"], "target", base_dir) if "target" in doc else None
+    target = (_data(r, doc["target"], "target", base_dir, extra=("dtype", "vocab"))
+              if "target" in doc else None)
     check = _check(r, doc.get("check", {}))
     train = _train(r, doc["train"]) if "train" in doc else None
-    return NetworkSpec(name, seed, dtype, plugins, input_spec, layers, loss, target, check, train,
+    spec = NetworkSpec(name, seed, dtype, plugins, inputs, layers, loss, target, check, train,
                        base_dir, source)
+    wiring.resolve(spec)  # unknown names and cycles are errors here, before anything is built
+    return spec
 
 
 def _plugins(r: _Reader, value) -> tuple[str, ...]:
@@ -231,6 +259,8 @@ def _shape(r: _Reader, value, path: str) -> tuple[int, ...]:
 def _data(r: _Reader, value, path: str, base_dir: Path, extra: tuple[str, ...] = ()) -> DataSpec:
     keys = ("data", "mean", "std", "low", "high", "file", "key") + extra
     block = r.mapping(value, path, keys, f"the {path!r} block")
+    if "dtype" in block or "vocab" in block:
+        return _labels(r, block, path, base_dir)
     if "file" in block:
         for key in ("data", "mean", "std", "low", "high"):
             if key in block:
@@ -258,25 +288,74 @@ def _data(r: _Reader, value, path: str, base_dir: Path, extra: tuple[str, ...] =
     return spec
 
 
-def _input(r: _Reader, value, base_dir: Path) -> InputSpec:
-    block = r.mapping(value, "input", ("shape", "batch", "data", "mean", "std", "low", "high",
-                                       "file", "key"), "the 'input' block")
-    source = _data(r, {k: v for k, v in block.items() if k not in ("shape", "batch")},
-                   "input", base_dir)
+def _labels(r: _Reader, block: dict, path: str, base_dir: Path) -> DataSpec:
+    """A target block for integer labels: ``{dtype: int, vocab: V}``, or a file of them."""
+    dtype = r.choice(block.get("dtype", "int"), _child(path, "dtype"), INPUT_DTYPES)
+    if dtype != "int":
+        r.fail(_child(path, "dtype"), "'dtype:' in a target only says labels are integer ids "
+               "('dtype: int'); values take the network's dtype.")
+    for key in ("data", "mean", "std", "low", "high"):
+        if key in block:
+            r.fail(_child(path, key), f"{key!r} does not apply to integer labels: they are drawn "
+                   "uniformly over the classes.", "load them with 'file:' to choose them")
+    vocab = r.integer(block["vocab"], _child(path, "vocab"), minimum=1) if "vocab" in block \
+        else None
+    file = base_dir / r.string(block["file"], _child(path, "file")) if "file" in block else None
+    key = r.string(block["key"], _child(path, "key")) if "key" in block else None
+    return DataSpec(file=file, key=key, path=path, dtype="int", vocab=vocab)
+
+
+def _input(r: _Reader, value, base_dir: Path, path: str, name: str) -> InputSpec:
+    block = r.mapping(value, path, INPUT_KEYS, f"the {path!r} block")
+    dtype = r.choice(block.get("dtype", "float"), _child(path, "dtype"), INPUT_DTYPES)
+    vocab = r.integer(block["vocab"], _child(path, "vocab"), minimum=1) if "vocab" in block \
+        else None
+    if dtype == "float" and vocab is not None:
+        r.fail(_child(path, "vocab"), "'vocab:' applies to integer inputs only.",
+               "write 'dtype: int' beside it for token ids")
+    if dtype == "int":
+        for key in ("data", "mean", "std", "low", "high"):
+            if key in block:
+                r.fail(_child(path, key), f"{key!r} does not apply to integer ids: they are drawn "
+                       "uniformly from [0, vocab).", "give 'vocab:', or load them with 'file:'")
+        if vocab is None and "file" not in block:
+            r.fail(path, "integer inputs need 'vocab:' (ids are drawn from [0, vocab)).",
+                   "write e.g. {shape: [16], dtype: int, vocab: 50}")
+    data = {k: v for k, v in block.items() if k not in ("shape", "batch", "dtype", "vocab")}
+    source = _data(r, data, path, base_dir)
     if source.file is not None:
         for key in ("shape", "batch"):
             if key in block:
-                r.fail(f"input.{key}", f"{key!r} is taken from the data file; do not set it too.")
-        return InputSpec(None, None, source)
+                r.fail(_child(path, key), f"{key!r} is taken from the data file; do not set it "
+                       "too.")
+        return InputSpec(name, None, None, source, dtype, vocab, path)
     if "shape" not in block:
-        r.fail("input", "missing 'shape:' (the per-sample input shape, e.g. [1, 28, 28]).",
+        r.fail(path, "missing 'shape:' (the per-sample input shape, e.g. [1, 28, 28]).",
                "or load inputs with 'file:' and 'key:'")
-    shape = _shape(r, block["shape"], "input.shape")
-    batch = r.integer(block.get("batch", 8), "input.batch", minimum=1)
-    return InputSpec(shape, batch, source)
+    shape = _shape(r, block["shape"], _child(path, "shape"))
+    batch = r.integer(block.get("batch", 8), _child(path, "batch"), minimum=1)
+    return InputSpec(name, shape, batch, source, dtype, vocab, path)
 
 
-def _layer_entry(r: _Reader, entry, path: str, default_name: str) -> LayerSpec:
+def _inputs(r: _Reader, value, base_dir: Path) -> tuple[InputSpec, ...]:
+    if not isinstance(value, dict) or not value:
+        r.fail("inputs", f"expected a mapping of input names to input blocks, found "
+               f"{_describe(value)}.", "write e.g. inputs: {left: {shape: [8]}, right: ...}")
+    found = []
+    for name, block in value.items():
+        path = _child("inputs", name)
+        if not isinstance(name, str) or not name.isidentifier():
+            r.fail(path, f"input name {name!r} is not a valid identifier.")
+        found.append(_input(r, block, base_dir, path, name))
+    batches = {spec.batch for spec in found if spec.batch is not None}
+    if len(batches) > 1:
+        r.fail("inputs", f"the inputs have different batch sizes {sorted(batches)}; every input "
+               "needs one row per sample of the same batch.")
+    return tuple(found)
+
+
+def _layer_entry(r: _Reader, entry, path: str, default_name: str,
+                 is_loss: bool = False) -> LayerSpec:
     if isinstance(entry, str):
         return LayerSpec(entry, default_name, {}, path)
     if not isinstance(entry, dict):
@@ -285,11 +364,14 @@ def _layer_entry(r: _Reader, entry, path: str, default_name: str) -> LayerSpec:
         r.fail(path, "missing 'type:'.", "write e.g. {type: dense, units: 10}")
     kind = r.string(entry["type"], _child(path, "type"))
     name = r.string(entry["name"], _child(path, "name")) if "name" in entry else default_name
-    options = {k: v for k, v in entry.items() if k not in ("type", "name")}
+    wired = ("input",) if is_loss else ("inputs", "share")
+    options = {k: v for k, v in entry.items() if k not in ("type", "name", *wired)}
     for key in options:
         if not isinstance(key, str) or not key.isidentifier():
             r.fail(_child(path, key), f"option name {key!r} is not a valid identifier.")
-    return LayerSpec(kind, name, options, path)
+    inputs = wiring.read_inputs(r, entry, path, is_loss)
+    share = {} if is_loss else wiring.read_share(r, entry, path)
+    return LayerSpec(kind, name, options, path, inputs, share)
 
 
 def _layers(r: _Reader, value) -> tuple[LayerSpec, ...]:

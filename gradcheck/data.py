@@ -67,12 +67,52 @@ def generate(spec: DataSpec | None, shape: tuple[int, ...], rng: np.random.Gener
     return rng.uniform(low, high, shape)
 
 
-def make_input(spec: NetworkSpec) -> np.ndarray:
-    """The network input (batch, *shape): loaded from ``input.file`` or drawn from the seed."""
-    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1,)))
-    if spec.input.source.file is not None:
-        return load_array(spec.input.source, "input").astype(np.float64)
-    return generate(spec.input.source, (spec.input.batch, *spec.input.shape), rng, "normal")
+def make_inputs(spec: NetworkSpec) -> dict[str, np.ndarray]:
+    """Every network input by name, (batch, *shape): loaded from its ``file`` or drawn from the
+    seed; integer inputs as int64 ids (see ``_ids``)."""
+    found = {}
+    for i, source in enumerate(spec.inputs):
+        # The first input keeps the stream it always had, so single-input reports are unchanged.
+        key = (1,) if i == 0 else (1, i)
+        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
+        if source.source.file is not None:
+            array = load_array(source.source, source.name)
+            found[source.name] = (_checked_ids(source, array) if source.dtype == "int"
+                                  else array.astype(np.float64))
+        elif source.dtype == "int":
+            found[source.name] = _ids(rng, (source.batch, *source.shape), source.vocab)
+        else:
+            found[source.name] = generate(source.source, (source.batch, *source.shape), rng,
+                                          "normal")
+    rows = {array.shape[0] for array in found.values()}
+    if len(rows) > 1:
+        raise spec.error(f"the inputs have different batch sizes {sorted(rows)}; every input "
+                         "needs one row per sample of the same batch.", "inputs")
+    return found
+
+
+def _ids(rng: np.random.Generator, shape: tuple[int, ...], vocab: int) -> np.ndarray:
+    """Token ids uniform in [0, vocab), with a repeat in every sample that has room for one: a
+    backward that counts a repeated id once (``dW[ids] += g``) must have something to miss."""
+    ids = rng.integers(0, vocab, shape)
+    flat = ids.reshape(shape[0], -1)
+    if vocab > 1 and flat.shape[1] > 1:
+        for row in flat:
+            if len(np.unique(row)) == len(row):
+                a, b = rng.choice(len(row), size=2, replace=False)
+                row[b] = row[a]
+    return ids
+
+
+def _checked_ids(source, array: np.ndarray) -> np.ndarray:
+    if not np.all(array == np.round(array)):
+        raise DataError(f"input {source.name!r} holds token ids, but its data file has "
+                        "non-integer values.", path=source.path)
+    ids = array.astype(np.int64)
+    if source.vocab is not None and (ids.min() < 0 or ids.max() >= source.vocab):
+        raise DataError(f"input {source.name!r}: ids must lie in [0, {source.vocab}), the file "
+                        f"has {int(ids.min())}..{int(ids.max())}.", path=source.path)
+    return ids
 
 
 def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
@@ -98,8 +138,23 @@ def make_target(spec: NetworkSpec, loss, out_shape: tuple[int, ...], batch: int,
         return target if labels else target.astype(dtype)
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2,)))
     if labels:
-        if spec.target is not None:
-            raise spec.error(f"{spec.loss.type} takes integer class labels; they are drawn "
-                             "uniformly unless loaded with 'file:'.", "target")
+        _labels_spec(spec, classes)
         return rng.integers(0, classes, (batch, *label_shape))
+    if spec.target is not None and spec.target.dtype == "int":
+        raise spec.error(f"{spec.loss.type} compares values, not integer labels.",
+                         "target.dtype", "drop 'dtype: int' (and 'vocab:')")
     return generate(spec.target, (batch, *out_shape), rng, "uniform").astype(dtype)
+
+
+def _labels_spec(spec: NetworkSpec, classes: int) -> None:
+    """A ``target:`` block for drawn labels may only say they are ids of ``classes`` classes."""
+    target = spec.target
+    if target is None:
+        return
+    if target.data is not None or target.dtype != "int":
+        raise spec.error(f"{spec.loss.type} takes integer class labels; they are drawn "
+                         "uniformly unless loaded with 'file:'.", "target",
+                         f"write target: {{dtype: int, vocab: {classes}}} or load them")
+    if target.vocab is not None and target.vocab != classes:
+        raise spec.error(f"target vocab {target.vocab} does not match the {classes} classes the "
+                         f"network's output has for {spec.loss.type}.", "target.vocab")

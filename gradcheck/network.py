@@ -1,7 +1,11 @@
-"""The network: layers built from a spec, shape inference, and forward and backward passes.
+"""The network: a directed acyclic graph of layers ending in a loss, and its forward and backward
+passes (``gradcheck.assemble`` builds one from a spec).
 
-Every call into a layer goes through ``gradcheck.usercode.invoke``, so a raising or misbehaving
-layer becomes a LayerError naming it. ``run`` is the one validating forward/backward pass: the
+Tensors are named (``gradcheck.wiring``): the network inputs, each layer's output (``name``, or
+``name.k`` for a layer with several outputs). Units — the layers in the order they run, then the
+loss — read tensors; a tensor read by several units gets the sum of their gradients, which this
+module adds up (never the layers). Every call into a layer goes through
+``gradcheck.usercode.invoke``. ``Network.run`` is the one validating forward/backward pass: the
 checker's (which refuses NaN/Inf) and the diagnosis's (which records where they start).
 """
 
@@ -9,38 +13,33 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
-from typing import Callable
 
 import numpy as np
 
-from gradcheck import layers as _builtin_layers  # noqa: F401  (registers the built-ins)
-from gradcheck import registry
-from gradcheck.config import NetworkSpec
 from gradcheck.contract import Layer, Loss
-from gradcheck.errors import ConfigError, GradcheckError, LayerError
-from gradcheck.explain.axes import declaration_problem
-from gradcheck.layers.losses import Projection
-from gradcheck.resources import ResourceError
-from gradcheck.usercode import close_unit, invoke, seed_rng, type_name
+from gradcheck.errors import GradcheckError, LayerError
+from gradcheck.usercode import close_unit, invoke, type_name
 
 
 @dataclasses.dataclass
 class Batch:
-    """The data a check runs on: inputs (batch, *input_shape) and targets for the loss."""
+    """The data a check runs on: the network input(s) and the loss's target. ``x`` is the only
+    input, or a dict of named inputs (integer arrays for token ids)."""
 
-    x: np.ndarray
+    x: np.ndarray | dict[str, np.ndarray]
     target: np.ndarray
 
 
 @dataclasses.dataclass
 class Pass:
-    """One forward and backward: ``inputs[k]`` is what unit k received (the loss is unit
-    ``len(layers)``), ``grad_in[k]`` dL/d(that input), ``grads[(k, name)]`` dL/dparam.
+    """One forward and backward.
 
-    A pass that allowed non-finite values stops where they start: ``inputs`` is then shorter
-    (its last entry the first non-finite output), ``loss`` NaN, and ``loss_error`` holds the
-    loss's own complaint when it refused the predictions.
+    ``args[k]``: every input unit k received (the loss is unit ``len(layers)``), ``inputs[k]``
+    the first of them; ``arg_grads[k]``: unit k's own dL/d(each input), None for integer ids,
+    ``grad_in[k]`` the first; ``upstream[k]``: dL/d(each output of layer k), summed over its
+    readers; ``grads[(k, name)]``: unit k's own dL/dparam; ``tensors``: every tensor's value.
+    A pass that allowed non-finite values stops where they start: ``inputs`` is then shorter,
+    ``loss`` NaN, and ``loss_error`` holds the loss's complaint when it refused the predictions.
     """
 
     inputs: list[np.ndarray]
@@ -48,6 +47,10 @@ class Pass:
     grad_in: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     grads: dict[tuple[int, str], np.ndarray] = dataclasses.field(default_factory=dict)
     loss_error: str | None = None
+    args: list[list[np.ndarray]] = dataclasses.field(default_factory=list)
+    arg_grads: dict[int, list] = dataclasses.field(default_factory=dict)
+    upstream: dict[int, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+    tensors: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def pred(self) -> np.ndarray:
@@ -55,25 +58,102 @@ class Pass:
 
 
 class Network:
-    """A built chain of layers followed by a loss.
+    """Layers in the order they run, then the loss.
 
-    ``shapes[i]`` is the per-sample input shape of layer ``i``; ``shapes[-1]`` is the output shape
-    the loss sees. The loss is addressed as unit index ``len(layers)`` where a uniform index helps.
+    ``sources[k]``: the tensors unit k reads; ``outputs[k]``: the tensors layer k makes;
+    ``tensor_shapes``: per-sample shapes; ``integer``: the network inputs holding integer ids.
+    ``shapes[k]`` is the per-sample shape of unit k's first input (for a chain: layer k's input,
+    and ``shapes[-1]`` the output the loss sees).
     """
 
-    def __init__(self, name: str, layers: list[Layer], loss: Loss, shapes: list[tuple[int, ...]],
-                 dtype: np.dtype, paths: list[str] | None = None):
+    def __init__(self, name: str, layers: list[Layer], loss: Loss, dtype, *,
+                 sources: list[list[str]], outputs: list[list[str]],
+                 tensor_shapes: dict[str, tuple[int, ...]], input_names: list[str],
+                 integer: frozenset = frozenset(), paths: list[str] | None = None):
         self.name = name
         self.layers = layers
         self.loss = loss
-        self.shapes = shapes
         self.dtype = np.dtype(dtype)
+        self.sources = sources
+        self.outputs = outputs
+        self.tensor_shapes = tensor_shapes
+        self.input_names = input_names
+        self.integer = integer
         self.paths = paths or [""] * (len(layers) + 1)
+        # (unit, parameter) -> (owner unit, its parameter, transposed): ``share:``, by assemble.
+        self.shared: dict[tuple[int, str], tuple[int, str, bool]] = {}
+        # Said about the wiring (an output nothing reads), for the report.
+        self.warnings: list[str] = []
+
+    @classmethod
+    def chain(cls, name: str, layers: list[Layer], loss: Loss, shapes: list[tuple[int, ...]],
+              dtype) -> Network:
+        """A chain: layer k reads layer k-1 (the first reads ``x``), the loss reads the last."""
+        names = ["x", *(f"{i}" for i in range(len(layers)))]
+        return cls(name, layers, loss, dtype, sources=[[names[k]] for k in range(len(layers) + 1)],
+                   outputs=[[names[k + 1]] for k in range(len(layers))],
+                   tensor_shapes=dict(zip(names, map(tuple, shapes))), input_names=["x"])
 
     @property
     def units(self) -> list[Layer | Loss]:
         """Layers followed by the loss."""
         return [*self.layers, self.loss]
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [self.tensor_shapes[s[0]] for s in self.sources]
+
+    def is_chain(self) -> bool:
+        """Whether every unit reads exactly the one tensor the previous unit made."""
+        return len(self.input_names) == 1 and all(
+            src == ([self.input_names[0]] if k == 0 else self.outputs[k - 1])
+            for k, src in enumerate(self.sources))
+
+    def shared_name(self, k: int, name: str) -> str | None:
+        """What parameter ``name`` of unit k shares, as written (``encoder.W.T``), or None."""
+        if (k, name) not in self.shared:
+            return None
+        owner, owned, transposed = self.shared[(k, name)]
+        return f"{self.units[owner].name}.{owned}{'.T' if transposed else ''}"
+
+    def parameters(self, grads: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every distinct parameter array with its total gradient: a shared array once, with
+        the gradients of all its uses summed (a transposed use transposed back)."""
+        totals: dict[tuple[int, str], list] = {}
+        for k, unit in enumerate(self.units):
+            for name, param in unit.params.items():
+                owner, owned, transposed = self.shared.get((k, name), (k, name, False))
+                grad = grads[(k, name)].T if transposed else grads[(k, name)]
+                entry = totals.setdefault((owner, owned), [self.units[owner].params[owned], 0.0])
+                entry[1] = entry[1] + grad
+        return [(array, np.asarray(total, dtype=np.float64)) for array, total in totals.values()]
+
+    def readers(self, tensor: str) -> list[tuple[int, int]]:
+        """(unit, slot) of every unit input that reads ``tensor``."""
+        return [(k, j) for k, src in enumerate(self.sources) for j, t in enumerate(src)
+                if t == tensor]
+
+    def descendants(self, k: int) -> list[int]:
+        """Unit k and every unit that depends on its outputs, in the order they run."""
+        reached = {k}
+        for later in range(k + 1, len(self.sources)):
+            made = {t for i in reached if i < len(self.layers) for t in self.outputs[i]}
+            if made & set(self.sources[later]):
+                reached.add(later)
+        return sorted(reached)
+
+    def ancestors(self, k: int) -> list[int]:
+        """Every unit whose outputs unit k depends on."""
+        found: set[int] = set()
+        frontier = [k]
+        while frontier:
+            unit = frontier.pop()
+            for t in self.sources[unit]:
+                maker = next((i for i, outs in enumerate(self.outputs) if t in outs), None)
+                if maker is not None and maker not in found:
+                    found.add(maker)
+                    frontier.append(maker)
+        return sorted(found)
 
     def close(self) -> None:
         """Release what any unit holds outside Python (external layers' child processes)."""
@@ -91,9 +171,25 @@ class Network:
         for unit in self.units:
             unit.training = training
 
+    def named_inputs(self, x) -> dict[str, np.ndarray]:
+        """A batch's input(s) as a dict by name."""
+        return dict(x) if isinstance(x, dict) else {self.input_names[0]: x}
+
+    def run_units(self, tensors: dict, units, overrides: dict | None = None) -> dict:
+        """Run ``units`` (layer indices, in order) on ``tensors``, adding their outputs (a new
+        dict); ``overrides[(k, j)]`` replaces what unit k reads in slot j."""
+        tensors = dict(tensors)
+        for k in units:
+            layer = self.layers[k]
+            args = [(overrides or {}).get((k, j), tensors[t]) for j, t in enumerate(self.sources[k])]
+            out = invoke(layer, "forward", layer.forward, *args)
+            outs = out if len(self.outputs[k]) > 1 else (out,)
+            tensors.update(zip(self.outputs[k], outs))
+        return tensors
+
     def forward(self, x: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Run layers ``start`` up to ``stop`` (exclusive; default: all) on ``x``, the input of
-        layer ``start``."""
+        """A chain only: run layers ``start`` up to ``stop`` (exclusive; default: all) on ``x``,
+        the input of layer ``start``."""
         for layer in self.layers[start:stop]:
             x = invoke(layer, "forward", layer.forward, x)
         return x
@@ -104,48 +200,94 @@ class Network:
 
     def run(self, batch: Batch, allow_nonfinite: bool = False) -> Pass:
         """Forward and backward through every unit, validating what each returns (shapes, float
-        dtypes, a gradient for every parameter).
+        dtypes, a gradient for every parameter and for every float input).
 
         Non-finite values are a LayerError naming the first unit that produced them, unless
         ``allow_nonfinite``: then the pass stops there (see ``Pass``), so a diagnosis can say
         where they start.
         """
-        inputs, x = [], batch.x
+        n = len(self.layers)
+        tensors = self.named_inputs(batch.x)
+        rows = next(iter(tensors.values())).shape[0]
+        result = Pass([], float("nan"), tensors=tensors)
         # A diagnosis expects overflow and reports it; the checker refuses it below.
         with np.errstate(all="ignore") if allow_nonfinite else contextlib.nullcontext():
-            for layer, shape in zip(self.layers, self.shapes[1:]):
-                inputs.append(x)
-                x = invoke(layer, "forward", layer.forward, x)
-                _expect_array(layer, "forward", x, (batch.x.shape[0], *shape), allow_nonfinite)
-                if not np.all(np.isfinite(x)):
-                    return Pass([*inputs, x], float("nan"))
-            inputs.append(x)
+            for k, layer in enumerate(self.layers):
+                args = [tensors[t] for t in self.sources[k]]
+                result.args.append(args)
+                result.inputs.append(args[0])
+                out = invoke(layer, "forward", layer.forward, *args)
+                outs = self._outputs_of(k, out)
+                for name, y in zip(self.outputs[k], outs):
+                    _expect_array(layer, "forward", y, (rows, *self.tensor_shapes[name]),
+                                  allow_nonfinite)
+                    tensors[name] = y
+                if not all(np.all(np.isfinite(y)) for y in outs):
+                    result.inputs.append(outs[0])
+                    return result
+            pred = tensors[self.sources[n][0]]
+            result.args.append([pred])
+            result.inputs.append(pred)
             try:
-                loss = self.loss_value(x, batch.target)
+                result.loss = self.loss_value(pred, batch.target)
             except GradcheckError as exc:
                 if not allow_nonfinite:
                     raise
-                return Pass(inputs, float("nan"), loss_error=exc.message)
-            result = Pass(inputs, loss)
-            if not np.isfinite(loss):
+                result.loss_error = exc.message
+                return result
+            if not np.isfinite(result.loss):
                 if allow_nonfinite:
                     return result
-                raise LayerError(f"the loss {self.loss.name!r} is {loss} on the check's data.",
-                                 hint="run 'gradcheck diagnose' to find the first layer producing "
-                                      "NaN/Inf")
-            grad = invoke(self.loss, "backward", self.loss.backward)
-            _expect_array(self.loss, "backward", grad, x.shape, allow_nonfinite)
-            self._record(len(self.layers), self.loss, grad, result, allow_nonfinite)
-            for k in range(len(self.layers) - 1, -1, -1):
-                layer = self.layers[k]
-                grad = invoke(layer, "backward", layer.backward, grad)
-                _expect_array(layer, "backward", grad, inputs[k].shape, allow_nonfinite)
-                self._record(k, layer, grad, result, allow_nonfinite)
+                raise LayerError(f"the loss {self.loss.name!r} is {result.loss} on the check's "
+                                 "data.", hint="run 'gradcheck diagnose' to find the first layer "
+                                 "producing NaN/Inf")
+            self._backward(result, allow_nonfinite)
         return result
 
-    @staticmethod
-    def _record(k: int, unit, grad: np.ndarray, result: Pass, allow_nonfinite: bool) -> None:
-        result.grad_in[k] = np.array(grad, dtype=np.float64)
+    def _outputs_of(self, k: int, out) -> list[np.ndarray]:
+        if len(self.outputs[k]) == 1:
+            return [out]
+        if not isinstance(out, tuple) or len(out) != len(self.outputs[k]):
+            raise _unit_error(self.layers[k], f"layer {self.layers[k].name!r}: forward returned "
+                              f"{type(out).__name__}, expected a tuple of "
+                              f"{len(self.outputs[k])} outputs (build declared them).")
+        return list(out)
+
+    def _backward(self, result: Pass, allow_nonfinite: bool) -> None:
+        """Each unit's backward in reverse order, from the sum of its outputs' gradients."""
+        n = len(self.layers)
+        acc: dict[str, np.ndarray] = {}
+        grad = invoke(self.loss, "backward", self.loss.backward)
+        _expect_array(self.loss, "backward", grad, result.pred.shape, allow_nonfinite)
+        self._record(n, self.loss, [grad], result, acc, allow_nonfinite)
+        for k in range(n - 1, -1, -1):
+            layer = self.layers[k]
+            upstream = [acc[t] if t in acc else np.zeros_like(result.tensors[t])
+                        for t in self.outputs[k]]
+            result.upstream[k] = [np.array(g, dtype=np.float64) for g in upstream]
+            # The layer's own dtype: a float32 network's layers get float32 gradients.
+            got = invoke(layer, "backward", layer.backward,
+                         *[g.astype(result.tensors[t].dtype, copy=False)
+                           for g, t in zip(upstream, self.outputs[k])])
+            several = len(self.sources[k]) > 1
+            if several and (not isinstance(got, tuple) or len(got) != len(self.sources[k])):
+                raise _unit_error(layer, f"layer {layer.name!r}: backward returned "
+                                  f"{type(got).__name__}, expected a tuple of "
+                                  f"{len(self.sources[k])} input gradients, one per input.")
+            self._record(k, layer, list(got) if several else [got], result, acc, allow_nonfinite)
+
+    def _record(self, k: int, unit, grads: list, result: Pass, acc: dict,
+                allow_nonfinite: bool) -> None:
+        own = []
+        for j, (grad, t) in enumerate(zip(grads, self.sources[k])):
+            if t in self.integer:
+                own.append(None)  # token ids have no gradient: whatever backward says is unused
+                continue
+            _expect_array(unit, "backward", grad, result.args[k][j].shape, allow_nonfinite)
+            own.append(np.array(grad, dtype=np.float64))
+            acc[t] = acc[t] + grad if t in acc else np.array(grad, copy=True)
+        result.arg_grads[k] = own
+        result.grad_in[k] = own[0]
         missing = [name for name in unit.params if name not in unit.grads]
         if missing:
             raise _unit_error(unit, f"layer {unit.name!r}: backward set no gradient for "
@@ -186,169 +328,3 @@ def _expect_array(unit, phase: str, value, shape, allow_nonfinite: bool) -> None
         raise _unit_error(unit, f"{where}: {phase} produced NaN/Inf values.",
                           hint="run 'gradcheck diagnose' for the first layer that goes "
                                "non-finite")
-
-
-# Called after each layer is built with (layer, its output shape, where), e.g. to account for
-# memory before the next layer allocates.
-OnBuilt = Callable[[Layer, tuple[int, ...], str], None]
-
-
-def assemble(spec: NetworkSpec, input_shape: tuple[int, ...],
-             on_built: OnBuilt | None = None) -> Network:
-    """Instantiate and build every layer and the loss of ``spec`` for per-sample ``input_shape``.
-
-    Layer and loss types must already be registered (built-ins are; plugins are loaded by
-    ``gradcheck.build``). Every unit instantiated is closed again if the build fails.
-    """
-    dtype = np.dtype(spec.dtype)
-    layers, shapes, paths = [], [tuple(input_shape)], []
-    opened: list = []
-    try:
-        for i, layer_spec in enumerate(spec.layers):
-            layer = _instantiate(spec, layer_spec, registry.layer_class)
-            opened.append(layer)
-            rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0, i)))
-            seed_rng(layer, np.random.SeedSequence(spec.seed, spawn_key=(8, i)))
-            out_shape = _build_layer(spec, layer_spec, layer, shapes[-1], rng, dtype)
-            if on_built is not None:
-                on_built(layer, out_shape, f"layer {layer_spec.name!r}, "
-                         f"{spec.source.where(layer_spec.path) or layer_spec.path}")
-            layers.append(layer)
-            shapes.append(out_shape)
-            paths.append(layer_spec.path)
-        loss = _instantiate(spec, spec.loss, registry.loss_class)
-        opened.append(loss)
-        try:
-            invoke(loss, "build", loss.build, shapes[-1])
-        except GradcheckError as exc:
-            raise _locate(spec, exc, spec.loss.path,
-                          f"the network output has per-sample shape {shapes[-1]}") from None
-        paths.append(spec.loss.path)
-    except BaseException:
-        # Layers that hold processes (external layers) must not outlive a failed build.
-        for unit in opened:
-            close_unit(unit)
-        raise
-    return Network(spec.name, layers, loss, shapes, dtype, paths)
-
-
-def _locate(spec: NetworkSpec, exc: GradcheckError, path: str, context: str | None = None):
-    if exc.path and exc.path.startswith(f"{path}."):
-        # The unit named the option at fault (layers[2].forward): point at its line.
-        exc.where = spec.source.where(exc.path)
-    exc.path = exc.path or path
-    exc.where = exc.where or spec.source.where(path)
-    if context and exc.hint is None:
-        exc.hint = context
-    return exc
-
-
-def option_error(cls: type, options: dict, type_label: str) -> tuple[ConfigError, str] | None:
-    """The first problem of ``options`` for the constructor of ``cls`` (registered as
-    ``type_label``): the error and the option it concerns ("" for the entry as a whole)."""
-    accepted = [name for name, _, _ in registry.options(cls)]
-    unknown = registry.unknown_option(cls, options)
-    if unknown:
-        close = difflib.get_close_matches(unknown, accepted, n=1)
-        return ConfigError(f"unknown option {unknown!r} for {type_label}.",
-                           hint=f"did you mean {close[0]!r}?" if close else
-                           f"{type_label} accepts: {', '.join(accepted) or 'no options'}"), unknown
-    missing = registry.missing_option(cls, options)
-    if missing:
-        return ConfigError(f"{type_label} needs option {missing!r}.",
-                           hint=f"write e.g. {{type: {type_label}, {missing}: ...}}; "
-                                f"'gradcheck layers {type_label}' shows every option"), ""
-    return None
-
-
-def construct(cls: type, options: dict, type_label: str, unit_label: str) -> Layer | Loss:
-    """Construct ``cls(**options)`` (the options already passed ``option_error``); a constructor
-    that raises, or forgets ``super().__init__()``, is a GradcheckError naming ``unit_label``."""
-    try:
-        unit = cls(**options)
-    except TypeError as exc:
-        if "required" in str(exc) or "argument" in str(exc):
-            accepted = ", ".join(name for name, _, _ in registry.options(cls))
-            raise ConfigError(f"{type_label} options are wrong: {exc}.",
-                              hint=f"{type_label} accepts: {accepted}") from None
-        raise _user_failure(unit_label, exc) from exc
-    except GradcheckError:
-        raise
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - user layer code may raise anything
-        raise _user_failure(unit_label, exc) from exc
-    if not hasattr(unit, "params") or not hasattr(unit, "grads"):
-        raise LayerError(f"{unit_label} has no params/grads: its __init__ must call "
-                         "super().__init__().")
-    return unit
-
-
-def _user_failure(unit_label: str, exc: Exception) -> LayerError:
-    return LayerError(f"{unit_label} raised {type(exc).__name__} in __init__: {exc}")
-
-
-def _instantiate(spec: NetworkSpec, layer_spec, lookup) -> Layer | Loss:
-    try:
-        cls = lookup(layer_spec.type)
-    except ConfigError as exc:
-        raise _locate(spec, exc, f"{layer_spec.path}.type" if layer_spec.options or
-                      layer_spec.name != layer_spec.type else layer_spec.path) from None
-    problem = option_error(cls, layer_spec.options, layer_spec.type)
-    if problem is not None:
-        error, option = problem
-        raise _locate(spec, error, f"{layer_spec.path}.{option}" if option else layer_spec.path)
-    unit_label = f"layer {layer_spec.name!r} ({layer_spec.type})"
-    try:
-        unit = construct(cls, layer_spec.options, layer_spec.type, unit_label)
-    except GradcheckError as exc:
-        raise _locate(spec, exc, layer_spec.path)
-    unit.name = layer_spec.name
-    unit.yaml_path = layer_spec.path
-    unit.yaml_where = spec.source.where(layer_spec.path)
-    unit.base_dir = spec.base_dir
-    return unit
-
-
-def projected(name: str, layer: Layer, input_shape: tuple[int, ...],
-              output_shape: tuple[int, ...], dtype) -> Network:
-    """``layer`` (already built) alone under the projection loss L = sum(G * y), G being the
-    batch's target: the network ``check_layer`` and the isolated checks of blame run."""
-    loss = Projection()
-    loss.name = f"{layer.name}:projection"
-    loss.build(output_shape)
-    return Network(name, [layer], loss, [tuple(input_shape), tuple(output_shape)], dtype)
-
-
-def build_unit(layer: Layer, input_shape: tuple[int, ...], rng, dtype) -> tuple[int, ...]:
-    """``layer.build`` validated: it must return a per-sample shape of positive ints and create
-    float parameters, which are then cast to the network's ``dtype``."""
-    label = f"layer {layer.name!r} ({type_name(layer)})"
-    try:
-        out_shape = invoke(layer, "build", layer.build, tuple(input_shape), rng)
-    except MemoryError:
-        raise ResourceError(f"{label} ran out of memory creating its parameters.",
-                            hint="make the layer smaller (units, filters, kernel)") from None
-    if (not isinstance(out_shape, (tuple, list)) or
-            not all(isinstance(d, (int, np.integer)) and d >= 1 for d in out_shape)):
-        raise LayerError(f"{label}: build must return the per-sample output shape as a tuple of "
-                         f"positive ints, returned {out_shape!r}.")
-    for pname, value in list(layer.params.items()):
-        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
-            raise LayerError(f"{label}: params[{pname!r}] must be a float numpy array, found "
-                             f"{type(value).__name__}.")
-        layer.params[pname] = np.ascontiguousarray(value, dtype=dtype)
-    problem = declaration_problem(layer, input_shape)
-    if problem:
-        raise LayerError(f"{label}: {problem}.", hint="declare one name per axis of the input "
-                         "(without the batch axis) and of each parameter, or none at all")
-    return tuple(int(d) for d in out_shape)
-
-
-def _build_layer(spec, layer_spec, layer: Layer, input_shape, rng, dtype) -> tuple[int, ...]:
-    try:
-        return build_unit(layer, input_shape, rng, dtype)
-    except GradcheckError as exc:
-        context = None if isinstance(exc, ResourceError) else (
-            f"its input has per-sample shape {tuple(input_shape)}")
-        raise _locate(spec, exc, layer_spec.path, context) from None

@@ -16,12 +16,14 @@ WORST_SHOWN = 5
 def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full: np.ndarray, *,
                   is_input: bool, compared: str, decay_term: np.ndarray | None = None,
                   of: int | None = None, axis_names: tuple[str, ...] | None = None,
-                  param: np.ndarray | None = None) -> TargetReport:
+                  param: np.ndarray | None = None,
+                  upstream: np.ndarray | None = None) -> TargetReport:
     """The report of target ``name`` (an array of ``shape``) from ``v``. ``compared`` says what
     the numeric side differentiated ("layer": the unit's own objective; "network": the loss);
     ``of``: how many elements were selected when fewer were compared (a stopped check);
     ``axis_names``: the layer's declared layout (``explain.target_axis_names``), generic when
-    None; ``param``: the parameter's values, for the decay-term pattern."""
+    None; ``param``: the parameter's values, for the decay-term pattern; ``upstream``: for an
+    input of the output's shape, the upstream gradient, for the identity-path pattern."""
     size = int(np.prod(shape, dtype=np.int64))
     counts = v.counts()
     report = TargetReport(target=name, shape=tuple(shape), status="pass", checked=len(v.indices),
@@ -63,7 +65,8 @@ def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full:
         report.status = "fail"
         report.own_failed = report.failed if compared == "layer" else 0
         report.pattern, report.explanation = _pattern(v, shape, analytic_full,
-                                                      report.axis_names, decay_term, param)
+                                                      report.axis_names, decay_term, param,
+                                                      upstream)
     elif report.inconclusive:
         report.status = "inconclusive"
     elif report.kinks:
@@ -95,7 +98,7 @@ def _precision_notes(v: Verdicts) -> list[str]:
     return notes
 
 
-def _pattern(v: Verdicts, shape, analytic_full, axis_names, decay_term, param):
+def _pattern(v: Verdicts, shape, analytic_full, axis_names, decay_term, param, upstream):
     size = int(np.prod(shape, dtype=np.int64))
     status_map = np.full(size, "", dtype=object)
     status_map[v.indices] = v.status
@@ -104,7 +107,7 @@ def _pattern(v: Verdicts, shape, analytic_full, axis_names, decay_term, param):
     found = explain.classify(np.asarray(analytic_full, float).reshape(shape),
                              numeric_map.reshape(shape), status_map.reshape(shape).astype(str),
                              rtol=v.rtol_used or v.tol.rtol, axis_names=axis_names,
-                             weight_decay_term=decay_term, param=param)
+                             weight_decay_term=decay_term, param=param, upstream=upstream)
     return (found.kind, found.text) if found else (None, None)
 
 

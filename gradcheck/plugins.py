@@ -256,7 +256,19 @@ def _load_entry_point(entry) -> None:
 
 # Methods of the contract and how many arguments each takes besides self.
 _LAYER_METHODS = {"build": 2, "forward": 1, "backward": 1, "branch_state": 0}
+# A layer's forward takes one argument per input and its backward one per output: at least one,
+# as many as its signature asks for.
+_ONE_OR_MORE = ("forward", "backward")
 _LOSS_METHODS = {"build": 1, "forward": 2, "backward": 0, "branch_state": 0}
+
+
+def _required_positional(fn) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except ValueError:
+        return 1
+    return sum(p.default is p.empty for p in params
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def contract_problems(cls: type, require_methods: bool = False) -> list[str]:
@@ -270,6 +282,8 @@ def contract_problems(cls: type, require_methods: bool = False) -> list[str]:
         if not callable(fn):
             problems.append(f"{method} is not a method")
             continue
+        if expected is _LAYER_METHODS and method in _ONE_OR_MORE:
+            n_args = max(1, _required_positional(fn) - 1)  # less self
         try:
             inspect.signature(fn).bind(None, *range(n_args))
         except TypeError:

@@ -43,21 +43,28 @@ def _differ(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[float, list[int]]
     return float(gap.reshape(-1)[at]), where
 
 
-def unit_problems(unit, x: np.ndarray, upstream: np.ndarray, nondet_tol: float,
+def _outputs(out) -> np.ndarray:
+    """A unit's outputs (one array, or a tuple of them) as one float64 vector, copied."""
+    parts = out if isinstance(out, tuple) else (out,)
+    return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
+
+
+def unit_problems(unit, xs: list[np.ndarray], upstream, nondet_tol: float,
                   target: np.ndarray | None = None) -> list[dict]:
-    """The broken contract of one unit (a layer given its input ``x`` and upstream gradient, or
-    the loss given its predictions ``x`` and ``target``)."""
+    """The broken contract of one unit (a layer given its inputs ``xs`` and the upstream
+    gradient of each output, or the loss given its predictions ``[x]`` and ``target``)."""
     is_loss = isinstance(unit, Loss)
-    args = (x, target) if is_loss else (x,)
-    before = np.array(x, copy=True)
-    first = np.array(invoke(unit, "forward", unit.forward, *args), dtype=np.float64, copy=True)
+    args = (*xs, target) if is_loss else tuple(xs)
+    before = [np.array(x, copy=True) for x in xs]
+    first = _outputs(invoke(unit, "forward", unit.forward, *args))
     found = []
-    if not np.array_equal(x, before):
+    if not all(np.array_equal(x, b) for x, b in zip(xs, before)):
         found.append(_problem("forward-writes-input", f"{unit.name}: forward writes into its "
                               "input (the array the previous layer returned changed)",
                               "compute into a new array (y = x * m, not x *= m)"))
-        x[...] = before
-    second = np.asarray(invoke(unit, "forward", unit.forward, *args), dtype=np.float64)
+        for x, b in zip(xs, before):
+            x[...] = b
+    second = _outputs(invoke(unit, "forward", unit.forward, *args))
     gap = _differ(first, second, nondet_tol)
     if gap is not None:
         found.append(_problem(
@@ -68,15 +75,16 @@ def unit_problems(unit, x: np.ndarray, upstream: np.ndarray, nondet_tol: float,
             "for the check; for a nondeterministic kernel, set check.nondet_tol"))
     outputs = []
     for _ in range(2):
-        given = None if is_loss else np.array(upstream, copy=True)
-        dx = invoke(unit, "backward", unit.backward) if is_loss else \
-            invoke(unit, "backward", unit.backward, given)
-        if given is not None and not np.array_equal(given, upstream):
+        given = [] if is_loss else [np.array(g, copy=True) for g in upstream]
+        dx = invoke(unit, "backward", unit.backward, *given)
+        if not all(np.array_equal(g, u) for g, u in zip(given, upstream or [])):
             found.append(_problem("backward-writes-upstream", f"{unit.name}: backward writes "
                                   "into the upstream gradient it is given",
                                   "compute into a new array (g = grad_out * m, not "
                                   "grad_out *= m)"))
-        outputs.append((np.array(dx, dtype=np.float64, copy=True),
+        parts = dx if isinstance(dx, tuple) else (dx,)
+        outputs.append((np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1)
+                                        for p in parts if p is not None] or [np.zeros(0)]),
                         {k: np.array(v, dtype=np.float64, copy=True)
                          for k, v in unit.grads.items()}))
     (dx1, grads1), (dx2, grads2) = outputs
@@ -101,9 +109,11 @@ def contract_problems(network: Network, clean: Pass, batch: Batch,
     found = {}
     n = len(network.layers)
     for k, unit in enumerate(network.units):
-        upstream = None if k == n else clean.grad_in[k + 1].astype(network.dtype)
-        x = np.array(clean.inputs[k], copy=True)
-        problems = unit_problems(unit, x, upstream, nondet_tol,
+        upstream = None if k == n else [
+            g.astype(t.dtype) for g, t in zip(clean.upstream[k],
+                                              (clean.tensors[o] for o in network.outputs[k]))]
+        xs = [np.array(x, copy=True) for x in clean.args[k]]
+        problems = unit_problems(unit, xs, upstream, nondet_tol,
                                  batch.target if k == n else None)
         if problems:
             found[k] = problems

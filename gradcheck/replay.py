@@ -19,7 +19,8 @@ import numpy as np
 from gradcheck import tolerance
 from gradcheck.build import build_network
 from gradcheck.config import load_config
-from gradcheck.engine.local import INPUT, LocalProbe
+from gradcheck.check import upstream_of
+from gradcheck.engine.local import LocalProbe, slot_of
 from gradcheck.engine.tail import TailProbe
 from gradcheck.engine.verify import Verifier
 from gradcheck.errors import ConfigError
@@ -122,20 +123,22 @@ def replay(path: str | Path) -> ReplayResult:
         network.set_training(True)
         clean = network.run(batch)
         name = record["target"]
-        if name != INPUT and name not in units[k].params:
+        slot = slot_of(name)
+        known = (slot is not None and slot < len(network.sources[k])) or name in units[k].params
+        if not known:
             raise ConfigError(f"layer {record['layer']!r} has no target {name!r} any more.")
-        grad = (clean.grad_in[k] if name == INPUT else clean.grads[(k, name)]).reshape(-1)
+        grad = (clean.arg_grads[k][slot] if slot is not None else clean.grads[(k, name)])
+        grad = grad.reshape(-1)
         flat = int(record["flat_index"])
         if not 0 <= flat < grad.size:
             raise ConfigError(f"index {record.get('index')} is outside {name!r} now.")
         if record["compared"] == "layer":
-            upstream = batch.target if k == len(network.layers) else \
-                clean.grad_in[k + 1].astype(network.dtype)
-            probe = LocalProbe(units[k], clean.inputs[k], upstream, name, network.dtype,
+            probe = LocalProbe(units[k], clean.args[k], upstream_of(network, clean, batch, k),
+                               name, network.dtype,
                                Verifier(network.dtype, record["rtol"], spec.seed),
                                f"{units[k].name}.{name}")
         else:
-            probe = TailProbe.for_target(network, clean.inputs, batch.target, k, name)
+            probe = TailProbe.for_target(network, clean, batch.target, k, name)
         found = probe.evaluate(np.array([flat]), np.array([float(record["h"])]))
         numeric, analytic = float(found.numeric[0]), float(grad[flat])
         tol = tolerance.Tolerance(float(record["h"]), record["rtol"], record["atol"])

@@ -85,6 +85,8 @@ class LayerReport:
     isolated_checks: list[TargetReport] = dataclasses.field(default_factory=list)
     # Broken contract seen before any comparison (gradcheck.probes): dicts with id, message, fix.
     problems: list[dict] = dataclasses.field(default_factory=list)
+    # The tensors the unit reads, in order (network inputs, layer names, "layer.k").
+    inputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -115,6 +117,8 @@ class Report:
     span: list[str] | None = None
     # The end-to-end safety net: random directions moving every parameter and the input at once.
     end_to_end: dict | None = None
+    # Network inputs that hold integer ids: never perturbed, no gradient.
+    not_differentiable: list[str] = dataclasses.field(default_factory=list)
     # What -v prints on stderr (a layer that could not be run on stacked copies); not rendered.
     events: list[str] = dataclasses.field(default_factory=list, repr=False, compare=False)
 

@@ -33,6 +33,27 @@ def examples(n: int) -> int:
     return n * DEEP_FACTOR if DEEP else n
 
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite tests/golden/ from the current output (review the diff)")
+
+
+@pytest.fixture
+def golden(request):
+    """``golden(name, text)``: assert ``text`` equals tests/golden/NAME, or rewrite the file
+    under --update-goldens (golden files change only on purpose, and are reviewed)."""
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if request.config.getoption("--update-goldens"):
+            path.write_text(text)
+        assert path.read_text() == text, f"{name} changed; if on purpose: pytest --update-goldens"
+
+    return check
+
+
 def pytest_collection_modifyitems(config, items):
     if DEEP:
         return

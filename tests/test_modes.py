@@ -45,9 +45,9 @@ def _built(config):
 def _probes(network, batch, clean, verifier):
     n = len(network.layers)
     for k, unit in enumerate(network.units):
-        upstream = batch.target if k == n else clean.grad_in[k + 1].astype(network.dtype)
+        upstream = batch.target if k == n else [g.astype(network.dtype) for g in clean.upstream[k]]
         for name in [*unit.params, INPUT]:
-            yield LocalProbe(unit, clean.inputs[k], upstream, name, network.dtype, verifier,
+            yield LocalProbe(unit, clean.args[k], upstream, name, network.dtype, verifier,
                              f"{unit.name}.{name}")
 
 
@@ -182,13 +182,13 @@ def _net_with_bug(units=7, fan_in=40):
 def test_directional_checks_localise_an_injected_bug():
     network, batch, clean = _net_with_bug()
     tol = tolerance.resolve("float64")
-    probe = TailProbe.for_target(network, clean.inputs, batch.target, 0, "W")
+    probe = TailProbe.for_target(network, clean, batch.target, 0, "W")
     found = Directions(probe, [clean.grads[(0, "W")]], [scales_of(probe.arrays[0], False)], tol,
                        network.dtype).check(4, np.random.default_rng(0))
     assert found.failed == found.directions == 4
     flat_bad = np.ravel_multi_index(_DenseOneWrongElement.bad, probe.arrays[0].shape)
     assert list(found.located_failing) == [flat_bad]
-    healthy = TailProbe.for_target(network, clean.inputs, batch.target, 2, "W")
+    healthy = TailProbe.for_target(network, clean, batch.target, 2, "W")
     passed = Directions(healthy, [clean.grads[(2, "W")]], [scales_of(healthy.arrays[0], False)],
                         tol, network.dtype).check(4, np.random.default_rng(0))
     assert passed.failed == 0 and passed.status == "pass"

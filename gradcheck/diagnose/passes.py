@@ -1,6 +1,6 @@
 """Forward and backward passes that tolerate NaN/Inf, so the diagnosis can say where they start.
 
-The checker's own pass (``analytic.analytic_pass``) refuses non-finite values; the diagnosis needs
+The checker's own pass (``Network.run``) refuses non-finite values; the diagnosis needs
 to see them. Shapes are still validated: a wrong shape is the layer's contract broken, a user error.
 """
 

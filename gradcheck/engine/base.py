@@ -50,6 +50,26 @@ class Perturbed:
                            zip(*(dataclasses.astuple(p) for p in parts))))
 
 
+class Writable:
+    """Element access by flat (C-order) index that writes through to the array, also when it is
+    a view a flat reshape would copy (a transposed shared parameter)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.flat = array.reshape(-1) if array.flags.c_contiguous else None
+
+    def get(self, i):
+        if self.flat is not None:
+            return self.flat[i]
+        return self.array[np.unravel_index(i, self.array.shape)]
+
+    def set(self, i, value) -> None:
+        if self.flat is not None:
+            self.flat[i] = value
+        else:
+            self.array[np.unravel_index(i, self.array.shape)] = value
+
+
 def own_method(unit, name: str):
     """``unit.name`` when the class that defines it also defines ``forward`` or derives from the
     class that does; else None. A speed-up written for another forward (inherited by a subclass

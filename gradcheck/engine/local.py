@@ -1,10 +1,10 @@
 """Finite differences of one unit's own objective: what full and sample modes compare.
 
-For a layer the objective is S = sum(G * layer(x)), with G the upstream gradient dL/dy the
-network's backward hands it (or a random one, when the layer is checked alone); its gradient is
-exactly what ``backward(G)`` returns. For the loss it is the loss itself. Once every unit's
-input gradient is verified this way, the network's gradients are right by the chain rule, and the
-cost of an element is one evaluation of one unit instead of the whole network after it.
+For a layer the objective is S = sum over its outputs of sum(G * y), with G the upstream gradient
+the network hands each output (or a random one, when the layer is checked alone); its gradient
+is exactly what ``backward(G...)`` returns. For the loss it is the loss itself. Once every unit's
+input gradients are verified this way, the network's gradients are right by the chain rule, and
+the cost of an element is one evaluation of one unit instead of the whole network after it.
 
 A pass computes the objective's change for many perturbed copies at once: through a verified
 shortcut (``gradcheck.engine.shortcuts``) when the unit offers one, else by plain ``forward``,
@@ -17,62 +17,92 @@ import numpy as np
 
 from gradcheck.contract import Loss
 from gradcheck.engine import shortcuts
-from gradcheck.engine.base import Perturbed, has_branch_state, pairs_per_chunk, states_differ
+from gradcheck.engine.base import (Perturbed, Writable, has_branch_state, pairs_per_chunk,
+                                   states_differ)
 from gradcheck.engine.verify import Distrusted, Verifier
 from gradcheck.usercode import invoke
 
 INPUT = "input"
 
 
-class LocalProbe:
-    """The objective of ``unit`` at input ``x`` under perturbations of ``name`` (a parameter, or
-    ``"input"``): ``upstream`` is G for a layer, the target for the loss."""
+def input_target(slot: int, count: int) -> str:
+    """The target name of a unit's input ``slot`` of ``count``: ``input``, or ``input.j``."""
+    return INPUT if count == 1 else f"{INPUT}.{slot}"
 
-    def __init__(self, unit, x: np.ndarray, upstream: np.ndarray, name: str, dtype,
-                 verifier: Verifier, label: str):
+
+def slot_of(name: str) -> int | None:
+    """The input slot a target names (``input`` -> 0, ``input.2`` -> 2), None for a parameter."""
+    if name == INPUT:
+        return 0
+    head, _, tail = name.partition(".")
+    return int(tail) if head == INPUT and tail.isdigit() else None
+
+
+class LocalProbe:
+    """The objective of ``unit`` at its inputs ``args`` under perturbations of ``name`` (a
+    parameter, or an input: ``input``/``input.j``): ``upstream`` is the list of G, one per
+    output, for a layer (a single array for one output), the target for the loss."""
+
+    def __init__(self, unit, args, upstream, name: str, dtype, verifier: Verifier, label: str):
         self.unit = unit
         self.name = name
-        self.upstream = upstream
+        self.is_loss = isinstance(unit, Loss)
+        self.upstream = upstream if self.is_loss or isinstance(upstream, list) else [upstream]
         self.dtype = np.dtype(dtype)
         self.verifier = verifier
         self.label = label  # "layer.target", for notes
-        self.is_loss = isinstance(unit, Loss)
-        # A private, C-ordered copy of the input (the cached one is shared by every other probe,
-        # and a flat view of a transposed copy would be a copy): perturbations land in it.
-        self.x = np.array(x, copy=True, order="C") if name == INPUT else x
-        self.array = self.x if name == INPUT else unit.params[name]
+        self.args = list(args) if isinstance(args, (list, tuple)) else [args]
+        self.slot = slot_of(name)
+        if self.slot is not None:
+            # A private, C-ordered copy (the cached input is shared by every other probe, and a
+            # flat view of a transposed copy would be a copy): perturbations land in it.
+            self.args[self.slot] = np.array(self.args[self.slot], copy=True, order="C")
+            self.array = self.args[self.slot]
+        else:
+            self.array = unit.params[name]  # may be a transposed view of a shared parameter
         self.stateful = has_branch_state(unit)
         clean = self.plain_output()
-        self.clean_dtype = getattr(clean, "dtype", None)
-        # A copy: a layer may return a view of its input (flatten), which perturbations change.
-        self.clean = clean if self.is_loss else np.array(clean, dtype=np.float64, copy=True)
+        if self.is_loss:
+            self.clean, self.clean_dtypes = clean, []
+        else:
+            self.clean_dtypes = [y.dtype for y in clean]
+            # Copies: a layer may return a view of its input (flatten), which perturbations change.
+            self.clean = [np.array(y, dtype=np.float64, copy=True) for y in clean]
+
+    @property
+    def x(self) -> np.ndarray:
+        """The input a row shortcut perturbs: the target's slot, else the first."""
+        return self.args[self.slot or 0]
 
     # -- the plain path: forward on the real batch, one copy at a time -------------------------
 
     def plain_output(self):
-        """The unit's output (the loss's value) at the current state of the arrays."""
+        """The unit's outputs as a list (the loss's value) at the current state of the arrays."""
         if self.is_loss:
-            return float(invoke(self.unit, "forward", self.unit.forward, self.x, self.upstream))
-        return np.asarray(invoke(self.unit, "forward", self.unit.forward, self.x))
+            return float(invoke(self.unit, "forward", self.unit.forward, *self.args,
+                                self.upstream))
+        out = invoke(self.unit, "forward", self.unit.forward, *self.args)
+        return [np.asarray(y) for y in (out if isinstance(out, tuple) else (out,))]
 
-    def plain_copies(self, idx: np.ndarray, values: np.ndarray):
+    def plain_copies(self, idx: np.ndarray, values: np.ndarray) -> shortcuts.Copies:
         """Outputs (and branch states) with element ``idx[c]`` set to ``values[c]``, each copy
         computed by ``forward`` on the real batch."""
-        flat = self.array.reshape(-1)
+        target = Writable(self.array)
         outputs, states = [], []
         for i, value in zip(idx, values):
-            saved = flat[i]
+            saved = target.get(i)
             try:
-                flat[i] = value
-                # A copy for the same reason as ``clean``.
-                outputs.append(np.array(self.plain_output(), copy=True))
+                target.set(i, value)
+                out = self.plain_output()
+                # Copies for the same reason as ``clean``.
+                outputs.append(out if self.is_loss else [np.array(y, copy=True) for y in out])
                 if self.stateful:
                     states.append(invoke(self.unit, "branch_state", self.unit.branch_state))
             finally:
-                flat[i] = saved
+                target.set(i, saved)
         if self.is_loss:
             return shortcuts.Copies(np.asarray(outputs, dtype=np.float64), states=states)
-        return shortcuts.Copies(np.stack(outputs), states=states)
+        return shortcuts.Copies([np.stack(ys) for ys in zip(*outputs)], states=states)
 
     # -- projection ------------------------------------------------------------------------------
 
@@ -81,16 +111,19 @@ class LocalProbe:
         if self.is_loss:
             values = np.asarray(copies.data, dtype=np.float64)
             return values - self.clean, np.maximum(np.abs(values), abs(self.clean))
-        data = np.asarray(copies.data, dtype=np.float64)
-        if copies.rows is None:
-            clean, weight = self.clean, self.upstream
-        else:
-            clean, weight = self.clean[copies.rows], self.upstream[copies.rows]
-        axes = tuple(range(1, data.ndim))
-        difference = data - clean
-        weighted = weight * difference
-        scale = np.sum(np.abs(weight * data) * (difference != 0), axis=axes)
-        return np.sum(weighted, axis=axes), scale
+        total, scale = 0.0, 0.0
+        for data, clean, weight in zip(copies.data, self.clean, self.upstream):
+            data = np.asarray(data, dtype=np.float64)
+            if copies.rows is not None:
+                clean, weight = clean[copies.rows], weight[copies.rows]
+            # Summed with numpy's pairwise sums, never BLAS: the same bits on every machine and
+            # thread count, so reports are byte-stable.
+            axes = tuple(range(1, data.ndim))
+            difference = data - clean
+            total = total + np.sum(weight * difference, axis=axes)
+            # The terms the change sums, counted where the output changed: |G * y|.
+            scale = scale + np.sum(np.abs(weight * data) * (difference != 0), axis=axes)
+        return total, scale
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -99,14 +132,17 @@ class LocalProbe:
         (h; the stored values are x +- h in the unit's dtype)."""
         idx = np.asarray(indices, dtype=np.intp).reshape(-1)
         steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
-        flat = self.array.reshape(-1)
-        base = flat[idx].astype(np.float64)
+        base = Writable(self.array).get(idx).astype(np.float64)
         hi = (base + steps).astype(self.array.dtype)
         lo = (base - steps).astype(self.array.dtype)
         values = np.empty(2 * len(idx), dtype=self.array.dtype)
         values[0::2], values[1::2] = hi, lo
         pairs = np.repeat(idx, 2)
         route = shortcuts.route_for(self)
+        # Which elements the verifier compares with forward: a spread sample of this call's,
+        # each verified in the pass that computes it (so several passes are sampled).
+        self._to_verify = np.zeros(len(idx), dtype=bool)
+        self._to_verify[self.verifier.positions(len(idx))] = True
         try:
             change, scale, kinked = self._passes(route, pairs, values)
         except Distrusted as failure:
@@ -126,24 +162,26 @@ class LocalProbe:
             copies = (route.produce(self, pairs[part], values[part]) if route is not None
                       else self.plain_copies(pairs[part], values[part]))
             change[part], scale[part] = self.change(copies)
-            if route is not None:
-                self._verify(route, pairs[part], values[part], change[part])
+            chosen = np.flatnonzero(self._to_verify[lo // 2:part.stop // 2])
+            if route is not None and len(chosen):
+                self._verify(route, chosen, pairs[part], values[part], change[part])
             if copies.states:
                 kinked[lo // 2:part.stop // 2] = [states_differ(a, b) for a, b in
                                                   zip(copies.states[0::2], copies.states[1::2])]
         return change, scale, kinked
 
     def _copy_bytes(self, route) -> int:
+        inputs = sum(a.nbytes for a in self.args)
         if self.is_loss:
-            return self.x.nbytes
+            return inputs
         rows = route is not None and route.rows
-        out = self.clean[0] if rows else self.clean
-        return max(out.size * 8, self.x[0].nbytes if rows else self.x.nbytes)
+        out = sum((y[0] if rows else y).size for y in self.clean) * 8
+        return max(out, inputs // self.x.shape[0] if rows else inputs)
 
-    def _verify(self, route, pairs: np.ndarray, values: np.ndarray, change: np.ndarray) -> None:
-        """Compare the shortcut's changes with plain ``forward`` at a spread sample of the pass's
-        elements, both signs of each."""
-        chosen = self.verifier.positions(len(pairs) // 2)
+    def _verify(self, route, chosen: np.ndarray, pairs: np.ndarray, values: np.ndarray,
+                change: np.ndarray) -> None:
+        """Compare the shortcut's changes with plain ``forward`` at the ``chosen`` elements of
+        this pass, both signs of each."""
         at = np.sort(np.concatenate([2 * chosen, 2 * chosen + 1]))
         expected, scale = self.change(self.plain_copies(pairs[at], values[at]))
         ok = self.verifier.agree(change[at], expected, scale)

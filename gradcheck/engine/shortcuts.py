@@ -22,15 +22,13 @@ from gradcheck.engine.verify import STACKING, Distrusted
 from gradcheck.errors import GradcheckError
 from gradcheck.usercode import invoke
 
-INPUT = "input"
-
-
 @dataclasses.dataclass
 class Copies:
-    """Perturbed copies of a unit's output: whole outputs (k, B, *out); single rows (k, *out) of
-    samples ``rows``; or, for the loss, its values (k,). ``states``: a branch state per copy."""
+    """Perturbed copies of a unit's outputs: per output, whole outputs (k, B, *out) or single
+    rows (k, *out) of samples ``rows``; or, for the loss, its values (k,). ``states``: a branch
+    state per copy."""
 
-    data: np.ndarray
+    data: list[np.ndarray] | np.ndarray
     rows: np.ndarray | None = None
     states: list = dataclasses.field(default_factory=list)
 
@@ -51,24 +49,25 @@ class Route:
         except GradcheckError as exc:
             raise Distrusted(self.method, f"layer {probe.unit.name!r}: {self.method} failed "
                              f"({exc.message}); using forward instead", self.quiet) from None
-        expected = self.expected_shape(probe, len(pairs))
-        data = got.data
-        if not isinstance(data, np.ndarray) or data.shape != expected or (
-                not probe.is_loss and data.dtype != probe.clean_dtype):
-            found = (f"shape {data.shape}, dtype {data.dtype}" if isinstance(data, np.ndarray)
-                     else type(data).__name__)
-            raise Distrusted(self.method, f"layer {probe.unit.name!r}: {self.method} returned "
-                             f"{found}, expected shape {expected}; using forward instead",
-                             self.quiet)
+        arrays = [got.data] if probe.is_loss else got.data
+        dtypes = [None] if probe.is_loss else probe.clean_dtypes
+        for data, expected, dtype in zip(arrays, self.expected_shapes(probe, len(pairs)), dtypes):
+            if not isinstance(data, np.ndarray) or data.shape != expected or (
+                    dtype is not None and data.dtype != dtype):
+                found = (f"shape {data.shape}, dtype {data.dtype}" if isinstance(data, np.ndarray)
+                         else type(data).__name__)
+                raise Distrusted(self.method, f"layer {probe.unit.name!r}: {self.method} "
+                                 f"returned {found}, expected shape {expected}; using forward "
+                                 "instead", self.quiet)
         return got
 
     def compute(self, probe, pairs, values) -> Copies:
         raise NotImplementedError
 
-    def expected_shape(self, probe, k: int) -> tuple[int, ...]:
+    def expected_shapes(self, probe, k: int) -> list[tuple[int, ...]]:
         if probe.is_loss:
-            return (k,)
-        return (k, *probe.clean.shape[1:]) if self.rows else (k, *probe.clean.shape)
+            return [(k,)]
+        return [(k, *y.shape[1:]) if self.rows else (k, *y.shape) for y in probe.clean]
 
     def disagreement(self, probe, index: int, sign: str, got: float, expected: float) -> str:
         where = [int(i) for i in np.unravel_index(index, probe.array.shape)]
@@ -78,7 +77,8 @@ class Route:
 
 
 def _rows_with(probe, pairs, values):
-    """Rows of the input holding each perturbation: (k, *row shape), and which sample each is."""
+    """Rows of the perturbed input holding each perturbation: (k, *row shape), and which sample
+    each is."""
     batch = probe.x.shape[0]
     per_row = probe.x.size // batch
     rows, offset = np.divmod(pairs, per_row)
@@ -98,8 +98,9 @@ class PerturbedOutputs(Route):
     method = "perturbed_outputs"
 
     def compute(self, probe, pairs, values):
-        return Copies(invoke(probe.unit, "perturbed_outputs", self.fn, probe.x, probe.name, pairs,
-                             values))
+        # A layer with several inputs gets the others after the contract's four arguments.
+        return Copies([invoke(probe.unit, "perturbed_outputs", self.fn, probe.args[0], probe.name,
+                              pairs, values, *probe.args[1:])])
 
 
 class PerturbedInputRows(Route):
@@ -108,8 +109,8 @@ class PerturbedInputRows(Route):
 
     def compute(self, probe, pairs, values):
         rows = pairs // (probe.x.size // probe.x.shape[0])
-        return Copies(invoke(probe.unit, "perturbed_input_rows", self.fn, probe.x, pairs, values),
-                      rows)
+        return Copies([invoke(probe.unit, "perturbed_input_rows", self.fn, probe.x, pairs,
+                              values)], rows)
 
 
 class StackedRows(Route):
@@ -124,8 +125,11 @@ class StackedRows(Route):
 
     def compute(self, probe, pairs, values):
         stacked, rows = _rows_with(probe, pairs, values)
+        # The unit's other inputs, the same samples' rows: each stacked row is one sample.
+        args = [stacked if j == (probe.slot or 0) else a[rows] for j, a in enumerate(probe.args)]
         unit = probe.unit
-        out = invoke(unit, "forward", unit.forward, stacked)
+        out = invoke(unit, "forward", unit.forward, *args)
+        outs = list(out) if isinstance(out, tuple) else [out]
         states = []
         if probe.stateful:
             state = invoke(unit, "branch_state", unit.branch_state)
@@ -135,7 +139,7 @@ class StackedRows(Route):
                     raise Distrusted(self.method, f"layer {unit.name!r}: its branch state has no "
                                      "row per stacked copy; using forward per copy", True)
                 states = list(state)
-        return Copies(out, rows, states)
+        return Copies(outs, rows, states)
 
 
 class ReplacedRows(Route):
@@ -143,8 +147,8 @@ class ReplacedRows(Route):
 
     def compute(self, probe, pairs, values):
         new_rows, rows = _rows_with(probe, pairs, values)
-        return Copies(invoke(probe.unit, "forward_replaced_rows", self.fn, probe.x, rows,
-                             new_rows))
+        return Copies([invoke(probe.unit, "forward_replaced_rows", self.fn, probe.x, rows,
+                              new_rows)])
 
 
 class Groups(Route):
@@ -156,31 +160,36 @@ class Groups(Route):
         got = invoke(probe.unit, "forward_groups", self.fn,
                      copies.reshape(len(pairs) * batch, *probe.x.shape[1:]), batch)
         if not isinstance(got, np.ndarray) or got.shape[:1] != (len(pairs) * batch,):
-            return Copies(got)
-        return Copies(got.reshape(len(pairs), batch, *got.shape[1:]))
+            return Copies([got])
+        return Copies([got.reshape(len(pairs), batch, *got.shape[1:])])
 
 
 class ForwardMany(Route):
     method = "forward_many"
 
     def compute(self, probe, pairs, values):
-        got = invoke(probe.unit, "forward", self.fn, _batches_with(probe, pairs, values),
+        got = invoke(probe.unit, "forward_many", self.fn, _batches_with(probe, pairs, values),
                      probe.upstream)
         return Copies(np.asarray(got, dtype=np.float64) if isinstance(got, (np.ndarray, list))
                       else got)
 
 
 def route_for(probe) -> Route | None:
-    """The fastest shortcut still trusted for this probe, or None for plain ``forward``."""
+    """The fastest shortcut still trusted for this probe, or None for plain ``forward``. The
+    contract's methods describe a layer with one input and one output (``perturbed_outputs``
+    also takes a layer's other inputs); stacked rows suit any layer that does not mix samples."""
     unit, verifier = probe.unit, probe.verifier
+    simple = probe.is_loss or (len(probe.args) == 1 and len(probe.clean) == 1)
     if probe.is_loss:
-        candidates = [(ForwardMany, "forward_many")] if probe.name == INPUT else []
-    elif probe.name != INPUT:
-        candidates = [(PerturbedOutputs, "perturbed_outputs")]
+        candidates = [(ForwardMany, "forward_many")] if probe.slot == 0 else []
+    elif probe.slot is None:
+        candidates = [(PerturbedOutputs, "perturbed_outputs")] if len(probe.clean) == 1 else []
     elif mixes_batch(unit):
-        candidates = [(ReplacedRows, "forward_replaced_rows"), (Groups, "forward_groups")]
+        candidates = ([(ReplacedRows, "forward_replaced_rows"), (Groups, "forward_groups")]
+                      if simple else [])
     else:
-        candidates = [(PerturbedInputRows, "perturbed_input_rows"), (StackedRows, None)]
+        candidates = [(PerturbedInputRows, "perturbed_input_rows")] if simple else []
+        candidates.append((StackedRows, None))
     for route, method in candidates:
         if probe.stateful and route is not StackedRows:
             continue  # a shortcut cannot report the branch state of each copy

@@ -1,88 +1,93 @@
 """Finite differences of the network's loss through everything after the perturbed arrays: what
 directional checks, their bisection, replay and the end-to-end safety net compare.
 
-Each copy runs the real batch through the units from the perturbed one to the loss, one copy at
-a time, so no unit is ever asked to treat stacked copies as a batch: this path is the plain
-reference. It is used for a few evaluations per target, never per element of a full check.
+Each evaluation re-runs, on the real batch, the units that depend on what was perturbed, in the
+order they run, reading every other tensor from the clean pass: no unit is ever asked to treat
+stacked copies as a batch, so this path is the plain reference. It is used for a few
+evaluations per target, never per element of a full check.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.engine.base import Perturbed, has_branch_state, states_differ
-
-INPUT = "input"
+from gradcheck.engine.base import Perturbed, Writable, has_branch_state, states_differ
+from gradcheck.engine.local import slot_of
 
 
 class TailProbe:
     """The network's loss with ``arrays`` perturbed: parameters (live arrays, restored after
-    every evaluation) and/or private copies of the input of unit ``start``."""
+    every evaluation) and private copies of tensors, which ``overrides[(unit, slot)]`` feed to
+    the units reading them. ``units``: the layers to re-run. With ``projection`` (a chain span:
+    the last unit re-run and the gradient its output receives) the objective is
+    sum(projection * that output) instead of the loss."""
 
-    def __init__(self, network, inputs: list[np.ndarray], target: np.ndarray, start: int,
-                 arrays: list[np.ndarray], x: np.ndarray | None = None,
-                 stop: int | None = None, upstream: np.ndarray | None = None):
+    def __init__(self, network, clean, target: np.ndarray, arrays: list[np.ndarray],
+                 units: list[int], overrides: dict | None = None,
+                 projection: np.ndarray | None = None):
         self.network = network
+        self.clean = clean
         self.target = target
-        self.start = start
         self.arrays = arrays
-        # The input of unit ``start``: a private copy when it is among the perturbed arrays.
-        self.x = inputs[start] if x is None else x
-        # A span of layers start..stop-1 ends in sum(upstream * output) instead of the loss.
-        self.stop = stop
-        self.upstream = upstream
-        end = len(network.units) if stop is None else stop
-        self.stateful = [u for u in network.units[start:end] if has_branch_state(u)]
+        self.units = [k for k in units if k < len(network.layers)]
+        self.overrides = overrides or {}
+        self.projection = projection
+        self.stateful = [network.units[k] for k in units if has_branch_state(network.units[k])]
 
     @classmethod
-    def for_target(cls, network, inputs, target, unit: int, name: str) -> TailProbe:
-        """The probe of one target: parameter ``name`` of unit ``unit``, or its input."""
-        if name == INPUT:
-            x = np.array(inputs[unit], copy=True, order="C")
-            return cls(network, inputs, target, unit, [x], x)
-        return cls(network, inputs, target, unit, [network.units[unit].params[name]])
+    def for_target(cls, network, clean, target, unit: int, name: str) -> TailProbe:
+        """The probe of one target: parameter ``name`` of unit ``unit``, or an input slot of it
+        (perturbed for that unit alone, as its own input gradient describes)."""
+        units = network.descendants(unit)
+        slot = slot_of(name)
+        if slot is None:
+            return cls(network, clean, target, [network.units[unit].params[name]], units)
+        x = np.array(clean.args[unit][slot], copy=True, order="C")
+        return cls(network, clean, target, [x], units, {(unit, slot): x})
 
     def loss(self) -> tuple[float, list]:
-        """The loss (or a span's projected output) with the arrays as they are now, and the
-        branch states of the units run."""
+        """The objective with the arrays as they are now, and the branch states of the units
+        re-run."""
         net = self.network
-        if self.stop is not None:
-            out = net.forward(self.x, start=self.start, stop=self.stop)
-            value = float(np.sum(np.asarray(out, dtype=np.float64) * self.upstream))
+        tensors = net.run_units(self.clean.tensors, self.units, self.overrides)
+        if self.projection is not None:
+            out = tensors[net.outputs[self.units[-1]][0]]
+            value = float(np.sum(np.asarray(out, dtype=np.float64) * self.projection))
         else:
-            pred = (net.forward(self.x, start=self.start) if self.start < len(net.layers)
-                    else self.x)
+            n = len(net.layers)
+            pred = self.overrides.get((n, 0), tensors[net.sources[n][0]])
             value = net.loss_value(pred, self.target)
         return value, [u.branch_state() for u in self.stateful]
 
     def evaluate(self, indices: np.ndarray, steps) -> Perturbed:
-        """Central differences of the loss for elements of the first array, one at a time."""
-        array = self.arrays[0]
+        """Central differences of the objective for elements of the first array, one at a
+        time."""
+        target = Writable(self.arrays[0])
         idx = np.asarray(indices, dtype=np.intp).reshape(-1)
         steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
-        flat = array.reshape(-1)
         n = len(idx)
         plus, minus, step = np.empty(n), np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)
         for j, (i, h) in enumerate(zip(idx, steps)):
-            saved = flat[i]
+            saved = target.get(i)
             try:
-                flat[i] = saved + h
-                hi = flat[i]
+                target.set(i, saved + h)
+                hi = target.get(i)
                 plus[j], states_plus = self.loss()
-                flat[i] = saved - h
-                lo = flat[i]
+                target.set(i, saved - h)
+                lo = target.get(i)
                 minus[j], states_minus = self.loss()
             finally:
-                flat[i] = saved
+                target.set(i, saved)
             step[j] = float(hi) - float(lo)
             kinked[j] = any(states_differ(a, b) for a, b in zip(states_plus, states_minus))
         return Perturbed(plus, minus, step, kinked, np.maximum(np.abs(plus), np.abs(minus)))
 
     def evaluate_displaced(self, displacements: list[list[np.ndarray]]) -> tuple[Perturbed, list]:
-        """The loss with every array moved by +d and -d, for each list ``d`` (one displacement
-        per array) in ``displacements``. Returns the losses (``step`` 2) and, per displacement,
-        the half-difference of the values actually stored, per array (for the analytic side)."""
+        """The objective with every array moved by +d and -d, for each list ``d`` (one
+        displacement per array) in ``displacements``. Returns the values (``step`` 2) and, per
+        displacement, the half-difference of the values actually stored, per array (for the
+        analytic side)."""
         n = len(displacements)
         plus, minus = np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)

@@ -30,7 +30,8 @@ from gradcheck.explain.evidence import Evidence, Mismatch, Pattern
 __all__ = ["BATCH", "Evidence", "Pattern", "classify", "declaration_problem",
            "default_axis_names", "target_axis_names", "PATTERN_CODES"]
 
-FINGERPRINTS = (values.analytic_zero, values.weight_decay, values.decay_term, values.sign_flip,
+FINGERPRINTS = (values.analytic_zero, values.weight_decay, values.decay_term, values.identity_path,
+                values.sign_flip,
                 values.rearranged, values.constant_ratio, places.some_samples, places.boundary,
                 places.axis_range, places.whole_slices, values.small_relative_error,
                 places.isolated)
@@ -38,12 +39,13 @@ FINGERPRINTS = (values.analytic_zero, values.weight_decay, values.decay_term, va
 PATTERN_CODES = ("analytic_zero", "includes_weight_decay", "decay_term", "sign_flip",
                  "transposed", "kernel_flipped", "axis_flipped", "constant_ratio",
                  "small_relative_error", "some_samples", "boundary", "axis_range",
-                 "whole_slices", "isolated", "widespread")
+                 "whole_slices", "isolated", "widespread", "identity_path",
+                 "shared_use_dropped")
 
 
 def classify(analytic: np.ndarray, numeric: np.ndarray, status: np.ndarray, *, rtol: float,
              axis_names: tuple[str, ...], weight_decay_term: np.ndarray | None = None,
-             param: np.ndarray | None = None) -> Pattern | None:
+             param: np.ndarray | None = None, upstream: np.ndarray | None = None) -> Pattern | None:
     """Classify the mismatch of one target.
 
     ``analytic``: the analytic gradient, shape S (the target's; for an input the batch axis
@@ -51,7 +53,9 @@ def classify(analytic: np.ndarray, numeric: np.ndarray, status: np.ndarray, *, r
     ``"fail"``/``"kink"``/``"inconclusive"``, or ``""`` where not checked; ``axis_names``: one
     per axis of S (``target_axis_names``; the batch axis is ``"sample"``); ``weight_decay_term``:
     shape S, decay x W for a weight when the config declares weight decay; ``param``: shape S,
-    the parameter's values (None for an input), to recognise a decay term inside backward.
+    the parameter's values (None for an input), to recognise a decay term inside backward;
+    ``upstream``: shape S, the upstream gradient of an input whose layer's output has its shape,
+    to recognise a missing identity (skip) path.
     """
     failing = status == "fail"
     if not failing.any():
@@ -60,7 +64,8 @@ def classify(analytic: np.ndarray, numeric: np.ndarray, status: np.ndarray, *, r
     informative = compared & ~((analytic == 0.0) & (numeric == 0.0))
     mismatch = Mismatch(analytic=analytic, numeric=numeric, checked=status != "",
                         compared=compared, failing=failing, informative=informative, rtol=rtol,
-                        names=tuple(axis_names), param=param, decay_term=weight_decay_term)
+                        names=tuple(axis_names), param=param, decay_term=weight_decay_term,
+                        upstream=upstream)
     for fingerprint in FINGERPRINTS:
         found = fingerprint(mismatch)
         if found:

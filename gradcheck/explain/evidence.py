@@ -65,7 +65,8 @@ class Mismatch:
     ``analytic``: the analytic gradient, known everywhere; ``numeric``: NaN where not checked;
     ``checked``/``compared``/``failing``/``informative``: boolean masks; all of the target's
     shape. ``names``: its axis names. ``param``: the parameter's values (None for an input);
-    ``decay_term``: weight_decay x W when the config declares weight decay.
+    ``decay_term``: weight_decay x W when the config declares weight decay; ``upstream``: the
+    upstream gradient of an input target whose layer's output has the input's shape.
     """
 
     analytic: np.ndarray
@@ -78,6 +79,8 @@ class Mismatch:
     names: tuple[str, ...]
     param: np.ndarray | None
     decay_term: np.ndarray | None
+    # For an input whose layer's output has its shape: the upstream gradient the check used.
+    upstream: np.ndarray | None = None
     evidence: Evidence = dataclasses.field(init=False)
     floor: float = dataclasses.field(init=False)
 

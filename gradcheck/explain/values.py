@@ -67,6 +67,26 @@ def decay_term(m: Mismatch) -> Pattern | None:
                      "gradient only: weight decay belongs in the optimiser")
 
 
+def identity_path(m: Mismatch) -> Pattern | None:
+    """analytic = numeric - G (or + G): the gradient of an identity path (a skip connection)
+    missing from an input's gradient, or counted twice."""
+    if m.upstream is None:
+        return None
+    g = m.upstream[m.compared]
+    if not np.any(np.abs(g) > m.floor):
+        return None
+    if m.close(m.a + g, m.n):
+        return m.pattern("identity_path", "analytic = numeric - the upstream gradient",
+                         "the identity path's gradient is missing: for y = f(x) + x (a residual "
+                         "or skip connection) backward must return f'(x)^T g + g, and the + g is "
+                         "not there")
+    if m.close(m.a - g, m.n):
+        return m.pattern("identity_path", "analytic = numeric + the upstream gradient",
+                         "the identity path's gradient is counted twice: the + g of a skip "
+                         "connection is added in two places")
+    return None
+
+
 def sign_flip(m: Mismatch) -> Pattern | None:
     if np.any(np.abs(m.n) > m.floor) and m.close(m.a, -m.n):
         return m.pattern("sign_flip", "sign flipped: analytic = -numeric",

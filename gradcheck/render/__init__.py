@@ -27,3 +27,23 @@ def worst_rel_error(check) -> float:
     ``coverage.directional_max_rel_error``)."""
     directional = (check.coverage or {}).get("directional_max_rel_error", 0.0)
     return max(check.max_rel_error, directional)
+
+
+def target_label(check, layer) -> str:
+    """How a table names a target: dL/dW, dL/dinput, dL/d(skip) for one of several inputs (by
+    the tensor it reads), dR/dW (L2) for the weight-decay term."""
+    if check.term == "l2":
+        return f"dR/d{check.target} (L2)"
+    head, _, slot = check.target.partition(".")
+    if head == "input" and slot.isdigit() and int(slot) < len(layer.inputs):
+        return f"dL/d({layer.inputs[int(slot)]})"
+    return f"dL/d{check.target}"
+
+
+def type_cell(report, k: int) -> str:
+    """A layer's type, and what it reads when that is not simply the layer before it."""
+    layer = report.layers[k]
+    default = [report.layers[k - 1].name] if k > 0 else None
+    if not layer.inputs or layer.inputs == default or (k == 0 and len(layer.inputs) == 1):
+        return layer.type
+    return f"{layer.type} <- {', '.join(layer.inputs)}"

@@ -45,6 +45,7 @@ def report_to_dict(report: Report) -> dict:
         "unlocalised": report.unlocalised,
         "span": report.span,
         "end_to_end": report.end_to_end,
+        "not_differentiable": list(report.not_differentiable),
         "root_causes": report.root_causes,
         "settings": report.settings,
         "summary": report.counts(),
@@ -54,6 +55,7 @@ def report_to_dict(report: Report) -> dict:
                     "inherited_from": layer.inherited_from,
                     "isolated": layer.isolated,
                     "problems": [dict(p) for p in layer.problems],
+                    "inputs": list(layer.inputs),
                     "isolated_checks": [_check(c) for c in layer.isolated_checks],
                     "checks": [_check(c) for c in layer.checks]} for layer in report.layers],
     }

@@ -12,6 +12,7 @@ import re
 from xml.sax.saxutils import escape as _escape
 from xml.sax.saxutils import quoteattr as _quoteattr
 
+from gradcheck.render import target_label
 from gradcheck.report import Report, TargetReport
 
 SUITE = "gradcheck"
@@ -33,10 +34,6 @@ def quoteattr(text: str) -> str:
 
 def _attrs(pairs) -> str:
     return "".join(f" {key}={quoteattr(str(value))}" for key, value in pairs)
-
-
-def _label(check: TargetReport) -> str:
-    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
 
 
 def _detail(check: TargetReport) -> str:
@@ -125,7 +122,7 @@ def render_junit(report: Report) -> str:
                           _failure(message, "BrokenContract", escape(message))))
         for check in layer.checks:
             cases.append((f"{SUITE}.{report.network}.{layer.name}",
-                          f"{layer.name} ({layer.type}) {_label(check)}",
+                          f"{layer.name} ({layer.type}) {target_label(check, layer)}",
                           _outcome(report, layer, check)))
     if report.unlocalised:
         span = " -> ".join(report.span or [])

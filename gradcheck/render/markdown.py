@@ -6,7 +6,8 @@ byte-stable like the JSON.
 
 from __future__ import annotations
 
-from gradcheck.render import checked_cell, compared_phrase, worst_rel_error
+from gradcheck.render import (checked_cell, compared_phrase, target_label, type_cell,
+                              worst_rel_error)
 from gradcheck.report import Report, TargetReport
 
 ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "zero": "⭕", "skipped": "➖"}
@@ -15,10 +16,6 @@ ICON = {"pass": "✅", "fail": "❌", "kink": "⚠️", "inconclusive": "❔", "
 def _cell(text: str) -> str:
     # A pipe would end the cell and a newline the row.
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _label(check: TargetReport) -> str:
-    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
 
 
 def _failed(check: TargetReport) -> str:
@@ -63,15 +60,15 @@ def render_markdown(report: Report) -> str:
               f"seed={s['seed']} dtype={s['dtype']}", "",
               "| layer | type | target | shape | checked | failed | max rel err | worst index | status |",
               "|---|---|---|---|--:|--:|--:|---|---|"]
-    for layer in report.layers:
+    for k, layer in enumerate(report.layers):
         blame = " (root cause)" if layer.root_cause else (
             f" (inherited from `{_cell(layer.inherited_from)}`)" if layer.inherited_from else "")
         for i, check in enumerate(layer.checks):
             first = i == 0
             lines.append("| " + " | ".join([
                 f"`{_cell(layer.name)}`{blame}" if first else "",
-                _cell(layer.type) if first else "",
-                _label(check), "x".join(map(str, check.shape)) or "scalar",
+                _cell(type_cell(report, k)) if first else "",
+                target_label(check, layer), "x".join(map(str, check.shape)) or "scalar",
                 checked_cell(check), _failed(check), f"{worst_rel_error(check):.1e}",
                 "-" if check.worst_index is None else str(check.worst_index),
                 f"{ICON.get(check.status, '')} {check.status}".strip(),

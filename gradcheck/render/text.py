@@ -6,7 +6,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck.render import checked_cell, compared_phrase, worst_rel_error
+from gradcheck.render import (checked_cell, compared_phrase, target_label, type_cell,
+                              worst_rel_error)
 from gradcheck.render.bars import BAR_HEADER, error_bar
 from gradcheck.render.heatmap import heatmap
 from gradcheck.report import LayerReport, Report, TargetReport
@@ -62,12 +63,12 @@ def table(report: Report, dropped: int = 0) -> Table:
     for (column, justify, _), shown in zip(COLUMNS, keep):
         if shown:
             grid.add_column(column, justify=justify, no_wrap=True)
-    for layer in report.layers:
+    for k, layer in enumerate(report.layers):
         for i, check in enumerate(layer.checks):
             first = i == 0
             cells = (
-                layer.name if first else "", layer.type if first else "",
-                _target_label(check), "x".join(map(str, check.shape)) or "scalar",
+                layer.name if first else "", type_cell(report, k) if first else "",
+                target_label(check, layer), "x".join(map(str, check.shape)) or "scalar",
                 checked_cell(check), _failed(check), _fmt(worst_rel_error(check), ".1e"),
                 error_bar(worst_rel_error(check), report.settings["rtol"]),
                 "-" if check.worst_index is None else str(check.worst_index),
@@ -91,12 +92,6 @@ class FittedTable:
             if console.measure(grid, options=unbounded).maximum <= options.max_width:
                 break
         yield grid
-
-
-def _target_label(check: TargetReport) -> str:
-    if check.term == "l2":
-        return f"dR/d{check.target} (L2)"
-    return "dL/dinput" if check.target == "input" else f"dL/d{check.target}"
 
 
 def details(report: Report) -> list:
@@ -131,7 +126,7 @@ def details(report: Report) -> list:
 
 def _detail(layer: LayerReport, check: TargetReport, rtol: float) -> Text:
     text = Text()
-    text.append(f"{layer.name} ({layer.type}) {_target_label(check)}", style="bold")
+    text.append(f"{layer.name} ({layer.type}) {target_label(check, layer)}", style="bold")
     alone = {"fail": "fails alone too", "pass": "passes alone"}.get(layer.isolated or "", "")
     text.append(f"  {check.failed} of {check.checked} elements fail" + (f"; {alone}" if alone else ""))
     text.append("\n")
