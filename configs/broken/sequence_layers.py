@@ -18,6 +18,10 @@ import gradcheck
 class ScratchRNN(gradcheck.Layer):
     """h_t = tanh(x_t Wx + h_{t-1} Wh + b), h_{-1} = 0.  x: (batch, T, F) -> (batch, T, units)."""
 
+    # What each axis means, so a mismatch is explained in time steps and units.
+    axis_names = {"input": ("time", "feature"), "Wx": ("feature", "unit"),
+                  "Wh": ("previous unit", "unit"), "b": ("unit",)}
+
     def __init__(self, units: int):
         super().__init__()
         self.units = units
@@ -73,6 +77,9 @@ class ScratchAttention(gradcheck.Layer):
 
     x: (batch, T, F) -> (batch, T, F); Wq, Wk, Wv, Wo: (F, F); F = heads * d.
     """
+
+    axis_names = {"input": ("time", "feature"),
+                  **{w: ("feature", "head unit") for w in ("Wq", "Wk", "Wv", "Wo")}}
 
     def __init__(self, heads: int = 2):
         super().__init__()

@@ -147,15 +147,21 @@ def _factor_words(ratio: float, shape: tuple[int, ...]) -> str:
     big = ratio >= 1.0
     factor = ratio if big else 1.0 / ratio
     k = round(factor)
+    square = round(factor * factor)
+    # A square root of an integer: a 1/sqrt(d) scale (attention's scores) left out or doubled.
+    root = (f", or a 1/sqrt(d) scale with d = {square} {'missing' if big else 'applied twice'} "
+            "(as attention scales its scores)"
+            if square >= 2 and abs(factor * factor - square) <= 1e-3 * factor * factor else "")
     if abs(factor - k) > 1e-3 * factor or k < 2:
-        return "a wrong constant factor (a scale or normalisation that differs from the forward)"
+        return ("a wrong constant factor (a scale or normalisation that differs from the "
+                f"forward){root}")
     sizes = [str(i) for i, d in enumerate(shape) if d == k]
     where = f" (axis {', '.join(sizes)} has size {k})" if sizes else ""
     if big:
         return (f"{k}x too large: an extra factor {k}, double counting, or a sum where the forward "
-                f"takes a mean over {k} items{where}")
+                f"takes a mean over {k} items{where}{root}")
     return (f"missing factor {k}: e.g. the {k} of d(x^{k})/dx, or a wrong 1/N with N = {k} "
-            f"(the forward sums, the backward averages){where}")
+            f"(the forward sums, the backward averages){where}{root}")
 
 
 def small_relative_error(m: Mismatch) -> Pattern | None:

@@ -118,9 +118,14 @@ def details(report: Report) -> list:
             parts.append(Text(f"{layer.name}: fails only through the wrong gradient it receives "
                               f"from {layer.inherited_from}{alone}.", style="dim"))
             continue
-        for check in layer.checks:
-            if check.status == "fail":
-                parts.append(_detail(layer, check, rtol))
+        wrong = [c for c in layer.checks if c.status == "fail"]
+        right = [c for c in layer.checks if c.status == "pass"]
+        if wrong and right:
+            names = [", ".join(target_label(c, layer) for c in group) for group in (wrong, right)]
+            parts.append(Text(f"{layer.name}: wrong in {names[0]}; right in {names[1]}.",
+                              style="bold"))
+        for check in wrong:
+            parts.append(_detail(layer, check, rtol))
     return parts
 
 
