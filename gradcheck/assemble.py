@@ -255,7 +255,7 @@ def projected(name: str, layer: Layer, input_shape: tuple[int, ...],
 def build_unit(layer: Layer, input_shape, rng, dtype) -> list[tuple[int, ...]]:
     """``layer.build`` validated: it must return a per-sample shape of positive ints (a list of
     them for several outputs) and create float parameters, which are then cast to the network's
-    ``dtype``. Returns the output shapes as a list."""
+    ``dtype`` (as are float buffers). Returns the output shapes as a list."""
     label = f"layer {layer.name!r} ({type_name(layer)})"
     try:
         out = invoke(layer, "build", layer.build, input_shape, rng)
@@ -275,6 +275,14 @@ def build_unit(layer: Layer, input_shape, rng, dtype) -> list[tuple[int, ...]]:
             raise LayerError(f"{label}: params[{pname!r}] must be a float numpy array, found "
                              f"{type(value).__name__}.")
         layer.params[pname] = np.ascontiguousarray(value, dtype=dtype)
+    for bname, value in list(layer.buffers.items()):
+        if not isinstance(value, np.ndarray):
+            raise LayerError(f"{label}: buffers[{bname!r}] must be a numpy array, found "
+                             f"{type(value).__name__}.",
+                             hint="buffers hold array state such as running statistics; keep "
+                                  "other settings as plain attributes")
+        if np.issubdtype(value.dtype, np.floating):
+            layer.buffers[bname] = np.ascontiguousarray(value, dtype=dtype)
     problem = declaration_problem(layer, input_shape[0] if isinstance(input_shape, list)
                                   else input_shape)
     if problem:

@@ -52,8 +52,21 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     """Compare analytic and finite-difference gradients for every target of ``network``.
 
     ``progress(done, total, what)``, when given, is called as the check advances (the CLI draws
-    a progress bar with it; the library itself never prints).
+    a progress bar with it; the library itself never prints). Buffers (running statistics) are
+    never perturbed, and are left as they were before the check.
     """
+    buffers = network.buffer_state()
+    try:
+        report = _run(network, batch, settings, progress)
+    finally:
+        changed = network.restore_buffers(buffers)
+    if changed:
+        report.events.append(f"forward changed the buffers {', '.join(changed)}; they are "
+                             "restored to their values before the check")
+    return report
+
+
+def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> Report:
     started = time.monotonic()
     network.set_training(True)
     clean = network.run(batch)

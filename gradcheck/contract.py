@@ -31,8 +31,9 @@ class Layer:
 
     **State and randomness.**
 
-    - ``self.buffers``: non-trainable state (running statistics). Never perturbed, never
-      reported as a parameter.
+    - ``self.buffers``: non-trainable array state (running statistics), by name. Never
+      perturbed, never reported as a parameter, cast to the network's dtype like params, and
+      put back as it was when a check ends (a forward that updates it is told under -v).
     - ``uses_rng = True`` (class attribute): the layer is random on purpose (dropout). It gets
       ``self.rng``, a ``np.random.Generator`` from the config's seed that the engine rewinds to
       the same state before every call it makes, so every forward draws the same numbers: draw
@@ -147,6 +148,7 @@ class Loss:
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # as a layer's: state, never perturbed
         self.training: bool = True
         # Set by the network when it is built from a config; plugins need not touch them.
         self.name: str = type(self).__name__

@@ -166,6 +166,24 @@ class Network:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def buffer_state(self) -> dict[tuple[int, str], np.ndarray]:
+        """Copies of every unit's buffers, for ``restore_buffers``."""
+        return {(k, name): np.array(value, copy=True) for k, unit in enumerate(self.units)
+                for name, value in unit.buffers.items()}
+
+    def restore_buffers(self, state: dict[tuple[int, str], np.ndarray]) -> list[str]:
+        """Put back the buffers of ``state`` in place; return 'unit.buffer' for each that had
+        changed (a forward that updates its running statistics)."""
+        changed = []
+        for (k, name), saved in state.items():
+            unit = self.units[k]
+            current = unit.buffers.get(name)
+            if current is None or current.shape != saved.shape or not np.array_equal(
+                    current, saved, equal_nan=np.issubdtype(saved.dtype, np.floating)):
+                changed.append(f"{unit.name}.{name}")
+            unit.buffers[name] = saved
+        return changed
+
     def set_training(self, training: bool) -> None:
         """Put every layer in training (default) or evaluation mode."""
         for unit in self.units:

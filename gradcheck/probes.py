@@ -64,15 +64,22 @@ def unit_problems(unit, xs: list[np.ndarray], upstream, nondet_tol: float,
                               "compute into a new array (y = x * m, not x *= m)"))
         for x, b in zip(xs, before):
             x[...] = b
+    buffers = {name: np.array(value, copy=True) for name, value in unit.buffers.items()}
     second = _outputs(invoke(unit, "forward", unit.forward, *args))
     gap = _differ(first, second, nondet_tol)
     if gap is not None:
+        drifted = [name for name, value in buffers.items()
+                   if not np.array_equal(unit.buffers.get(name), value)]
         found.append(_problem(
             "nondeterministic-forward",
             f"{unit.name}: forward is not deterministic: two calls on the same input differ by "
-            f"{gap[0]:.2g}" + (f" at {gap[1]}" if gap[1] else ""),
-            "draw random masks from self.rng (set uses_rng = True on the class), or fix them "
-            "for the check; for a nondeterministic kernel, set check.nondet_tol"))
+            f"{gap[0]:.2g}" + (f" at {gap[1]}" if gap[1] else "") +
+            (f"; forward changes the buffers {', '.join(drifted)} that it reads" if drifted
+             else ""),
+            "update running statistics outside forward (or only read them in eval mode)"
+            if drifted else "draw random masks from self.rng (set uses_rng = True on the "
+            "class), or fix them for the check; for a nondeterministic kernel, set "
+            "check.nondet_tol"))
     outputs = []
     for _ in range(2):
         given = [] if is_loss else [np.array(g, copy=True) for g in upstream]

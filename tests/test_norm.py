@@ -105,8 +105,8 @@ def test_batchnorm_training_forward_matches_textbook(input_shape, batch, eps, se
 def test_batchnorm_gradients(input_shape, batch, training, eps, seed):
     layer = built(BatchNorm, {"eps": eps}, input_shape, seed)
     rng = np.random.default_rng(seed)
-    layer.running_mean = rng.normal(size=input_shape[0])
-    layer.running_var = rng.uniform(0.5, 2.0, size=input_shape[0])
+    layer.buffers["running_mean"] = rng.normal(size=input_shape[0])
+    layer.buffers["running_var"] = rng.uniform(0.5, 2.0, size=input_shape[0])
     layer.training = training
     assert_layer_gradients(layer, spread_over_batch(rng, (batch, *input_shape)), rng)
 
@@ -114,12 +114,13 @@ def test_batchnorm_gradients(input_shape, batch, training, eps, seed):
 def test_batchnorm_eval_uses_running_stats_per_sample():
     layer = built(BatchNorm, {"eps": 1e-3}, (3, 2, 2))
     rng = np.random.default_rng(1)
-    layer.running_mean = rng.normal(size=3)
-    layer.running_var = rng.uniform(0.5, 2.0, size=3)
+    layer.buffers["running_mean"] = rng.normal(size=3)
+    layer.buffers["running_var"] = rng.uniform(0.5, 2.0, size=3)
     layer.training = False
     x = rng.normal(size=(4, 3, 2, 2))
     expected = textbook_batchnorm(x, layer.params["gamma"], layer.params["beta"], 1e-3,
-                                  mean=layer.running_mean, var=layer.running_var)
+                                  mean=layer.buffers["running_mean"],
+                                  var=layer.buffers["running_var"])
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12)
     # Each sample alone (even a batch of one) gets the same output as inside the batch.
     for n in range(4):
@@ -155,8 +156,8 @@ def test_batchnorm_forward_is_deterministic_and_leaves_running_stats_alone(train
     x = np.random.default_rng(2).normal(size=(3, 2))
     first = layer.forward(x)
     np.testing.assert_array_equal(layer.forward(x), first)
-    np.testing.assert_array_equal(layer.running_mean, np.zeros(2))
-    np.testing.assert_array_equal(layer.running_var, np.ones(2))
+    np.testing.assert_array_equal(layer.buffers["running_mean"], np.zeros(2))
+    np.testing.assert_array_equal(layer.buffers["running_var"], np.ones(2))
 
 
 def test_batchnorm_update_running_stats_is_a_moving_average():
@@ -164,8 +165,9 @@ def test_batchnorm_update_running_stats_is_a_moving_average():
     x = np.random.default_rng(3).normal(size=(4, 2, 1, 3))
     layer.update_running_stats(x)
     per_channel = x.transpose(1, 0, 2, 3).reshape(2, -1)
-    np.testing.assert_allclose(layer.running_mean, 0.25 * per_channel.mean(axis=1))
-    np.testing.assert_allclose(layer.running_var, 0.75 + 0.25 * per_channel.var(axis=1, ddof=1))
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.25 * per_channel.mean(axis=1))
+    np.testing.assert_allclose(layer.buffers["running_var"],
+                               0.75 + 0.25 * per_channel.var(axis=1, ddof=1))
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (1, 3, 1, 1)])
@@ -406,7 +408,8 @@ def test_batchnorm_forward_replaced_rows_equals_forward_on_each_copy(shape, trai
     layer.build(shape[1:], rng)
     layer.params["gamma"] = rng.normal(size=shape[1]).astype(dtype)
     layer.params["beta"] = rng.normal(size=shape[1]).astype(dtype)
-    layer.running_mean, layer.running_var = rng.normal(size=shape[1]), rng.uniform(0.5, 2, shape[1])
+    layer.buffers.update(running_mean=rng.normal(size=shape[1]),
+                         running_var=rng.uniform(0.5, 2, shape[1]))
     layer.training = training
     x = (rng.normal(size=shape) * 2 + 1).astype(dtype)
     # Small changes, as the engine makes, and whole new rows, repeated rows included.

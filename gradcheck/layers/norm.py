@@ -63,9 +63,9 @@ class BatchNorm(Layer):
     statistics per channel over the batch, height and width axes.  gamma, beta: (F,) or (C,).
 
     Training mode uses the current batch's mean and biased variance, so each sample's output depends
-    on the others (``mixes_batch``).  Eval mode uses ``running_mean`` and ``running_var`` (plain
-    attributes of shape (F,) or (C,), not parameters; initialised to 0 and 1) and treats each sample
-    on its own.
+    on the others (``mixes_batch``).  Eval mode uses the buffers ``running_mean`` and
+    ``running_var`` (shape (F,) or (C,), initialised to 0 and 1; state, not parameters: never
+    perturbed, never reported) and treats each sample on its own.
 
     ``forward`` never updates the running statistics: the checker calls it many times on perturbed
     inputs and needs every call to be deterministic and free of side effects.  Call
@@ -96,8 +96,8 @@ class BatchNorm(Layer):
         self.params["beta"] = np.zeros(channels)
         layout = ("feature",) if len(input_shape) == 1 else IMAGE_AXES
         self.axis_names = {"input": layout, "gamma": layout[:1], "beta": layout[:1]}
-        self.running_mean = np.zeros(channels)
-        self.running_var = np.ones(channels)
+        self.buffers["running_mean"] = np.zeros(channels)
+        self.buffers["running_var"] = np.ones(channels)
         return tuple(input_shape)
 
     def _stat_axes(self, x: np.ndarray) -> tuple[int, ...]:
@@ -121,10 +121,9 @@ class BatchNorm(Layer):
             self.x_hat, self.inv_std = _normalise(x, self.axes, self.eps)
         else:
             self.axes = (0,) + tuple(range(2, x.ndim))
-            # The running statistics are float64 attributes the network does not cast (they are not
-            # params); cast here so that a float32 check stays float32 throughout.
-            mean = self.running_mean.reshape(view).astype(x.dtype)
-            var = self.running_var.reshape(view).astype(x.dtype)
+            # astype: buffers assigned after build may not be in the network's dtype.
+            mean = self.buffers["running_mean"].reshape(view).astype(x.dtype, copy=False)
+            var = self.buffers["running_var"].reshape(view).astype(x.dtype, copy=False)
             self.inv_std = 1.0 / np.sqrt(var + self.eps)
             self.x_hat = (x - mean) * self.inv_std
         return self.params["gamma"].reshape(view) * self.x_hat + self.params["beta"].reshape(view)
@@ -225,8 +224,8 @@ class BatchNorm(Layer):
         count = x.size // x.shape[1]
         mean = x.mean(axis=axes)
         var = x.var(axis=axes) * count / (count - 1)
-        self.running_mean = (1.0 - self.momentum) * self.running_mean + self.momentum * mean
-        self.running_var = (1.0 - self.momentum) * self.running_var + self.momentum * var
+        for name, batch in (("running_mean", mean), ("running_var", var)):
+            self.buffers[name] = (1.0 - self.momentum) * self.buffers[name] + self.momentum * batch
 
 
 @register_layer("layernorm")
