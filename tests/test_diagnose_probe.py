@@ -5,10 +5,9 @@ gradient re-check after training. Each rule meets a case that must fire and one 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
+import yaml
 
 from conftest import CONFIGS, TEST_PLUGINS
 
@@ -37,7 +36,6 @@ def lenet(seed, **train):
 
 
 def _yaml(path):
-    import yaml
     return yaml.safe_load(path.read_text())
 
 
@@ -283,5 +281,4 @@ def test_the_reference_run_stops_once_it_cannot_reach_the_fit():
     d = diagnose_network(CONFIGS / "scenarios" / "r4_keras_sigmoid_regression.yaml")
     refs = [r for r in d.runs if r.label == "reference"]
     assert refs and all(r.stopped in ("unreachable", "stalled") for r in refs)
-    assert all(r.steps_run < T.REFERENCE_STEPS for r in refs)
-    assert dataclasses.replace(refs[0]).outcome in ("slow", "stalled")
+    assert all(r.steps_run < T.REFERENCE_STEPS and r.outcome in ("slow", "stalled") for r in refs)
