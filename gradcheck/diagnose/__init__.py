@@ -60,7 +60,7 @@ class _SeedResult:
     seed: int
     findings: list[Finding] = dataclasses.field(default_factory=list)
     probe: SeedProbe | None = None
-    verdict: verdict.SeedVerdict | None = None
+    seed_verdict: verdict.SeedVerdict | None = None
 
 
 class _Diagnose:
@@ -145,7 +145,8 @@ class _Diagnose:
         """The gradient check again at the weights the user's run ended with: a backward right
         only near the initial weights (say, only for positive ones) shows once they have moved."""
         run = sp.user.run
-        if not self.gradient_ok or run.stopped == "nonfinite" or run.steps_run == 0:
+        if (self.diagnosis.gradcheck is None or not self.gradient_ok
+                or run.stopped == "nonfinite" or run.steps_run == 0):
             return []
         params = passes.param_list(network)
         try:
@@ -165,13 +166,13 @@ class _Diagnose:
         d = self.diagnosis
         probes = [r for r in results if r.probe is not None]
         for r in probes:
-            r.verdict = verdict.seed_verdict(r.seed, r.probe.user.run,
-                                             r.probe.reference and r.probe.reference.run,
-                                             self.gradient_ok)
+            r.seed_verdict = verdict.seed_verdict(r.seed, r.probe.user.run,
+                                                  r.probe.reference and r.probe.reference.run,
+                                                  self.gradient_ok)
         agreed = seeds.agree([r.findings for r in results], self.seeds)
         verdicts = []
         if probes:
-            verdicts, d.verdict = verdict.conclude([r.verdict for r in probes], self.seeds)
+            verdicts, d.verdict = verdict.conclude([r.seed_verdict for r in probes], self.seeds)
             d.runs = [run for r in probes for run in r.probe.runs]
             d.spread = _spread(d.runs)
         d.findings = expect.downgrade(self.exact + agreed + verdicts,

@@ -80,7 +80,6 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
     init = [p.copy() for _, _, p in passes.param_list(network)]
     targets = {"configured": target, "reference": _reference_target(network, batch, target)}
     user_spec, user_label = (spec.train, "configured") if spec.train else (REFERENCE, "reference")
-    # A reference that only yardsticks the user's failing run may stop once it cannot fit.
     targets["zeroed-input"] = targets[user_label]
 
     def run(label, train, inputs, **how):
@@ -93,8 +92,11 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
     try:
         user = run(user_label, user_spec, x, until_fit=gradient_ok)
         reference = zeroed = None
+        # A reference that only yardsticks the user's failing run may stop once it cannot fit.
         if spec.train is not None and user.run.outcome != "fit":
-            reference = run("reference", REFERENCE, x, project=True)
+            yardstick = REFERENCE if gradient_ok else dataclasses.replace(
+                REFERENCE, steps=T.REFERENCE_STEPS_WRONG_GRADIENT)
+            reference = run("reference", yardstick, x, project=True)
         # Only a run that stopped improving is compared with its zeroed-input twin: a run still
         # improving has not yet shown what its input is worth.
         if user.run.outcome == "stalled":
@@ -187,8 +189,12 @@ def loss_floor(network: Network, target) -> float:
 
 def _nonfinite_where(network, run, params, grads) -> str | None:
     """Where the step first went non-finite: a parameter, a layer's output, the loss or a
-    gradient, or None. (A sum is finite only if every entry is, barring overflow: it screens
-    each array in one pass, and only a non-finite sum is looked at closely.)"""
+    gradient, or None. (A sum is finite only if every entry is, barring overflow: one sum over
+    all gradients screens a healthy step, and only a non-finite one is looked at closely. An
+    update that overflows a parameter shows in the next step's loss.)"""
+    if np.isfinite(run.loss) and all(g is not None for g in grads) and np.isfinite(
+            sum(float(np.sum(g)) for g in grads)):
+        return None
     for (k, n, p) in params:
         if not _finite(p):
             return f"{network.layers[k].name}.{n}"

@@ -100,6 +100,10 @@ STALL_MIN_STEPS = 50
 # extrapolated.)
 PROJECT_MIN_STEPS = 100
 PROJECT_SLACK = 3.0
+# When the gradient check fails every run trains with the wrong gradient and the verdict already
+# says "fix it first"; a yardstick reference then only tells whether a safe optimizer still fits
+# despite it (R3: yes, within 390 steps over 60 seeds; R1: no), so it gets half of TDC's budget.
+REFERENCE_STEPS_WRONG_GRADIENT = 500
 # KR's input-independent baseline: with every input zeroed the same run must end clearly worse;
 # the real input's best loss >= 0.9 x the zeroed input's means the output ignores the input.
 INPUT_GAIN = 0.9
