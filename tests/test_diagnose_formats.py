@@ -123,7 +123,8 @@ def test_markdown_has_one_table_row_per_finding_worst_first(path):
 
 
 def test_markdown_escapes_cells_and_says_when_nothing_was_found():
-    piped = Finding("x-rule", "warn", "lint", "a|b", 2.0, "< 1", "cause with | pipe\nand newline", "fix it")
+    piped = Finding("dead-units", "warn", "lint", "a|b", 2.0, "< 1",
+                    "cause with | pipe\nand newline", "fix it")
     out = render_findings_markdown(Diagnosis(network="n", findings=[piped]))
     row = out.splitlines()[-1]
     assert "`a\\|b`" in row and "cause with \\| pipe and newline" in row and row.count(" | ") == 6
@@ -200,3 +201,23 @@ def test_findings_schema_rejects_broken_documents(json_outputs, mutate, needle):
     mutate(doc)
     errors = validate(doc, load_schema(FINDINGS_SCHEMA_FILE))
     assert any(needle in e for e in errors), errors
+
+
+def test_a_finding_outside_the_rule_table_is_refused():
+    with pytest.raises(ValueError, match="unknown finding id 'x-rule'"):
+        Finding("x-rule", "warn", "lint", None, None, None, "cause", "fix")
+
+
+def test_json_gives_the_spread_of_every_seed_dependent_result(json_outputs):
+    doc = json_outputs[0]
+    seeds = doc["probe"]["seeds"]
+    assert len(seeds) == 3 and seeds[0] == 0
+    spreads = {f["id"]: f["spread"] for f in doc["findings"]}
+    # Exact findings do not depend on the seed; measured ones say where they fired and what.
+    assert spreads["gradient-mismatch"] is None
+    nan = spreads["nonfinite-training"]
+    assert nan["seeds"] == seeds and nan["fired"] == [True] * 3
+    assert nan["min"] == min(nan["values"]) and nan["max"] == max(nan["values"])
+    assert {r["seed"] for r in doc["probe"]["runs"]} == set(seeds)
+    configured = doc["probe"]["spread"]["configured"]
+    assert configured["seeds"] == seeds and configured["outcome"] == ["nonfinite"] * 3

@@ -87,10 +87,63 @@ def test_first_nonfinite_layer(tmp_path):
     assert finding.layer == "boom" and d.exit_code == 1
 
 
-def test_output_that_ignores_the_input_collapses_to_the_mean(tmp_path):
-    # Every sample is the same input, so the best the network can do is the target mean.
+def test_output_that_ignores_the_input_collapses(tmp_path):
+    # Every sample is the same input, so the best the network can do is one value for all: the
+    # target mean once converged (a run stopped earlier sits away from it).
     extra = "train: {optimizer: adam, lr: 0.01, steps: 100}"
     text = (f"seed: 1\ninput: {{shape: [6], batch: 8, data: normal, mean: 1.0, std: 0.0}}\n{extra}\n"
             f"layers:\n{DENSE}  - tanh\n  - {{type: dense, units: 2}}\nloss: mse\n")
     d = diagnose_network(write_yaml(tmp_path, text))
-    assert "collapse-to-mean" in ids(d, "error")
+    collapse = next(f for f in d.findings if f.id.startswith("collapse-to-"))
+    assert collapse.severity == "error" and collapse.spread.count == 3
+    assert "collapse-to-mean at seed" in collapse.cause
+    assert "input-independent" in ids(d, "warn")
+
+
+def test_a_learned_scale_is_not_told_to_start_at_zero(tmp_path):
+    # A gain initialised at 1 multiplies its input: a scale, whatever its shape or name; so are
+    # batchnorm's and layernorm's gamma.
+    d = run(tmp_path, DENSE + "  - tanh\n  - {type: diag_gain, name: gain}\n  - tanh\n"
+            "  - {type: layernorm, name: ln}\n  - {type: dense, units: 2}\n")
+    assert "init-bias" not in ids(d)
+    d = run(tmp_path, "  - {type: dense, name: fc, units: 4, bias_init: ones}\n  - tanh\n"
+            "  - {type: dense, units: 2}\n")
+    bias = next(f for f in d.findings if f.id == "init-bias")
+    assert (bias.layer, bias.severity) == ("fc", "info") and "bias_init: zeros on fc" in bias.fix
+
+
+def test_a_bias_is_found_by_behaviour_whatever_its_shape(tmp_path):
+    # A per-channel shift stored as (C, 1, 1) and starting at 0.1 is a bias: init-bias, not the
+    # "all units compute the same thing" error a constant weight would get.
+    text = (f"plugins: [{PLUGIN}]\nseed: 0\ninput: {{shape: [2, 6, 6], batch: 8}}\nlayers:\n"
+            "  - {type: conv2d, name: conv, filters: 3, kernel: 3}\n"
+            "  - {type: diag_channel_shift, name: shift}\n  - relu\n  - flatten\n"
+            "  - {type: dense, units: 2}\nloss: mse\n")
+    d = diagnose_network(write_yaml(tmp_path, text), probe=False)
+    assert "init-constant" not in ids(d)
+    bias = next(f for f in d.findings if f.id == "init-bias")
+    assert bias.layer == "shift" and "shift.s" in bias.cause
+    # It has no bias_init option, so the fix says where to change it instead.
+    assert "in ChannelShift.build" in bias.fix and "bias_init" not in bias.fix
+
+
+def test_roles_are_measured_not_read_from_names():
+    import numpy as np
+
+    from gradcheck.diagnose.behaviour import _roles
+    from gradcheck.registry import layer_class
+
+    rng = np.random.default_rng(0)
+    cases = [("dense", {"units": 3}, (4,), {"W": "weight", "b": "bias"}),
+             ("conv2d", {"filters": 2, "kernel": 3}, (2, 5, 5), {"W": "weight", "b": "bias"}),
+             ("batchnorm", {}, (3, 4, 4), {"gamma": "scale", "beta": "bias"}),
+             ("prelu", {}, (4,), None)]
+    for name, options, shape, expected in cases:
+        layer = layer_class(name)(**options)
+        out = layer.build(shape, rng)
+        x = rng.normal(size=(4, *shape))
+        roles = _roles(layer, x, out, rng)
+        if expected is None:  # prelu's slope multiplies the negative inputs: a scale
+            assert set(roles.values()) == {"scale"}
+        else:
+            assert roles == expected

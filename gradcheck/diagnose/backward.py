@@ -9,9 +9,11 @@ import numpy as np
 from gradcheck.check import run_check
 from gradcheck.settings import settings_for
 from gradcheck.config import NetworkSpec
+from gradcheck.diagnose import advice
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.measure import measured
 from gradcheck.diagnose.optim import first_update
 from gradcheck.diagnose.passes import Pass, param_list
 from gradcheck.errors import GradcheckError
@@ -19,7 +21,6 @@ from gradcheck.network import Batch, Network
 from gradcheck.usercode import invoke
 
 GRADCHECK_SAMPLES = 16
-
 
 
 def gradient_check(spec: NetworkSpec, network: Network, batch: Batch) -> tuple[list[Finding], dict]:
@@ -92,6 +93,8 @@ def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
                          else "find the layer after them whose backward returns zeros")]
     total = sum(g.size for g in run.grads.values())
     zeros = sum(int(np.sum(g == 0)) for g in run.grads.values())
+    if total:
+        measured("ZERO_GRAD_SHARE", zeros / total)
     if total and zeros / total >= T.ZERO_GRAD_SHARE:
         return [finding(
             "backward", "zero-gradient", "warn", None, zeros / total, f"< {T.ZERO_GRAD_SHARE}",
@@ -116,6 +119,9 @@ def _profile(network: Network, run: Pass) -> list[Finding]:
         return []
     (first, g_first, _), (last, g_last, _) = layers[0], layers[-1]
     ratio = g_first / g_last
+    measured("VANISH_RATIO", ratio)
+    measured("EXPLODE_RATIO", ratio)
+    measured("VANISH_MEAN", min(m for _, _, m in layers))
     fix_vanish = ("use rectifiers with N(0, 2/fan_in) init, or add normalisation layers")
     if ratio < T.VANISH_RATIO or any(m < T.VANISH_MEAN for _, _, m in layers):
         low = min(layers, key=lambda w: w[2])
@@ -144,29 +150,38 @@ def _update_ratio(spec: NetworkSpec, network: Network, run: Pass) -> list[Findin
         return []
     found = []
     high, low = max(ratios), min(ratios)
+    measured("UPDATE_HIGH", high[0])
+    measured("UPDATE_LOW", low[0])
     opt = spec.train
     what = (f"lr {opt.lr:g}, momentum {opt.momentum:g}, weight_decay {opt.weight_decay:g}"
             if opt.optimizer == "sgd" else f"adam lr {opt.lr:g}, weight_decay {opt.weight_decay:g}")
     if high[0] > T.UPDATE_HIGH:
         error = high[0] >= T.UPDATE_ERROR
-        found.append(finding("backward", 
-            "update-ratio", "error" if error else "warn", high[2], high[0],
+        # SGD's first step is proportional to lr; Adam's first step is lr per element.
+        lr = opt.lr * 1e-3 / high[0]
+        found.append(finding(
+            "backward", "update-ratio", "error" if error else "warn", high[2], high[0],
             f"<= {T.UPDATE_HIGH:g} (error at >= {T.UPDATE_ERROR:g})",
             f"the first step of the configured optimizer ({what}) changes {high[1]} by "
-            f"{high[0]:.3g} x its own size{_momentum(opt)}; about 1e-3 is healthy", "lower lr (and momentum or weight_decay) "
-            f"until the ratio is near 1e-3: about lr x {max(1e-3 / high[0], 1e-6):.2g}"))
+            f"{high[0]:.3g} x its own size{_momentum(opt)}; about 1e-3 is healthy",
+            "lower the learning rate until the ratio is near 1e-3, about "
+            f"{advice.train_block(lr=lr)} (and lower momentum or weight_decay if they are large)"))
     if low[0] < T.UPDATE_LOW:
-        found.append(finding("backward", 
-            "update-ratio", "warn", low[2], low[0], f">= {T.UPDATE_LOW:g}",
-            f"the first step of the configured optimizer ({what}) changes {low[1]} by only {low[0]:.3g} "
-            "x its size: it will barely train", "raise lr, or look for a vanishing gradient"))
+        lr = opt.lr * 1e-3 / low[0]
+        found.append(finding(
+            "backward", "update-ratio", "warn", low[2], low[0], f">= {T.UPDATE_LOW:g}",
+            f"the first step of the configured optimizer ({what}) changes {low[1]} by only "
+            f"{low[0]:.3g} x its size; it will barely train",
+            f"raise the learning rate, about {advice.train_block(lr=lr)}, or look for a "
+            "vanishing gradient"))
     return found
 
 
 def _momentum(opt) -> str:
     if opt.optimizer != "sgd" or not opt.momentum:
         return ""
-    return f", and momentum can grow later steps up to 1/(1 - {opt.momentum:g}) = {1 / (1 - opt.momentum):.3g} x that"
+    return (f", and momentum can grow later steps up to 1/(1 - {opt.momentum:g}) = "
+            f"{1 / (1 - opt.momentum):.3g} x that")
 
 
 def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Finding]:
@@ -177,6 +192,8 @@ def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Find
     for k, name, p in param_list(network):
         data = float(np.linalg.norm(run.grads[(k, name)]))
         reg = decay * float(np.linalg.norm(p))
+        if data > 0:
+            measured("REG_DOMINATES", reg / data)
         if data > 0 and reg / data >= T.REG_DOMINATES and (worst is None or reg / data > worst[0]):
             worst = (reg / data, f"{network.layers[k].name}.{name}", network.layers[k].name)
     if worst is None:
@@ -207,6 +224,8 @@ def _batch_mixing(network: Network, run: Pass, traits: list[Traits]) -> list[Fin
                 continue
         scale = float(np.max(np.abs(grad), initial=0.0))
         leak = float(np.max(np.abs(grad[1:]), initial=0.0))
+        if scale > 0:
+            measured("BATCH_LEAK", leak / scale)
         if scale > 0 and leak > T.BATCH_LEAK * scale:
             return [finding("backward", 
                 "batch-mixing", "error", layer.name, leak / scale, f"<= {T.BATCH_LEAK:g}",

@@ -4,7 +4,7 @@ The registry has no privileged members, so the lints must work for plugin layers
 built-ins. Each probe calls only the public contract (``forward``/``backward``/``params``/
 ``training``) on random inputs of the layer's input shape and records a trait: affine, elementwise,
 bounded (and its range), constant, zero Jacobian, normalising over axis 1, coupling samples, the
-share of units a training-mode layer drops, and the fan-in of one output element.
+share of units a training-mode layer drops, and the role each parameter plays in the output.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ class Traits:
     bounded: tuple[float, float] | None = None
     drop_share: float | None = None
     drop_sample: int = 0
-    fan_in: int | None = None
+    # How each parameter enters the output, by behaviour (never by its name): "bias" (shifts every
+    # sample's output by the same amount whatever the input), "scale" (multiplies what comes in,
+    # one entry per output element: batchnorm's gamma, a learned gain, prelu's slope) or "weight"
+    # (an output element mixes several entries with as many inputs: a dense's or conv's W).
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The YAML option (init, bias_init) seen to draw each parameter (``advice.init_options``).
+    init_options: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _quiet(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray | None]:
@@ -132,8 +138,8 @@ def layer_traits(network: Network, k: int, rng, x_real: np.ndarray) -> Traits:
             grad_in = invoke(layer, "backward", layer.backward, grad_out)
             traits.zero_jacobian = (not np.any(grad_in) and
                                     not any(np.any(g) for g in layer.grads.values()))
-            if traits.affine and traits.parametric:
-                traits.fan_in = _fan_in(layer, x, out_shape)
+            if traits.parametric:
+                traits.roles = _roles(layer, x, out_shape, rng)
             if not traits.parametric and out_shape == in_shape:
                 traits.drop_share = _drop_share(layer, x_real)
                 traits.drop_sample = int(np.count_nonzero(x_real))
@@ -144,15 +150,100 @@ def layer_traits(network: Network, k: int, rng, x_real: np.ndarray) -> Traits:
     return traits
 
 
-def _fan_in(layer, x, out_shape) -> int | None:
-    """Input elements that reach one central output element: a conv's C*kh*kw, a dense's fan_in."""
+def _roles(layer, x, out_shape, rng) -> dict[str, str]:
+    """The role of every non-empty parameter of ``layer`` (see ``Traits.roles``) on inputs ``x``."""
+    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
+    other = rng.normal(size=x.shape).astype(x.dtype)
+    entries = _entries_per_output(layer, x, out_shape)
+    roles = {}
+    for name, p in layer.params.items():
+        if not p.size or name not in entries:
+            continue
+        before = f(x), f(other)
+        saved = p.copy()
+        try:
+            p += (rng.normal(size=p.shape) * max(float(np.max(np.abs(saved))), 1.0)).astype(p.dtype)
+            after = f(x), f(other)
+        finally:
+            p[...] = saved
+        if any(a is None for a in (*before, *after)):
+            continue
+        shift, shift_other = after[0] - before[0], after[1] - before[1]
+        # Input-independent change: the same shift for two unrelated batches.
+        bias = bool(np.any(shift)) and _close(shift, shift_other, 1e-7)
+        if not bias and entries[name] > 1 and np.issubdtype(x.dtype, np.floating):
+            bias = _moves_the_zero_state(layer, f, name, x, rng)
+        roles[name] = "bias" if bias else "scale" if entries[name] <= 1 else "weight"
+    return roles
+
+
+def _moves_the_zero_state(layer, f, name: str, x, rng) -> bool:
+    """Whether parameter ``name`` alone moves the output when the input and every other
+    parameter are 0: a bias inside a nonlinearity (an RNN's or a GRU's gate bias) does, a weight,
+    which multiplies the input or a state the input drives, does not."""
+    saved = {n: p.copy() for n, p in layer.params.items()}
+    try:
+        for p in layer.params.values():
+            p[...] = 0
+        zero = np.zeros_like(x)
+        rest = f(zero)
+        layer.params[name][...] = rng.normal(size=saved[name].shape).astype(saved[name].dtype)
+        moved = f(zero)
+    finally:
+        for n, p in layer.params.items():
+            p[...] = saved[n]
+    return rest is not None and moved is not None and not _close(rest, moved, 1e-9)
+
+
+def constant_makes_units_alike(layer, name: str, input_shape, dtype, rng,
+                               samples: int = 16) -> bool | None:
+    """Whether parameter ``name``, as it is (constant), makes output units compute the same
+    thing: fewer distinct output columns (centred over a batch of standard-normal inputs) than
+    with ``name`` drawn at random. A constant dense or conv weight does; a zero query bias of an
+    attention layer or a zero gate bias of a GRU does not. None if it cannot be measured."""
+    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
+    x = rng.normal(size=(samples, *input_shape)).astype(dtype)
+    param = layer.params[name]
+    saved = param.copy()
+    alike = f(x)
+    try:
+        param[...] = rng.normal(size=param.shape).astype(param.dtype)
+        apart = f(x)
+    finally:
+        param[...] = saved
+    if alike is None or apart is None:
+        return None
+    return _distinct_columns(alike) < _distinct_columns(apart)
+
+
+def _distinct_columns(y: np.ndarray) -> int:
+    columns = y.reshape(len(y), -1)
+    columns = columns - columns.mean(axis=0)
+    scale = max(float(np.abs(columns).max()), 1e-300)
+    return len(np.unique(np.round(columns.T / scale, 9), axis=0))
+
+
+def layer_gain(layer, input_shape, dtype, rng, samples: int = 32) -> float | None:
+    """The mean square of f(x) - f(0) over standard-normal inputs x of ``input_shape``: how the
+    layer scales the variance of what flows through it, by its forward alone (fan_in x mean(W^2)
+    for a dense or an unpadded conv; He init gives 2, LeCun 1). None if it cannot be measured."""
+    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
+    x = rng.normal(size=(samples, *input_shape)).astype(dtype)
+    y, y0 = f(x), f(np.zeros_like(x))
+    if y is None or y0 is None or not (np.all(np.isfinite(y)) and np.all(np.isfinite(y0))):
+        return None
+    return float(np.mean((y - y0) ** 2))
+
+
+def _entries_per_output(layer, x, out_shape) -> dict[str, int]:
+    """Per parameter, how many of its entries one central output element of sample 0 depends on
+    (a dense's fan_in, a conv's C*kh*kw, 1 for a per-unit scale or bias)."""
     invoke(layer, "forward", layer.forward, x)
     one_hot = np.zeros((len(x), *out_shape), dtype=x.dtype)
     centre = (0,) + tuple(d // 2 for d in out_shape[1:]) if len(out_shape) > 1 else (0,)
     one_hot[(0, *centre)] = 1.0
-    grad_in = invoke(layer, "backward", layer.backward, one_hot)
-    count = int(np.count_nonzero(grad_in[0]))
-    return count or None
+    invoke(layer, "backward", layer.backward, one_hot)
+    return {name: int(np.count_nonzero(g)) for name, g in layer.grads.items()}
 
 
 def _drop_share(layer, x) -> float | None:

@@ -1,18 +1,20 @@
-"""Forward health on the config's batch: non-finite values, collapse across samples, dead and
-saturated units, activation scale, the initial loss and the loss's batch reduction."""
+"""Forward health on one probe seed's batch: non-finite values, collapse across samples, dead and
+saturated units, activation scale and the loss's batch reduction (the initial loss against what
+the init gives is ``expect.py``'s, since it needs every seed)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.diagnose import advice
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.measure import measured
 from gradcheck.diagnose.passes import Pass
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network
 from gradcheck.usercode import invoke
-
 
 
 def spread(a: np.ndarray) -> float:
@@ -41,10 +43,9 @@ def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits
                          f"{network.loss.name} refused the network's output: {run.loss_error}",
                          "make the last layer produce what the loss takes (see the lints above)")]
     found += _collapse(network, run)
-    found += _dead(network, run, traits)
+    found += dead_units(network, run, traits)
     found += _saturation(network, run, traits)
     found += _scale(network, run)
-    found += _initial_loss(network, batch, run)
     found += _reduction(network, batch, run)
     return found
 
@@ -57,12 +58,10 @@ def _nonfinite(network: Network, run: Pass) -> list[Finding]:
             where = _names(network, k)
             return [finding(
                 "forward", "nonfinite-forward", "error", where, float(bad.mean()), "0 NaN/Inf",
-                             f"{'the input holds' if k == 0 else where + ' outputs'} {nan} NaN and "
-                             f"{inf} Inf values on the config's batch"
-                             + ("" if k == 0 else " although its input is finite"),
-                             "clean the input data" if k == 0 else
-                             f"guard {where}'s forward against overflow (exp of large values, "
-                             "division by zero, log of 0)")]
+                f"{'the input holds' if k == 0 else where + ' outputs'} {nan} NaN and {inf} Inf "
+                "values on the batch" + ("" if k == 0 else " although its input is finite"),
+                "clean the input data" if k == 0 else f"guard {where}'s forward against overflow "
+                "(exp of large values, division by zero, log of 0)")]
     return []
 
 
@@ -71,17 +70,18 @@ def _collapse(network: Network, run: Pass) -> list[Finding]:
         return []
     for k in range(1, len(run.acts)):
         s = spread(run.acts[k])
+        measured("COLLAPSE_WARN", s)
         if s >= T.COLLAPSE_WARN:
             continue
         name, before = _names(network, k), _names(network, k - 1)
         dead = not np.any(run.acts[k])
-        return [finding("forward", 
-            "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name, s,
+        return [finding(
+            "forward", "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name, s,
             f">= {T.COLLAPSE_WARN:g} (error below {T.COLLAPSE_ERROR:g})",
             f"{name} is the first layer whose outputs are (near-)identical across samples (spread "
             f"{s:.2g}; {before} still varies){': they are all zero' if dead else ''}, so "
             "everything after it cannot tell the samples apart",
-            f"find why {name} ignores its input: a dead rectifier, a saturated or size-1 "
+            f"find why {name} ignores its input, a dead rectifier, a saturated or size-1 "
             "normalisation, or a vanishing init scale before it (see the other findings)")]
     return []
 
@@ -93,7 +93,8 @@ def _units(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(a, 1, 0).reshape(a.shape[1], -1).T
 
 
-def _dead(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
+def dead_units(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
+    """TDC's dead units in every rectifier-like layer of ``run`` (also judged after training)."""
     found = []
     for k, t in enumerate(traits):
         if not t.elementwise or t.affine or t.bounded is not None:
@@ -103,11 +104,13 @@ def _dead(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
         # A live rectifier unit is off for one sample with probability ~1/2, so for all of a
         # batch of B with 2^-B: below DEAD_MIN_BATCH samples only a wholly dead layer is telling.
         small = len(units) < T.DEAD_MIN_BATCH
+        if not small:
+            measured("DEAD_SHARE_WARN", dead)
         if dead == 1.0 or (dead > T.DEAD_SHARE_WARN and not small):
-            found.append(finding("forward", 
-                "dead-units", "error" if dead == 1.0 else "warn", t.name, dead,
+            found.append(finding(
+                "forward", "dead-units", "error" if dead == 1.0 else "warn", t.name, dead,
                 f"<= {T.DEAD_SHARE_WARN} of units", f"{dead:.0%} of {t.name}'s units output 0 for "
-                "the whole batch: they pass no gradient and never recover",
+                "the whole batch; they pass no gradient and never recover",
                 "centre the inputs and the init of the layer before (zero-mean weights, zero "
                 "bias), lower the learning rate, or use a leaky rectifier"))
     return found
@@ -136,69 +139,52 @@ def _saturation(network: Network, run: Pass, traits: list[Traits]) -> list[Findi
             continue
         saturated = np.abs(gain) < T.SATURATED_GAIN * np.max(np.abs(peak))
         share = float(np.mean(_units(saturated).mean(axis=0) > T.SATURATED_SHARE))
+        measured("SATURATED_SHARE", share)
         if share > T.SATURATED_SHARE:
-            found.append(finding("forward", 
-                "saturation", "warn", t.name, share, f"<= {T.SATURATED_SHARE} of units",
+            found.append(finding(
+                "forward", "saturation", "warn", t.name, share, f"<= {T.SATURATED_SHARE} of units",
                 f"{share:.0%} of {t.name}'s units sit where its slope is below "
-                f"{T.SATURATED_GAIN:g} of its peak for most samples: gradients through them vanish",
-                "scale the inputs and init of the layer before it down (N(0, 1/fan_in)), or use a "
-                "normalisation layer before the activation"))
+                f"{T.SATURATED_GAIN:g} of its peak for most samples; gradients through them vanish",
+                f"scale down what feeds {t.name}, {_smaller_init(network, k, traits)}, or put "
+                "a normalisation layer before the activation"))
     return found
+
+
+def _smaller_init(network: Network, k: int, traits: list[Traits]) -> str:
+    """How to make the weights feeding layer ``k`` LeCun-sized (the nearest weight before it)."""
+    for j in range(k - 1, -1, -1):
+        weights = [n for n, r in traits[j].roles.items() if r == "weight"]
+        if weights:
+            layer = network.layers[j]
+            return advice.weight_init(layer, f"{layer.name}.{weights[0]}", "lecun",
+                                      traits[j].init_options.get(weights[0]))
+    return "standardise the inputs"
 
 
 def _scale(network: Network, run: Pass) -> list[Finding]:
     found, info = [], None
     for k in range(0, len(run.acts) - 1):  # the output's scale is the targets' business
         a = np.asarray(run.acts[k], dtype=np.float64)
-        name = _names(network, k)
-        if float(np.mean(np.abs(a))) >= T.SCALE_ABNORMAL:
-            found.append(finding("forward", 
-                "activation-scale", "warn", name, float(np.mean(np.abs(a))), f"< {T.SCALE_ABNORMAL:g}",
+        name, magnitude = _names(network, k), float(np.mean(np.abs(a)))
+        measured("SCALE_ABNORMAL", magnitude)
+        if magnitude >= T.SCALE_ABNORMAL:
+            found.append(finding(
+                "forward", "activation-scale", "warn", name, magnitude, f"< {T.SCALE_ABNORMAL:g}",
                 f"mean |value| of {'the input' if k == 0 else name + ' outputs'} is "
-                f"{np.mean(np.abs(a)):.3g}: large activations give large gradients and saturate "
-                "what follows", "normalise the inputs to zero mean and unit variance"
-                if k == 0 else f"scale down the init of the layers up to {name}"))
+                f"{magnitude:.3g}; large activations give large gradients and saturate what "
+                "follows", "normalise the inputs to zero mean and unit variance" if k == 0 else
+                f"scale down the init of the layers up to {name}"))
             break
         std = float(a.std())
-        if info is None and k > 0 and not SCALE_OK(std):
+        if k > 0:
+            measured("SCALE_LOW", std)
+            measured("SCALE_HIGH", std)
+        if info is None and k > 0 and not T.SCALE_LOW <= std <= T.SCALE_HIGH:
             info = finding("forward", "activation-scale", "info", name, std,
-                            f"std in [{T.SCALE_LOW}, {T.SCALE_HIGH}]",
-                            f"{name} outputs have std {std:.3g}, outside the range a fan-in "
-                            "scaled init keeps", "check the init scale of the layers before it")
+                           f"std in [{T.SCALE_LOW}, {T.SCALE_HIGH}]",
+                           f"{name} outputs have std {std:.3g}, outside the range a fan-in "
+                           "scaled init keeps", "check the init scale of the layers before it")
     return found + ([info] if info and not found else [])
-
-
-def SCALE_OK(std: float) -> bool:  # noqa: N802 - reads as the rule it is
-    return T.SCALE_LOW <= std <= T.SCALE_HIGH
-
-
-def _initial_loss(network: Network, batch: Batch, run: Pass) -> list[Finding]:
-    pred = run.pred
-    try:
-        if network.loss.target_kind == "labels":
-            classes = int(np.prod(pred.shape[1:]))
-            expected = network.loss_value(np.full(pred.shape, 1.0 / classes, pred.dtype),
-                                          batch.target)
-            if classes < 2 or abs(run.loss - expected) < T.INIT_LOSS_DEV * expected:
-                return []
-            return [finding("forward", 
-                "initial-loss", "warn", network.loss.name, run.loss,
-                f"|L0 - {expected:.3g}| < {T.INIT_LOSS_DEV:g} x {expected:.3g}",
-                f"the initial loss {run.loss:.3g} is far from {expected:.3g} = the loss of "
-                f"uniform predictions over {classes} classes: the output layer starts confident",
-                "initialise the output layer smaller (N(0, 1/fan_in)) and its bias to zero")]
-        mean = np.broadcast_to(np.asarray(batch.target, dtype=np.float64).mean(axis=0), pred.shape)
-        baseline = network.loss_value(mean.astype(pred.dtype), batch.target)
-    except GradcheckError:
-        return []
-    if not (baseline > 0 and run.loss >= T.INIT_LOSS_REGRESSION * baseline):
-        return []
-    return [finding("forward", 
-        "initial-loss", "info", network.loss.name, run.loss / baseline,
-        f"< {T.INIT_LOSS_REGRESSION:g} x L_mean",
-        f"the initial loss {run.loss:.3g} is {run.loss / baseline:.3g} x the loss {baseline:.3g} "
-        "of predicting the target mean", "initialise the output bias to the target mean, or "
-        "standardise the targets")]
 
 
 def _reduction(network: Network, batch: Batch, run: Pass) -> list[Finding]:
@@ -208,10 +194,13 @@ def _reduction(network: Network, batch: Batch, run: Pass) -> list[Finding]:
         doubled = network.loss_value(np.concatenate([pred, pred]), np.concatenate([target, target]))
     except GradcheckError:
         return []
-    if not (run.loss > 0 and doubled >= T.REDUCTION_GROWTH * run.loss):
+    if not run.loss > 0:
         return []
-    return [finding("forward", 
-        "loss-reduction", "info", network.loss.name, doubled / run.loss, f"< {T.REDUCTION_GROWTH}",
-        f"{network.loss.name} doubles when the batch is duplicated: it sums over the batch, so "
-        "gradients and the right learning rate scale with the batch size",
-        "average over the batch, or divide the learning rate by the batch size")]
+    measured("REDUCTION_GROWTH", doubled / run.loss)
+    if doubled < T.REDUCTION_GROWTH * run.loss:
+        return []
+    return [finding(
+        "forward", "loss-reduction", "info", network.loss.name, doubled / run.loss,
+        f"< {T.REDUCTION_GROWTH}", f"{network.loss.name} doubles when the batch is duplicated; "
+        "it sums over the batch, so gradients and the right learning rate scale with the batch "
+        "size", "average over the batch, or divide the learning rate by the batch size")]

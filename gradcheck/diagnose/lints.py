@@ -2,7 +2,7 @@
 
 Every lint reads behavioural traits (``behaviour.py``), the loss's own behaviour on probe
 predictions and the ``train:`` block, never a layer's registered name, so plugin layers are linted
-exactly like built-ins.
+exactly like built-ins. None depends on the seed (the initial weights are ``init_lints.py``'s).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.config import NetworkSpec
+from gradcheck.diagnose import advice
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.measure import measured
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network
-
 
 
 def loss_takes_probabilities(network: Network, batch: Batch) -> bool:
@@ -39,7 +40,8 @@ def loss_applies_softmax(network: Network, batch: Batch, rng) -> bool:
     if network.loss.target_kind != "labels":
         return False
     pred = rng.normal(size=(len(batch.x), *network.shapes[-1])).astype(network.dtype)
-    pred = np.abs(pred) / np.abs(pred).sum(axis=1, keepdims=True)  # valid for probability losses too
+    # Valid for probability losses too.
+    pred = np.abs(pred) / np.abs(pred).sum(axis=1, keepdims=True)
     try:
         a = network.loss_value(pred, batch.target)
         b = network.loss_value(pred + 3.0, batch.target)
@@ -57,9 +59,8 @@ def run_lints(spec: NetworkSpec, network: Network, batch: Batch, traits: list[Tr
     found += _bounded_regression(network, batch, tail)
     found += _linear_stack(traits)
     found += _double_activation(traits)
-    found += _init(network, batch, traits)
     found += _train(spec)
-    found += _dropout(traits)
+    found += _dropout(network, traits)
     return found
 
 
@@ -70,15 +71,15 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
             continue
         size = network.shapes[k + 1][0] if network.shapes[k + 1] else 1
         if t.normalizes:
-            found.append(finding("lint", 
-                "softmax-axis-1", "error", t.name, float(size), "normalised axis size >= 2",
+            found.append(finding(
+                "lint", "softmax-axis-1", "error", t.name, float(size), "normalised axis size >= 2",
                 f"{t.name} normalises over an axis of size {size}: its output is 1 for every input "
                 "and its Jacobian is exactly zero, so no gradient reaches any layer before it",
-                f"drop {t.name}: use a linear output with mse for regression, or a sigmoid with bce "
-                "for a yes/no target; a softmax needs one unit per class (>= 2)"))
+                f"drop {t.name}; use a linear output with mse for regression, or a sigmoid with "
+                "bce for a yes/no target (a softmax needs one unit per class, >= 2)"))
         else:
-            found.append(finding("lint", 
-                "zero-jacobian", "error", t.name, 0.0, "Jacobian != 0",
+            found.append(finding(
+                "lint", "zero-jacobian", "error", t.name, 0.0, "Jacobian != 0",
                 f"{t.name} returns the same output for every input and its backward returns zeros: "
                 "it blocks every gradient",
                 f"check {t.name}'s options and input shape (a normalisation over a size-1 axis "
@@ -89,8 +90,8 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
 def _loss_output(network: Network, batch: Batch, tail: Traits | None, rng) -> list[Finding]:
     loss, out = network.loss.name, network.shapes[-1]
     if network.loss.target_kind == "labels" and int(np.prod(out)) == 1:
-        return [finding("lint", 
-            "loss-output-mismatch", "error", loss, 1.0, "classes >= 2",
+        return [finding(
+                "lint", "loss-output-mismatch", "error", loss, 1.0, "classes >= 2",
             f"{loss} takes class labels but the network has one output unit: a softmax over one "
             "class is always 1, so the loss is constant and its gradient zero",
             "give the last layer one unit per class (>= 2), or use bce on a sigmoid output for a "
@@ -98,15 +99,15 @@ def _loss_output(network: Network, batch: Batch, tail: Traits | None, rng) -> li
     if loss_takes_probabilities(network, batch):
         lo, hi = tail.bounded if tail is not None and tail.bounded else (-np.inf, np.inf)
         if lo < -1e-12 or hi > 1 + 1e-12:
-            return [finding("lint", 
-                "loss-output-mismatch", "error", loss, None, "outputs in [0, 1]",
+            return [finding(
+                "lint", "loss-output-mismatch", "error", loss, None, "outputs in [0, 1]",
                 f"{loss} takes probabilities but the network's outputs are not confined to [0, 1] "
                 f"(measured range [{lo:.3g}, {hi:.3g}])",
                 "end the network with a sigmoid so that its outputs lie in (0, 1), or use a loss "
                 "that takes raw scores")]
     if tail is not None and tail.normalizes and loss_applies_softmax(network, batch, rng):
-        return [finding("lint", 
-            "loss-output-mismatch", "error", tail.name, None, "one softmax",
+        return [finding(
+                "lint", "loss-output-mismatch", "error", tail.name, None, "one softmax",
             f"{tail.name} already outputs probabilities (each sample sums to 1) and {loss} applies "
             "its own softmax on top: the scores are squashed twice and the gradients shrink",
             f"remove {tail.name}; {loss} takes raw scores (logits)")]
@@ -123,16 +124,18 @@ def _bounded_regression(network: Network, batch: Batch, tail: Traits | None) -> 
     fix = (f"use a linear output (drop {tail.name}) and standardise the targets (subtract their "
            "mean, divide by their std)")
     if outside > 0:
-        return [finding("lint", 
-            "bounded-output-regression", "error", tail.name, outside, f"targets in [{lo:.3g}, {hi:.3g}]",
+        return [finding(
+            "lint", "bounded-output-regression", "error", tail.name, outside,
+            f"targets in [{lo:.3g}, {hi:.3g}]",
             f"{tail.name} confines a regression's outputs to [{lo:.3g}, {hi:.3g}] but "
             f"{outside:.0%} of the targets lie outside: those can never be reached and the "
             "saturated output stops learning", fix)]
-    return [finding("lint", 
-        "bounded-output-regression", "warn", tail.name, 0.0, f"targets in [{lo:.3g}, {hi:.3g}]",
-        f"{tail.name} bounds a regression's outputs to [{lo:.3g}, {hi:.3g}]: its slope is small and "
-        "vanishes near the bounds, so targets near them are learnt slowly and the output drifts "
-        "to the target mean", fix)]
+    return [finding(
+        "lint", "bounded-output-regression", "warn", tail.name, 0.0,
+        f"targets in [{lo:.3g}, {hi:.3g}]",
+        f"{tail.name} bounds a regression's outputs to [{lo:.3g}, {hi:.3g}]: its slope is small "
+        "and vanishes near the bounds, so targets near them are learnt slowly and the output "
+        "drifts to the target mean", fix)]
 
 
 def _linear_stack(traits: list[Traits]) -> list[Finding]:
@@ -143,12 +146,13 @@ def _linear_stack(traits: list[Traits]) -> list[Finding]:
             continue
         if t.parametric:
             if previous is not None:
-                found.append(finding("lint", 
-                    "no-nonlinearity", "warn", t.name, None, "a non-linear layer between",
+                found.append(finding(
+                "lint", "no-nonlinearity", "warn", t.name, None, "a non-linear layer between",
                     f"{previous} and {t.name} are affine maps with only affine layers between "
                     "them: together they are one linear map, so the second adds parameters but "
                     "no expressive power",
-                    f"insert a non-linearity (e.g. relu) after {previous}, or merge the two layers"))
+                    f"insert a non-linearity (e.g. relu) after {previous}, or merge the two "
+                    "layers"))
             previous = t.name
     return found
 
@@ -159,57 +163,6 @@ def _double_activation(traits: list[Traits]) -> list[Finding]:
                      f"keep one of {a.name} and {b.name}, unless the pair is intended")
             for a, b in zip(traits, traits[1:])
             if a.elementwise and b.elementwise and not a.affine and not b.affine]
-
-
-def _init(network: Network, batch: Batch, traits: list[Traits]) -> list[Finding]:
-    found = []
-    for k, t in enumerate(traits):
-        if not (t.affine and t.parametric):
-            continue
-        layer = network.layers[k]
-        for pname, w in layer.params.items():
-            label = f"{t.name}.{pname}"
-            if w.ndim >= 2 and w.size > 1:
-                found += _init_weight(t, label, np.asarray(w, dtype=np.float64))
-            elif w.ndim == 1 and np.any(w) and k != len(traits) - 1:
-                found.append(finding("lint", 
-                    "init-bias", "info", t.name, float(np.abs(w).max()), "0",
-                    f"{label} starts non-zero", "initialise biases to zero (or to the target "
-                    "mean in the output layer)"))
-    return found
-
-
-def _init_weight(t: Traits, label: str, w: np.ndarray) -> list[Finding]:
-    mean, std = float(w.mean()), float(w.std())
-    if std <= T.INIT_CONSTANT_RTOL * max(abs(mean), 1e-12):
-        return [finding("lint", "init-constant", "error", t.name, std, "std > 0",
-                         f"every entry of {label} starts at {mean:.3g}: all units compute the same "
-                         "thing and receive the same gradient, so they never differentiate",
-                         f"initialise {label} randomly, e.g. N(0, 2/fan_in)")]
-    found = []
-    if t.fan_in:
-        refs = {"2/fan_in (He)": 2.0 / t.fan_in, "1/fan_in (LeCun)": 1.0 / t.fan_in}
-        var = float(np.mean(w * w))  # second moment: a non-centred init counts as large
-        best = min(refs, key=lambda r: max(var / refs[r], refs[r] / var))
-        ratio = max(var / refs[best], refs[best] / var)
-        if ratio > T.INIT_F_CRIT:
-            size = "small" if var < refs[best] else "large"
-            found.append(finding("lint", 
-                "init-scale", "warn", t.name, ratio, f"F <= {T.INIT_F_CRIT}",
-                f"{label} is too {size} for its fan-in of {t.fan_in}: mean square {var:.3g} against "
-                f"{refs[best]:.3g} = {best}, so activations {'shrink' if size == 'small' else 'grow'}"
-                " layer after layer",
-                f"initialise {label} from N(0, 2/fan_in) before rectifiers, N(0, 1/fan_in) otherwise"))
-    if w.size >= T.INIT_MIN_SIZE:
-        share = float(max(np.mean(w > 0), np.mean(w < 0)))
-        if abs(mean) > std or share > T.INIT_SIGN_SHARE:
-            found.append(finding("lint", 
-                "init-not-centred", "warn", t.name, share, f"one-sign share <= {T.INIT_SIGN_SHARE}",
-                f"{label} is not zero-centred (mean {mean:.3g}, std {std:.3g}, {share:.0%} of one "
-                "sign): every unit sees the same push, outputs grow with the input's mean and the "
-                "first updates move all weights together",
-                f"draw {label} from a zero-mean distribution, e.g. N(0, 2/fan_in), not uniform(0, 1)"))
-    return found
 
 
 def _train(spec: NetworkSpec) -> list[Finding]:
@@ -226,31 +179,37 @@ def _train(spec: NetworkSpec) -> list[Finding]:
                      f"each step multiplies every weight by 1 - {product:.3g} = {factor:.3g}"
                      + (", so all weights flip sign every step and decay overwhelms the data"
                         if error else ", so weight decay dominates every update"))
-            found.append(finding("lint", 
-                "decay-flips-weights" if error else "decay-large", "error" if error else "warn",
-                "train", product, f"< {T.DECAY_WARN} (error at >= {T.DECAY_FLIP})", cause,
-                f"lower weight_decay so that lr x weight_decay < {T.DECAY_WARN}: typical values are "
-                f"1e-4 to 5e-4 (at lr {train.lr:g}, at most {T.DECAY_WARN / train.lr:.3g})"))
+            found.append(finding(
+                "lint", "decay-flips-weights" if error else "decay-large",
+                "error" if error else "warn", "train", product,
+                f"< {T.DECAY_WARN} (error at >= {T.DECAY_FLIP})", cause,
+                f"lower weight_decay so that lr x weight_decay < {T.DECAY_WARN}, typically 1e-4 "
+                f"to 5e-4 and at most {T.DECAY_WARN / train.lr:.3g} at lr {train.lr:g}, e.g. "
+                + advice.train_block(weight_decay=min(5e-4, 0.5 * T.DECAY_WARN / train.lr))))
     effective = train.lr / (1.0 - train.momentum) if train.optimizer == "sgd" else train.lr
     if effective > T.LR_HIGH or effective < T.LR_LOW:
         what = (f"lr / (1 - momentum) = {train.lr:g} / (1 - {train.momentum:g}) = {effective:.3g}"
                 if train.optimizer == "sgd" and train.momentum else f"lr = {effective:g}")
-        found.append(finding("lint", 
-            "lr-range", "info", "train", effective, f"in [{T.LR_LOW:g}, {T.LR_HIGH:g}]",
+        found.append(finding(
+                "lint", "lr-range", "info", "train", effective, f"in [{T.LR_LOW:g}, {T.LR_HIGH:g}]",
             f"the effective step is {what}, outside the usual range; the update-ratio check "
             "decides whether it is too large for this network",
             "if the probe diverges, divide lr by 10 (or lower the momentum)"))
     return found
 
 
-def _dropout(traits: list[Traits]) -> list[Finding]:
+def _dropout(network: Network, traits: list[Traits]) -> list[Finding]:
     found = []
-    for t in traits:
+    for layer, t in zip(network.layers, traits):
         # The share is measured on one batch's masks: allow three binomial standard errors.
         margin = 3.0 * np.sqrt(0.25 / max(t.drop_sample, 1))
+        if t.drop_share is not None:
+            measured("DROPOUT_MAX", t.drop_share - margin)
         if t.drop_share is not None and t.drop_share > T.DROPOUT_MAX + margin:
-            found.append(finding("lint", 
-                "dropout-high", "warn", t.name, t.drop_share, f"<= {T.DROPOUT_MAX}",
+            lower = advice.on_layer(layer, "rate", f"{T.DROPOUT_MAX:g}",
+                                    f"lower {t.name}'s drop rate to {T.DROPOUT_MAX:g}")
+            found.append(finding(
+                "lint", "dropout-high", "warn", t.name, t.drop_share, f"<= {T.DROPOUT_MAX}",
                 f"{t.name} drops {t.drop_share:.0%} of its units in training: most of the signal "
-                "and gradient is discarded each step", f"lower {t.name}'s rate to 0.5 or below"))
+                "and gradient is discarded each step", f"{lower} or below"))
     return found

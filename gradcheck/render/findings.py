@@ -13,7 +13,8 @@ from gradcheck.diagnose.findings import SEVERITIES, Diagnosis, Finding, ProbeRun
 
 SCHEMA_VERSION = 1
 SEVERITY_STYLE = {"error": "bold red", "warn": "yellow", "info": "cyan"}
-CURVE_MARK = {"configured": ("*", "bold magenta"), "reference": ("o", "green")}
+CURVE_MARK = {"configured": ("*", "bold magenta"), "reference": ("o", "green"),
+              "zeroed-input": ("-", "dim")}
 PLOT_WIDTH, PLOT_HEIGHT = 60, 10
 
 
@@ -25,14 +26,16 @@ def _number(value) -> float | None:
 
 def finding_to_dict(f: Finding) -> dict:
     return {"id": f.id, "severity": f.severity, "stage": f.stage, "layer": f.layer,
-            "value": _number(f.value), "threshold": f.threshold, "cause": f.cause, "fix": f.fix}
+            "value": _number(f.value), "threshold": f.threshold, "cause": f.cause, "fix": f.fix,
+            "spread": f.spread.as_dict() if f.spread is not None else None}
 
 
 def diagnosis_to_dict(d: Diagnosis) -> dict:
     """The JSON document as plain data. Keys are a promise: later versions add, never rename."""
     return {"schema_version": SCHEMA_VERSION, "network": d.network, "status": d.status,
             "counts": d.counts(), "findings": [finding_to_dict(f) for f in d.sorted_findings()],
-            "gradcheck": d.gradcheck, "probe": {"verdict": d.verdict,
+            "gradcheck": d.gradcheck, "probe": {"verdict": d.verdict, "seeds": d.seeds,
+                                                 "spread": d.spread,
                                                  "runs": [r.as_dict() for r in d.runs]}}
 
 
@@ -54,10 +57,22 @@ def _finding(f: Finding) -> Text:
         text.append(f" {f.layer}", style="bold")
     text.append(f": {f.cause}")
     if f.value is not None or f.threshold:
-        text.append(f"  (value {_value(f.value)}, threshold {f.threshold or '-'})", style="dim")
+        text.append(f"  (value {_value(f.value)}{_spread(f)}, threshold {f.threshold or '-'})",
+                    style="dim")
     text.append("\n    fix: ", style="bold")
     text.append(f.fix)
     return text
+
+
+def _spread(f: Finding) -> str:
+    """``", 0.2-0.7 over 3 seeds"`` for a finding measured at every probe seed."""
+    if f.spread is None:
+        return ""
+    spread = f.spread.as_dict()
+    if spread["min"] is None or spread["min"] == spread["max"]:
+        return f", at {f.spread.count} of {len(f.spread.seeds)} seeds"
+    return (f", {_value(spread['min'])} to {_value(spread['max'])} at {f.spread.count} of "
+            f"{len(f.spread.seeds)} seeds")
 
 
 def loss_plot(runs: list[ProbeRun], width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT) -> Text:
@@ -81,17 +96,24 @@ def loss_plot(runs: list[ProbeRun], width: int = PLOT_WIDTH, height: int = PLOT_
         for char, style in row:
             text.append(char, style=style)
         text.append("\n")
-    text.append(f"  {'':>7} +{'-' * width}\n  {'':>7}  0{'step':^{width - 2 - len(str(steps))}}{steps}\n")
+    axis = f"{'step':^{width - 2 - len(str(steps))}}"
+    text.append(f"  {'':>7} +{'-' * width}\n  {'':>7}  0{axis}{steps}\n")
     for run in runs:
         char, style = CURVE_MARK.get(run.label, ("+", ""))
         text.append(f"  {char}", style=style)
         text.append(f" {run.label}: {run.optimizer} lr {run.lr:g}"
                     + (f" momentum {run.momentum:g}" if run.momentum else "")
                     + (f" weight_decay {run.weight_decay:g}" if run.weight_decay else "")
-                    + f", {len(run.losses) - 1} steps, {run.fit_metric} {_value(run.fit)}, "
-                    + ("fitted" if run.passed else f"NaN/Inf at step {run.nonfinite_step}"
-                       if run.stopped == "nonfinite" else "not fitted") + "\n")
+                    + f", {run.steps_run} steps, {run.fit_metric} {_value(run.fit)}, "
+                    + _ending(run) + "\n")
     return text
+
+
+def _ending(run: ProbeRun) -> str:
+    if run.stopped == "nonfinite":
+        return f"NaN/Inf at step {run.nonfinite_step}"
+    return {"fit": "fitted", "slow": "not fitted, still improving", "stalled": "stalled",
+            "diverging": "diverging"}.get(run.outcome, "fitted" if run.passed else "not fitted")
 
 
 def render_findings_text(d: Diagnosis) -> Group:
@@ -99,18 +121,23 @@ def render_findings_text(d: Diagnosis) -> Group:
     parts = [Text.assemble(("gradcheck diagnose ", "bold"), (d.network, "bold cyan"))]
     if d.gradcheck is not None:
         g = d.gradcheck
+        outcome = "pass" if g["passed"] else f"FAIL, root cause {', '.join(g['root_causes'])}"
         parts.append(Text(f"gradient check (sample mode, {g['samples']} elements per tensor): "
-                          + ("pass" if g["passed"] else f"FAIL, root cause {', '.join(g['root_causes'])}"),
-                          style="" if g["passed"] else "bold red"))
+                          + outcome, style="" if g["passed"] else "bold red"))
     ordered = d.sorted_findings()
     for severity in SEVERITIES:
         group = [f for f in ordered if f.severity == severity]
         if group:
-            parts.append(Text(f"\n{severity.upper()} ({len(group)})", style=SEVERITY_STYLE[severity]))
+            parts.append(Text(f"\n{severity.upper()} ({len(group)})",
+                              style=SEVERITY_STYLE[severity]))
             parts.extend(_finding(f) for f in group)
     if d.runs:
-        parts.append(Text("\ntraining probe: loss per step (log scale)", style="bold"))
-        parts.append(loss_plot(d.runs))
+        # The plot shows the config's own seed; every seed's runs are in the JSON.
+        shown = d.seeds[0] if any(r.seed == d.seeds[0] for r in d.runs) else d.runs[0].seed
+        own = [r for r in d.runs if r.seed == shown]
+        parts.append(Text(f"\ntraining probe: loss per step (log scale), seed {shown}",
+                          style="bold"))
+        parts.append(loss_plot(own))
         parts.append(Text(f"verdict: {d.verdict}"))
     parts.append(Text("\n").append_text(findings_summary(d)))
     return Group(*parts)

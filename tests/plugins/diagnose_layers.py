@@ -67,3 +67,76 @@ class Overflow(gradcheck.Layer):
 
     def backward(self, grad_out):
         return 1000.0 * self.y * grad_out
+
+
+@gradcheck.register_layer("diag_gain")
+class Gain(gradcheck.Layer):
+    """y = x * g per feature, g starting at 1: a learned scale, not a bias (named neither)."""
+
+    def build(self, input_shape, rng):
+        self.params["g"] = np.ones(input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self.x = x
+        return x * self.params["g"]
+
+    def backward(self, grad_out):
+        self.grads["g"] = np.sum(grad_out * self.x, axis=0)
+        return grad_out * self.params["g"]
+
+
+@gradcheck.register_layer("diag_channel_shift")
+class ChannelShift(gradcheck.Layer):
+    """y = x + s per channel of a (C, H, W) input, s stored as (C, 1, 1) and starting at 0.1: a
+    bias by behaviour, whatever its shape."""
+
+    def build(self, input_shape, rng):
+        self.params["s"] = np.full((input_shape[0], 1, 1), 0.1)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        return x + self.params["s"]
+
+    def backward(self, grad_out):
+        self.grads["s"] = grad_out.sum(axis=(0, 2, 3))[:, None, None]
+        return grad_out
+
+
+@gradcheck.register_layer("diag_positive_dense")
+class PositiveDense(_Dense):
+    """A dense layer whose dL/dx uses |W|: right while every weight is positive, as they all
+    start (|N(0, 1/fan_in)|), wrong once training moves one below zero."""
+
+    def build(self, input_shape, rng):
+        self.params["W"] = np.abs(rng.normal(0.0, np.sqrt(1.0 / input_shape[0]),
+                                             (input_shape[0], self.units)))
+        return (self.units,)
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.x.T @ grad_out
+        return grad_out @ np.abs(self.params["W"]).T  # BUG: |W| instead of W
+
+
+@gradcheck.register_layer("diag_flatline")
+class Flatline(gradcheck.Layer):
+    """Outputs ones whatever the input, and passes back zeros: a zero Jacobian that normalises
+    nothing."""
+
+    def forward(self, x):
+        return np.ones_like(x)
+
+    def backward(self, grad_out):
+        return np.zeros_like(grad_out)
+
+
+@gradcheck.register_layer("diag_inf_backward")
+class InfBackward(gradcheck.Layer):
+    """The identity whose backward divides by zero."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        with np.errstate(divide="ignore"):
+            return grad_out / np.zeros_like(grad_out)
