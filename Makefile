@@ -21,13 +21,14 @@ demo: $(STAMP)
 	@echo "== a hand-written plugin layer with a bug: gradcheck finds it (exit code 1) =="
 	$(BIN)/gradcheck check configs/broken/plugin_buggy.yaml --color always; test $$? -eq 1
 
+# One pytest worker per core (pytest-xdist): the diagnose seed sweeps dominate and split evenly.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # Slow and random: fresh hypothesis examples on every run (20x as many) and the sweeps marked
 # `deep`. Not part of CI; run it before a release or after touching a verdict.
 test-deep: $(STAMP)
-	GRADCHECK_DEEP=1 $(BIN)/python -m pytest
+	GRADCHECK_DEEP=1 $(BIN)/python -m pytest -n auto
 
 # Bench only: torch is the reference, pinned, and never a dependency of gradcheck itself. Single
 # threaded on both sides; OPENBLAS_CORETYPE/L2_SIZE (set on some machines for old OpenBLAS builds)
