@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import gradcheck
 from conftest import CONFIGS, ROOT
 from gradcheck import docgen
 from gradcheck.config import TOP_KEYS
@@ -38,6 +39,19 @@ def test_reference_lists_every_builtin_with_its_required_options():
     reference = docgen.reference()
     assert "| `conv2d` | `filters` (required), `kernel` (required)" in reference
     assert "| `cross_entropy` |" in reference
+
+
+def test_readme_graph_example_builds_and_passes():
+    block = README.read_text().split("<!-- graph-example", 1)[1].split("```yaml\n", 1)[1]
+    spec = yaml.safe_load(block.split("```", 1)[0])
+    report = gradcheck.check_network(spec, mode="full")
+    assert report.passed and report.complete
+    decoder = next(layer for layer in report.layers if layer.name == "decoder")
+    assert [c.target for c in decoder.checks] == ["W", "b", "input"]
+    assert decoder.checks[0].notes == ["shared: this is encoder.W.T; checked here for this "
+                                       "layer's use of it"]
+    assert next(layer for layer in report.layers if layer.name == "residual").inputs == [
+        "relu1", "image"]
 
 
 def test_every_top_level_yaml_key_is_in_the_readme_example():
