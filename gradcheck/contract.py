@@ -29,6 +29,13 @@ class Layer:
       Calling it twice with the same ``grad_out`` must give the same results (the check
       verifies that too), and it must not write into ``grad_out``.
 
+    **Several inputs or outputs** (merges, attention with its token ids, split): ``forward(a,
+    b)`` takes one argument per tensor named in the layer's YAML ``inputs:``; ``build`` then gets
+    a list of their shapes. A layer with several outputs returns a tuple from ``forward`` and a
+    list of shapes from ``build``, and ``backward(g0, g1)`` gets one upstream gradient per
+    output. ``backward`` returns one gradient per input (a tuple), ``None`` in the slot of an
+    integer input (token ids: never perturbed, no gradient).
+
     **State and randomness.**
 
     - ``self.buffers``: non-trainable array state (running statistics), by name. Never
