@@ -17,8 +17,12 @@ from gradcheck.outcome import target_report
 from gradcheck.report import TargetReport
 from gradcheck.usercode import invoke
 
-# Elements per evaluation between two deadline checks: at least this many, and at most
-# PASSES_PER_TARGET passes per target (each pass verifies its shortcuts afresh).
+# Elements per evaluation between two deadline checks: the first pass of a target holds
+# FIRST_PASS_ELEMENTS, each next one twice as many, up to the larger of MIN_PASS_ELEMENTS and
+# 1/PASSES_PER_TARGET of the target (each pass verifies its shortcuts afresh). Small first
+# passes keep a deadline close even for a layer that takes milliseconds per copy; the sizes
+# never depend on time, so a report does not either.
+FIRST_PASS_ELEMENTS = 256
 MIN_PASS_ELEMENTS = 4096
 PASSES_PER_TARGET = 16
 # auto mode's estimate times this many elements per target.
@@ -34,6 +38,16 @@ def element_steps(array: np.ndarray, indices: np.ndarray, eps: float,
     rms = 0.0 if network_input else float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
     scale = np.maximum(values, rms if rms > 0 else 1.0)
     return eps * scale, scale / 10.0
+
+
+def pass_slices(n: int):
+    """The passes a target of ``n`` selected elements is evaluated in (see FIRST_PASS_ELEMENTS)."""
+    largest = max(MIN_PASS_ELEMENTS, -(-n // PASSES_PER_TARGET))
+    size, lo = FIRST_PASS_ELEMENTS, 0
+    while lo < n:
+        yield slice(lo, min(n, lo + size))
+        lo += size
+        size = min(2 * size, largest)
 
 
 def _declared(name: str) -> str:
@@ -68,17 +82,15 @@ class Comparison:
         probe = LocalProbe(unit, args, upstream, name, self.dtype, self.verifier,
                            f"{unit.name}.{name}")
         steps, cap = element_steps(probe.array, indices, self.tol.eps, network_input)
-        per_pass = max(MIN_PASS_ELEMENTS, -(-len(indices) // PASSES_PER_TARGET))
         parts, done, stopped = [], 0, False
-        for lo in range(0, len(indices), per_pass):
+        for part in pass_slices(len(indices)):
             if self.ticker is not None and self.ticker.out_of_time():
                 stopped = True
                 break
-            part = slice(lo, lo + per_pass)
             parts.append(probe.evaluate(indices[part], steps[part]))
-            done = min(len(indices), lo + per_pass)
+            done = min(len(indices), part.stop)
             if self.ticker is not None:
-                self.ticker(done - lo)
+                self.ticker(done - part.start)
         compared = indices[:done]
         flat = np.asarray(analytic, dtype=np.float64).reshape(-1)
         verdicts = judge(probe.evaluate, flat[compared], compared, Perturbed.join(parts),

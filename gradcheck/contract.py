@@ -81,6 +81,16 @@ class Layer:
     disagreement stops using it for the rest of the check and says so in the report. A speed-up
     inherited from a class above the one that defines ``forward`` is never used.
 
+    - ``objective_changes(x, grad_out, name, flat_indices, values)``: for a layer with one input
+      and one output, the change of ``sum(grad_out * forward(x))`` when element
+      ``flat_indices[k]`` of ``name`` (``"input"`` or a parameter) becomes ``values[k]``, for
+      each k, without building the copies: a tuple ``(changes, magnitudes, branches)``.
+      ``changes`` and ``magnitudes`` have shape (k,); ``magnitudes[k]`` is the sum of
+      ``|grad_out * y|`` over the output elements that changed (the round-off scale of the
+      change); ``branches`` is None, or for a layer with ``branch_state`` an int array (k,)
+      naming the branch the changed outputs took (its kink claims are verified too). Return
+      None for a target the layer offers no shortcut for. The fastest route: an elementwise
+      layer computes each change from one element, batchnorm from its channel's sums.
     - ``perturbed_outputs(x, name, flat_indices, values)``: ``forward(x)`` with
       ``params[name].flat[flat_indices[k]] = values[k]``, for each k: shape (k, batch, *output).
       A layer affine in a parameter returns the clean output plus a rank-one change.

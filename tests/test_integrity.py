@@ -125,9 +125,9 @@ def test_nondet_tol_accepts_a_kernel_that_is_only_slightly_nondeterministic():
     assert tolerant.verdict == "pass" and not any(x.problems for x in tolerant.layers)
 
 
-def _big_dense(bug: bool = False) -> dict:
-    layers = [{"type": "dense", "units": 500, "name": "fc1"}, {"type": "tanh"},
-              {"type": "dense", "units": 3, "name": "fc2"}]
+def _slow(bug: bool = False) -> dict:
+    """A network whose full check takes seconds (each copy of slow_scale sleeps 1 ms)."""
+    layers = [{"type": "slow_scale", "name": "fc1"}, {"type": "dense", "units": 3, "name": "fc2"}]
     if bug:
         layers.insert(1, {"type": "liar_cache_mutating"})
     return {"seed": 1, "input": {"shape": [400], "batch": 2}, "plugins": [LIARS],
@@ -135,13 +135,13 @@ def _big_dense(bug: bool = False) -> dict:
 
 
 def test_a_check_stopped_by_its_deadline_is_incomplete_never_pass(tmp_path, run_cli):
-    report = gradcheck.check_network(_big_dense(), mode="full", max_seconds=0.5)
+    report = gradcheck.check_network(_slow(), mode="full", max_seconds=0.5)
     assert report.verdict == "incomplete" and not report.passed
     assert report.exit_code == EXIT_INCOMPLETE and report.exit_code_for(True) == 0
-    fc1 = _target(report, "fc1", "W")
-    assert 0 < fc1.checked < 200_000 and fc1.coverage["stopped"]
-    assert any(f"{fc1.checked:,} of 200,000 selected elements compared" in n for n in fc1.notes)
-    path = write_yaml(tmp_path, json.dumps(_big_dense()))
+    fc1 = _target(report, "fc1", "s")
+    assert 0 < fc1.checked < 400 and fc1.coverage["stopped"]
+    assert any(f"{fc1.checked:,} of 400 selected elements compared" in n for n in fc1.notes)
+    path = write_yaml(tmp_path, json.dumps(_slow()))
     result = run_cli("check", path, "--mode", "full", "--max-seconds", "0.5")
     assert result.exit_code == 3 and "INCOMPLETE" in result.stdout
     assert run_cli("check", path, "--mode", "full", "--max-seconds", "0.5",
@@ -160,7 +160,7 @@ def test_a_check_stopped_by_its_deadline_is_incomplete_never_pass(tmp_path, run_
 
 
 def test_a_mismatch_found_before_the_deadline_still_fails():
-    report = gradcheck.check_network(_big_dense(bug=True), mode="full", max_seconds=0.5)
+    report = gradcheck.check_network(_slow(bug=True), mode="full", max_seconds=0.5)
     assert report.verdict == "fail" and report.exit_code == 1
 
 
@@ -234,3 +234,32 @@ def test_a_zero_target_beside_checked_ones_is_reported_but_not_a_failure():
     report = gradcheck.check_network(config, mode="full")
     assert _target(report, "fc", "W").status == "zero"
     assert report.verdict == "pass" and report.counts()["zero_targets"] >= 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("liar, target", [("objective_past_first", "W"),
+                                          ("objective_input_later", "input")])
+def test_objective_changes_that_lie_like_backward_never_pass(liar, target, seed):
+    report = gradcheck.check_network(_net([{"type": f"liar_{liar}", "name": "liar"}], seed),
+                                     mode="full")
+    assert not report.passed and report.root_causes == ["liar"]
+    assert _target(report, "liar", target).status == "fail"
+    assert any("'liar': objective_changes disagrees with forward" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_objective_changes_claiming_kinks_forward_does_not_show_are_distrusted(seed):
+    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
+                                           {"type": "liar_objective_fake_kinks",
+                                            "name": "liar"}], seed), mode="full")
+    assert not report.passed and report.root_causes == ["liar"]
+    check = _target(report, "liar", "input")
+    assert check.status == "fail" and check.kinks == 0
+    assert any("'liar': objective_changes claims a kink" in n for n in report.notes)
+
+
+def test_a_layer_declining_objective_changes_for_a_target_gets_no_note():
+    report = gradcheck.check_network(_net([{"type": "liar_objective_input_later",
+                                            "name": "liar"}]), mode="full")
+    assert _target(report, "liar", "W").status == "pass"  # declined: forward's copies
+    assert not any("W" in n and "objective_changes" in n for n in report.notes)

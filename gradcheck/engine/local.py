@@ -61,6 +61,7 @@ class LocalProbe:
         else:
             self.array = unit.params[name]  # may be a transposed view of a shared parameter
         self.stateful = has_branch_state(unit)
+        self.declined: set[str] = set()  # optional methods that offer nothing for this target
         clean = self.plain_output()
         if self.is_loss:
             self.clean, self.clean_dtypes = clean, []
@@ -108,6 +109,8 @@ class LocalProbe:
 
     def change(self, copies: shortcuts.Copies) -> tuple[np.ndarray, np.ndarray]:
         """Each copy's objective minus the clean one, and the size of the terms it sums."""
+        if copies.changes is not None:
+            return copies.changes, copies.scales
         if self.is_loss:
             values = np.asarray(copies.data, dtype=np.float64)
             return values - self.clean, np.maximum(np.abs(values), abs(self.clean))
@@ -143,11 +146,17 @@ class LocalProbe:
         # each verified in the pass that computes it (so several passes are sampled).
         self._to_verify = np.zeros(len(idx), dtype=bool)
         self._to_verify[self.verifier.positions(len(idx))] = True
-        try:
-            change, scale, kinked = self._passes(route, pairs, values)
-        except Distrusted as failure:
-            self.verifier.refuse(self.unit, failure)
-            change, scale, kinked = self._passes(None, pairs, values)
+        while True:
+            try:
+                change, scale, kinked = self._passes(route, pairs, values)
+                break
+            except shortcuts.Declined:
+                # The layer offers no shortcut for this target: the next route, no note.
+                self.declined.add(route.method)
+                route = shortcuts.route_for(self)
+            except Distrusted as failure:
+                self.verifier.refuse(self.unit, failure)
+                route = None
         step = hi.astype(np.float64) - lo.astype(np.float64)
         return Perturbed(change[0::2], change[1::2], step, kinked, np.maximum(scale[0::2],
                                                                              scale[1::2]))
@@ -162,15 +171,20 @@ class LocalProbe:
             copies = (route.produce(self, pairs[part], values[part]) if route is not None
                       else self.plain_copies(pairs[part], values[part]))
             change[part], scale[part] = self.change(copies)
-            chosen = np.flatnonzero(self._to_verify[lo // 2:part.stop // 2])
+            elements = slice(lo // 2, part.stop // 2)
+            kinked[elements] = _kinked(copies)
+            chosen = np.flatnonzero(self._to_verify[elements])
             if route is not None and len(chosen):
-                self._verify(route, chosen, pairs[part], values[part], change[part])
-            if copies.states:
-                kinked[lo // 2:part.stop // 2] = [states_differ(a, b) for a, b in
-                                                  zip(copies.states[0::2], copies.states[1::2])]
+                self._verify(route, chosen, pairs[part], values[part], change[part],
+                             kinked[elements])
         return change, scale, kinked
 
     def _copy_bytes(self, route) -> int:
+        if isinstance(route, shortcuts.Objective):
+            # What a copy costs the layer: about one output row for an input element, the
+            # whole batch's outputs for a parameter (every sample sees it).
+            whole = sum(y.size for y in self.clean) * 8
+            return whole if self.slot is None else whole // self.x.shape[0]
         inputs = sum(a.nbytes for a in self.args)
         if self.is_loss:
             return inputs
@@ -179,11 +193,21 @@ class LocalProbe:
         return max(out, inputs // self.x.shape[0] if rows else inputs)
 
     def _verify(self, route, chosen: np.ndarray, pairs: np.ndarray, values: np.ndarray,
-                change: np.ndarray) -> None:
-        """Compare the shortcut's changes with plain ``forward`` at the ``chosen`` elements of
-        this pass, both signs of each."""
+                change: np.ndarray, kinked: np.ndarray) -> None:
+        """Compare the shortcut's changes, and whether it saw a kink, with plain ``forward``
+        (and ``branch_state``) at the ``chosen`` elements of this pass, both signs of each."""
         at = np.sort(np.concatenate([2 * chosen, 2 * chosen + 1]))
-        expected, scale = self.change(self.plain_copies(pairs[at], values[at]))
+        plain = self.plain_copies(pairs[at], values[at])
+        expected, scale = self.change(plain)
+        seen = np.broadcast_to(_kinked(plain), chosen.shape)
+        wrong = np.flatnonzero(seen != kinked[chosen])
+        if len(wrong):
+            first = wrong[0]
+            raise Distrusted(route.method, f"layer {self.unit.name!r}: {route.method} "
+                             f"{'misses' if seen[first] else 'claims'} a kink at {self.name} "
+                             f"element {int(pairs[2 * chosen[first]])} where forward's "
+                             f"branch_state {'shows one' if seen[first] else 'shows none'}; not "
+                             "used for the rest of the check", quiet=route.quiet)
         ok = self.verifier.agree(change[at], expected, scale)
         if not ok.all():
             bad = at[int(np.argmin(ok))]
@@ -192,3 +216,13 @@ class LocalProbe:
                                                               float(change[bad]),
                                                               float(expected[int(np.argmin(ok))])),
                              quiet=route.quiet)
+
+
+def _kinked(copies: shortcuts.Copies) -> np.ndarray | bool:
+    """Per +h/-h pair of ``copies``: whether the two sides took different branches."""
+    if copies.branches is not None:
+        return copies.branches[0::2] != copies.branches[1::2]
+    if copies.states:
+        return np.array([states_differ(a, b) for a, b in
+                         zip(copies.states[0::2], copies.states[1::2])], dtype=bool)
+    return False

@@ -3,6 +3,8 @@ faster than one ``forward`` per copy. Each is used only through ``gradcheck.engi
 its copies are checked against plain ``forward`` (``LocalProbe._verify``), and an exception, a
 wrong shape or a wrong dtype makes the engine fall back to plain ``forward`` for that unit.
 
+- ``objective_changes``: an element's change of the unit's objective, straight from the layer
+  (no copies at all), for the targets the layer offers it for;
 - ``perturbed_outputs``: a parameter's copies from the layer's own update of its clean output;
 - ``perturbed_input_rows``: an input element's copies as single output rows, from the layer;
 - stacked rows: for a layer that does not mix samples, the perturbed rows stacked into one batch
@@ -26,11 +28,15 @@ from gradcheck.usercode import invoke
 class Copies:
     """Perturbed copies of a unit's outputs: per output, whole outputs (k, B, *out) or single
     rows (k, *out) of samples ``rows``; or, for the loss, its values (k,). ``states``: a branch
-    state per copy."""
+    state per copy. A route that computes the objective's change itself gives ``changes`` (k,),
+    their round-off ``scales`` (k,) and ``branches`` (k,) codes, or None, instead of ``data``."""
 
-    data: list[np.ndarray] | np.ndarray
+    data: list[np.ndarray] | np.ndarray | None
     rows: np.ndarray | None = None
     states: list = dataclasses.field(default_factory=list)
+    changes: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    branches: np.ndarray | None = None
 
 
 class Route:
@@ -92,6 +98,45 @@ def _batches_with(probe, pairs, values):
     copies = np.repeat(probe.x[None], len(pairs), axis=0)
     copies.reshape(len(pairs), -1)[np.arange(len(pairs)), pairs] = values
     return copies
+
+
+class Declined(Exception):
+    """The layer offers no shortcut for this target (its method returned None): use the next
+    route, with no note: nothing was wrong."""
+
+
+class Objective(Route):
+    method = "objective_changes"
+
+    def produce(self, probe, pairs, values) -> Copies:
+        try:
+            got = invoke(probe.unit, self.method, self.fn, probe.x, probe.upstream[0],
+                         probe.name, pairs, values)
+        except GradcheckError as exc:
+            raise Distrusted(self.method, f"layer {probe.unit.name!r}: {self.method} failed "
+                             f"({exc.message}); using forward instead") from None
+        if got is None:
+            raise Declined
+        k = len(pairs)
+        parts = got if isinstance(got, tuple) and len(got) == 3 else None
+        shaped = parts is not None and all(
+            isinstance(a, np.ndarray) and a.shape == (k,) for a in parts[:2]) and (
+            parts[2] is None or (isinstance(parts[2], np.ndarray) and parts[2].shape == (k,)))
+        if not shaped or (probe.stateful and parts[2] is None):
+            needed = " (not None: the layer has a branch state)" if probe.stateful else ""
+            raise Distrusted(self.method, f"layer {probe.unit.name!r}: {self.method} returned "
+                             f"{_described(got)}, expected (changes, magnitudes, branches), the "
+                             f"first two of shape ({k},), branches None or ({k},){needed}; using "
+                             "forward instead")
+        changes, scales, branches = parts
+        return Copies(None, changes=changes.astype(np.float64),
+                      scales=np.abs(scales.astype(np.float64)), branches=branches)
+
+
+def _described(value) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_described(v) for v in value) + ")"
+    return f"shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
 
 
 class PerturbedOutputs(Route):
@@ -190,9 +235,13 @@ def route_for(probe) -> Route | None:
     else:
         candidates = [(PerturbedInputRows, "perturbed_input_rows")] if simple else []
         candidates.append((StackedRows, None))
+    if simple and not probe.is_loss:
+        candidates.insert(0, (Objective, "objective_changes"))
     for route, method in candidates:
-        if probe.stateful and route is not StackedRows:
-            continue  # a shortcut cannot report the branch state of each copy
+        if probe.stateful and route not in (StackedRows, Objective):
+            continue  # a shortcut that cannot report each copy's branch state
+        if method in probe.declined:
+            continue
         fn = own_method(unit, method) if method else None
         if (method is None or fn is not None) and verifier.usable(unit, route.method):
             return route(fn)

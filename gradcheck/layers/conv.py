@@ -252,7 +252,51 @@ class Conv2D(Layer):
         delta = (values - x.reshape(-1)[flat_indices]).astype(y.dtype)
         out = y[n]
         weight = self.params["W"].astype(y.dtype, copy=False)
-        out_h, out_w = y.shape[2:]
+        for hit, a, b, ti, tj in self._outputs_seeing(x.shape, i, j, y.shape[2:]):
+            # One hit per copy and element: plain fancy-index += never meets a repeated index.
+            out[hit, :, a, b] += delta[hit, None] * weight[:, c[hit], ti, tj].T
+        return out
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: the change of sum(grad_out * forward(x)) when one
+        element of x, W or b becomes ``values[k]``, per k, from the outputs it moves (y is
+        affine in each): x[n, c, i, j] moves row n by delta * W[:, c, ti, tj] wherever kernel
+        element (ti, tj) sees it; W[f, c, ti, tj] moves filter f by delta times the input that
+        kernel element sees; b[f] moves filter f by delta. Magnitudes: sum |grad_out * y| over
+        what moved."""
+        idx = np.asarray(flat_indices, dtype=np.intp)
+        y = self.forward(x).astype(np.float64)
+        g = grad_out.astype(np.float64)
+        changes, magnitudes = np.zeros(len(idx)), np.zeros(len(idx))
+        if name == "input":
+            n, c, i, j = np.unravel_index(idx, x.shape)
+            delta = np.asarray(values, np.float64) - x.reshape(-1)[idx].astype(np.float64)
+            weight = self.params["W"].astype(np.float64)
+            for hit, a, b, ti, tj in self._outputs_seeing(x.shape, i, j, y.shape[2:]):
+                moved = delta[hit, None] * weight[:, c[hit], ti, tj].T  # (hits, filters)
+                seen = g[n[hit], :, a, b]
+                changes[hit] += np.einsum("kf,kf->k", seen, moved)
+                magnitudes[hit] += np.einsum("kf,kf->k", np.abs(seen), np.abs(
+                    y[n[hit], :, a, b] + moved) * (moved != 0))
+            return changes, magnitudes, None
+        delta = np.asarray(values, np.float64) - self.params[name].astype(np.float64).reshape(
+            -1)[idx]
+        if name == "W":
+            f, c, ti, tj = np.unravel_index(idx, self.params["W"].shape)
+            moved = delta[:, None, None, None] * self._windows()[:, c, ti, tj].transpose(
+                1, 0, 2, 3)  # (k, batch, out_h, out_w)
+        else:
+            f = idx
+            moved = np.broadcast_to(delta[:, None, None, None], (len(idx), *y[:, 0].shape))
+        seen = g[:, f].transpose(1, 0, 2, 3)
+        return (np.einsum("knij,knij->k", seen, moved),
+                np.einsum("knij,knij->k", np.abs(seen), np.abs(y[:, f].transpose(1, 0, 2, 3) +
+                                                              moved) * (moved != 0)), None)
+
+    def _outputs_seeing(self, shape, i, j, out_shape):
+        """For input positions (i, j): per kernel element (ti, tj), which of them it reaches
+        (``hit``) and at which output position (a, b)."""
+        out_h, out_w = out_shape
         (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
         for ti, tj in taps(self.kernel):
             # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through this element.
@@ -260,9 +304,7 @@ class Conv2D(Layer):
             a, b = row // sh, col // sw
             hit = np.flatnonzero((row >= 0) & (col >= 0) & (row % sh == 0) & (col % sw == 0)
                                  & (a < out_h) & (b < out_w))
-            # One hit per copy and element: plain fancy-index += never meets a repeated index.
-            out[hit, :, a[hit], b[hit]] += delta[hit, None] * weight[:, c[hit], ti, tj].T
-        return out
+            yield hit, a[hit], b[hit], ti, tj
 
     def _span(self) -> tuple[int, int]:
         """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""

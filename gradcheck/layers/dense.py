@@ -83,6 +83,35 @@ class Dense(Layer):
         out[np.arange(len(n)), step] += change
         return out
 
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: the change of sum(grad_out * forward(x)) when one
+        element of x, W or b becomes ``values[k]``, per k. y is affine in each: x[n, (t,) i]
+        changes row n (step t) by delta * W[i]; W[i, j] changes column j by delta * x[..., i];
+        b[j] changes column j by delta. Magnitudes: sum |grad_out * y| over what changed."""
+        idx = np.asarray(flat_indices, dtype=np.intp)
+        g = grad_out.astype(np.float64).reshape(-1, self.units)
+        clean = self.forward(x).astype(np.float64).reshape(-1, self.units)
+        weight = self.params["W"].astype(np.float64)
+        inputs = x.astype(np.float64).reshape(-1, weight.shape[0])  # (batch [* T], fan_in)
+        if name == "input":
+            delta = np.asarray(values, np.float64) - inputs.reshape(-1)[idx]
+            row, i = np.divmod(idx, weight.shape[0])
+            moved = delta[:, None] * weight[i]  # (k, units)
+            return (np.einsum("ku,ku->k", g[row], moved),
+                    np.einsum("ku,ku->k", np.abs(g[row]), np.abs(clean[row] + moved) *
+                              (moved != 0)), None)
+        delta = np.asarray(values, np.float64) - self.params[name].astype(np.float64).reshape(
+            -1)[idx]
+        if name == "W":
+            i, j = np.divmod(idx, self.units)
+            moved = delta * inputs[:, i]  # (batch [* T], k)
+        else:
+            j = idx
+            moved = np.broadcast_to(delta, (len(g), len(idx)))
+        return (np.einsum("mk,mk->k", g[:, j], moved),
+                np.einsum("mk,mk->k", np.abs(g[:, j]), np.abs(clean[:, j] + moved) *
+                          (moved != 0)), None)
+
     def backward(self, grad_out):
         fan_in = self.x.shape[-1]
         self.grads["W"] = self.x.reshape(-1, fan_in).T @ grad_out.reshape(-1, self.units)

@@ -44,6 +44,24 @@ class _Pool2D(Layer):
     def _out_shape(self, x: np.ndarray) -> tuple[int, int]:
         return output_size(self.registered_name, x.shape[2:], self.size, self.stride, self.padding)
 
+    def _covering_windows(self, x: np.ndarray, flat_indices):
+        """For input elements at ``flat_indices``: yield (positions among them, their
+        (n, c, out_i, out_j) window, their row and column within it) for every window that
+        covers them, one window offset at a time (one offset when stride >= size)."""
+        idx = np.asarray(flat_indices, dtype=np.intp)
+        n, c, i, j = np.unravel_index(idx, x.shape)
+        out_h, out_w = self._out_shape(x)
+        (ph, pw), (kh, kw), (sh, sw) = self.padding, self.size, self.stride
+        for a in range(-(-kh // sh)):
+            oi = (i + ph) // sh - a
+            ri = i + ph - oi * sh
+            for b in range(-(-kw // sw)):
+                oj = (j + pw) // sw - b
+                rj = j + pw - oj * sw
+                at = np.flatnonzero((oi >= 0) & (oi < out_h) & (ri < kh) &
+                                    (oj >= 0) & (oj < out_w) & (rj < kw))
+                yield at, (n[at], c[at], oi[at], oj[at]), ri[at], rj[at]
+
     def _tap_views(self, x_padded: np.ndarray, out_shape: tuple[int, int]):
         """Yield (tap index, (batch, C, out_h, out_w) view) for each window element, row-major."""
         for index, tap in enumerate(taps(self.size)):
@@ -98,6 +116,32 @@ class MaxPool2D(_Pool2D):
                 np.copyto(target, best)
         return y
 
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: each copy changes only the windows that cover its
+        element, whose maximum is taken again with the new value; the branch is the winning
+        tap of each of them."""
+        values = np.asarray(values, dtype=x.dtype)
+        padded = pad_spatial(x, self.padding, value=-np.inf)
+        y = self.forward(x)
+        (kh, kw), (sh, sw) = self.size, self.stride
+        changes, magnitudes = np.zeros(len(values)), np.zeros(len(values))
+        branches = np.zeros(len(values), dtype=np.int64)
+        for at, window, ri, rj in self._covering_windows(x, flat_indices):
+            n, c, oi, oj = window
+            rows = (oi * sh)[:, None, None] + np.arange(kh)[None, :, None]
+            cols = (oj * sw)[:, None, None] + np.arange(kw)[None, None, :]
+            window_values = padded[n[:, None, None], c[:, None, None], rows, cols]  # a copy
+            window_values[np.arange(len(at)), ri, rj] = values[at]
+            window_values = window_values.reshape(len(at), kh * kw)
+            winner = np.argmax(window_values, axis=1)  # the first maximum, as forward breaks ties
+            new = window_values[np.arange(len(at)), winner].astype(np.float64)
+            weight = grad_out[window].astype(np.float64)
+            change = new - y[window].astype(np.float64)
+            changes[at] += weight * change
+            magnitudes[at] += np.abs(weight * new) * (change != 0)
+            branches[at] = branches[at] * (kh * kw) + winner
+        return changes, magnitudes, branches
+
     def backward(self, grad_out):
         batch, channels, height, width = self.padded_shape
         out_h, out_w = self.argmax.shape[2:]
@@ -130,6 +174,20 @@ class AvgPool2D(_Pool2D):
         self.padded_shape = x_padded.shape
         total = sum(view for _, view in self._tap_views(x_padded, self._out_shape(x)))
         return total / (self.size[0] * self.size[1])
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: a copy changes the average of every window that
+        covers its element by (new - old) / window size."""
+        idx = np.asarray(flat_indices, dtype=np.intp)
+        delta = (np.asarray(values, dtype=np.float64) - x.reshape(-1)[idx].astype(np.float64)) / (
+            self.size[0] * self.size[1])
+        y = self.forward(x)
+        changes, magnitudes = np.zeros(len(idx)), np.zeros(len(idx))
+        for at, window, _, _ in self._covering_windows(x, idx):
+            weight = grad_out[window].astype(np.float64)
+            changes[at] += weight * delta[at]
+            magnitudes[at] += np.abs(weight * (y[window].astype(np.float64) + delta[at]))
+        return changes, magnitudes * (delta != 0), None
 
     def backward(self, grad_out):
         share = grad_out / (self.size[0] * self.size[1])

@@ -8,6 +8,7 @@ import numpy as np
 
 from gradcheck.contract import Layer
 from gradcheck.errors import LayerError
+from gradcheck.layers.changes import elementwise_changes
 from gradcheck.layers.inputs import describe_inputs, is_int_list
 from gradcheck.registry import register_layer
 
@@ -24,6 +25,10 @@ class Flatten(Layer):
         # width (not -1) keeps an empty batch reshapeable.
         self.input_shape = x.shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: input element i is output element i, flat."""
+        return elementwise_changes(lambda v, _: v, x, grad_out, flat_indices, values)
 
     def backward(self, grad_out):
         return grad_out.reshape(self.input_shape)
@@ -63,6 +68,10 @@ class Reshape(Layer):
     def forward(self, x):
         # Explicit sizes (no -1) keep an empty batch reshapeable.
         return x.reshape((x.shape[0], *self.output_shape))
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        """The optional contract speed-up: row-major, input element i is output element i."""
+        return elementwise_changes(lambda v, _: v, x, grad_out, flat_indices, values)
 
     def backward(self, grad_out):
         return grad_out.reshape((grad_out.shape[0], *self.input_shape))

@@ -2,6 +2,8 @@
 with a speed-up method that lies the same way, or breaks an assumption a checker might make, so
 that a checker trusting the speed-up (or calling backward once, or forward once) says PASS."""
 
+import time
+
 import numpy as np
 
 import gradcheck
@@ -221,3 +223,120 @@ class Jitter(gradcheck.Layer):
 
     def backward(self, grad_out):
         return grad_out
+
+
+class _ObjectiveScaled(_Scaled):
+    """Like _Scaled, but the lie is told through objective_changes: the change of sum(G * y)
+    for W[i, j], and for input x[n, i], scaled by ``factor`` where ``wrong`` says; backward
+    scales dW (and dx for ``input_too``) the same way."""
+
+    input_too = False
+
+    perturbed_outputs = None  # the lie is told through objective_changes alone
+
+    def backward(self, grad_out):
+        dx = super().backward(grad_out)
+        if self.input_too:
+            flat = dx.reshape(-1)
+            flat[self.wrong(np.arange(flat.size), None)] *= self.lie_factor
+        return dx
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        n = self.params["W"].shape[0]
+        if name == "W":
+            rows, cols = np.divmod(flat_indices, n)
+            delta = values - self.params["W"][rows, cols]
+            changes = delta * np.einsum("bk,bk->k", grad_out[:, cols], x[:, rows])
+        elif self.input_too:
+            samples, i = np.divmod(flat_indices, n)
+            delta = values - x.reshape(-1)[flat_indices]
+            changes = delta * np.einsum("kj,kj->k", grad_out[samples], self.params["W"][i])
+        else:
+            return None
+        changes = np.where(self.wrong(flat_indices, values), self.factor * changes, changes)
+        return changes, np.abs(changes) + 1.0, None
+
+
+@_liar("objective_past_first")
+class ObjectivePastFirst(_ObjectiveScaled):
+    """objective_changes and backward wrong at every W element but flat index 0."""
+
+    def wrong(self, flat_indices, values):
+        return flat_indices > 0
+
+
+@_liar("objective_input_later")
+class ObjectiveInputLater(_ObjectiveScaled):
+    """Right for W; for the input, objective_changes and backward are wrong in the later half
+    of the flat input only."""
+
+    input_too = True
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.true_grad(grad_out)
+        dx = grad_out @ self.params["W"].T
+        flat = dx.reshape(-1)
+        flat[np.arange(flat.size) >= flat.size // 2] *= self.factor
+        return dx
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        if name != "input":
+            return None
+        n = self.params["W"].shape[0]
+        samples, i = np.divmod(flat_indices, n)
+        delta = values - x.reshape(-1)[flat_indices]
+        changes = delta * np.einsum("kj,kj->k", grad_out[samples], self.params["W"][i])
+        changes = np.where(flat_indices >= x.size // 2, self.factor * changes, changes)
+        return changes, np.abs(changes) + 1.0, None
+
+
+@_liar("objective_fake_kinks")
+class ObjectiveFakeKinks(gradcheck.Layer):
+    """y = x * s (elementwise), with a branch state that never changes; backward doubles dx,
+    and objective_changes reports the true changes but a different branch for every copy, so
+    every +h/-h pair "straddles a kink" and nothing would count as a failure."""
+
+    def build(self, input_shape, rng):
+        self.params["s"] = rng.normal(size=input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self.x = x
+        return x * self.params["s"]
+
+    def backward(self, grad_out):
+        self.grads["s"] = (grad_out * self.x).sum(axis=0)
+        return 2.0 * grad_out * self.params["s"]
+
+    def branch_state(self):
+        return np.zeros(self.x.shape, dtype=bool)
+
+    def objective_changes(self, x, grad_out, name, flat_indices, values):
+        if name != "input":
+            return None
+        s = np.broadcast_to(self.params["s"], x.shape).reshape(-1)[flat_indices]
+        delta = values - x.reshape(-1)[flat_indices]
+        changes = grad_out.reshape(-1)[flat_indices] * s * delta
+        return changes, np.abs(changes), np.arange(len(flat_indices)) % 2
+
+
+@gradcheck.register_layer("slow_scale")
+class SlowScale(gradcheck.Layer):
+    """y = x * s, right, but every forward takes a millisecond and the layer mixes the batch
+    (so each perturbed copy is a forward of its own): a check of it runs for seconds whatever
+    the engine's speed, so a deadline always stops it."""
+
+    mixes_batch = True
+
+    def build(self, input_shape, rng):
+        self.params["s"] = rng.normal(size=input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        time.sleep(1e-3)
+        self.x = x
+        return x * self.params["s"]
+
+    def backward(self, grad_out):
+        self.grads["s"] = (grad_out * self.x).sum(axis=0)
+        return grad_out * self.params["s"]
