@@ -53,6 +53,10 @@ class Layer:
       (batch normalisation in training mode).
     - ``close()``: release what the layer holds outside Python (a child process, a file). Called
       once when the check is over, also after an error; must be safe to call more than once.
+    - ``reopen()``: called in each worker process of ``--jobs`` (a fork of the checking process)
+      before the layer is used there: open your own copy of what cannot be shared between
+      processes (a child process, a socket). What the layer holds from before the fork belongs
+      to the parent: stop using it, but do not stop it. ``close()`` follows in the worker.
     - ``axis_names``: what each axis of the layer's gradients means, so that an explanation says
       "errors only in time steps 0-14 of 16" and a heat map "rows: input feature, columns: unit"
       instead of "axis 1": a dict from ``"input"`` and parameter names to tuples of names, one

@@ -147,6 +147,16 @@ class Child:
         """Ask the child to quit, then stop it (and its process group) if it does not. Idempotent."""
         self._finalizer()
 
+    def detach(self) -> None:
+        """In a forked copy of the process that started the child: let go of it without stopping
+        it (it belongs to the parent), closing only this process's copies of its pipes."""
+        self._finalizer.detach()
+        for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
     def _handshake(self) -> str:
         deadline = time.monotonic() + self.timeout
         self._write(f"{MAGIC} {PROTOCOL_VERSION}\n".encode(), deadline, "the handshake")

@@ -47,6 +47,7 @@ class External(Layer):
                              hint=f"the default is {DEFAULT_TIMEOUT:g} s per request")
         self.timeout = float(timeout)
         self._child: Child | None = None
+        self._seed = 0  # the build request's, sent again by reopen
         self._input_shape: tuple[int, ...] = ()
         self._output_shape: tuple[int, ...] = ()
         self._x: np.ndarray | None = None
@@ -57,18 +58,30 @@ class External(Layer):
     def build(self, input_shape, rng):
         self.close()
         self._input_shape = tuple(int(d) for d in input_shape)
-        argv, cwd = self._resolve_command()
-        seed = int(rng.integers(0, 2**31 - 1))
-        with self._protocol("start"):
-            self._child = Child(argv, cwd, self.timeout)
-        fields = [("seed", str(seed)), ("input_shape", _dims(self._input_shape))]
-        fields += [("option", f"{name} {value}") for name, value in self.options.items()]
-        with self._protocol("build"):
-            reply = self._child.request("build", fields, [], self._expect_build)
+        self._seed = int(rng.integers(0, 2**31 - 1))
+        reply = self._start()
         self._output_shape = self._reply_shape(reply.fields, "output_shape")
         self.mixes_batch = reply.fields.get("mixes_batch", ["0"]) == ["1"]
         self.params = {name: np.array(value) for name, value in reply.arrays.items()}
         return self._output_shape
+
+    def reopen(self):
+        """In a worker process of ``--jobs``: a child of its own, built as the parent's was (its
+        parameters are sent with every request, so the ones it draws are not used)."""
+        if self._child is not None:
+            self._child.detach()
+            self._child = None
+            self._start()
+
+    def _start(self):
+        """Start the child and send it the build request; return its reply."""
+        argv, cwd = self._resolve_command()
+        with self._protocol("start"):
+            self._child = Child(argv, cwd, self.timeout)
+        fields = [("seed", str(self._seed)), ("input_shape", _dims(self._input_shape))]
+        fields += [("option", f"{name} {value}") for name, value in self.options.items()]
+        with self._protocol("build"):
+            return self._child.request("build", fields, [], self._expect_build)
 
     def forward(self, x):
         self._x = x

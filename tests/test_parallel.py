@@ -1,0 +1,94 @@
+"""Worker processes for --jobs: results in order, errors raised in the parent, a stop that
+ends the dispatch, and units reopened and closed in every worker."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from gradcheck.errors import LayerError
+from gradcheck.parallel import WorkerFailed, Workers, available_cores, can_fork
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
+
+
+def _square_slowly(item):
+    # Later items finish first, so the order of results is the pool's doing, not the work's.
+    time.sleep(0.002 * (10 - item % 10))
+    return item * item, os.getpid()
+
+
+def test_results_come_back_in_the_order_of_the_items_from_several_processes():
+    with Workers(2, _square_slowly) as workers:
+        got = list(workers.map(range(20)))
+    assert [item for item, _ in got] == list(range(20))
+    assert [value for _, (value, _) in got] == [i * i for i in range(20)]
+    assert len({pid for _, (_, pid) in got}) == 2 and os.getpid() not in {
+        pid for _, (_, pid) in got}
+
+
+def _fails_at_three(item):
+    if item == 3:
+        raise LayerError("layer 'x': item 3 is wrong.", hint="fix it")
+    return item
+
+
+def test_a_workers_gradcheck_error_is_raised_in_the_parent_as_it_was():
+    with Workers(2, _fails_at_three) as workers:
+        with pytest.raises(LayerError) as info:
+            list(workers.map(range(6)))
+    assert info.value.message == "layer 'x': item 3 is wrong." and info.value.hint == "fix it"
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+
+
+def _raises_unpicklable(item):
+    raise _Unpicklable("odd", 1)
+
+
+def test_an_exception_that_cannot_travel_arrives_as_its_traceback():
+    with Workers(1, _raises_unpicklable) as workers:
+        with pytest.raises(WorkerFailed, match="_Unpicklable: odd"):
+            list(workers.map([0]))
+
+
+def test_stop_ends_the_dispatch_and_keeps_what_was_done_in_order():
+    started = time.monotonic()
+    with Workers(2, lambda item: time.sleep(0.05) or item) as workers:
+        got = [item for item, _ in workers.map(range(100),
+                                               stop=lambda: time.monotonic() > started + 0.2)]
+    assert 0 < len(got) < 100 and got == list(range(len(got)))
+
+
+class _Resource:
+    """A unit whose reopen and close leave marks in files, per process."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def reopen(self):
+        (self.folder / f"reopen-{os.getpid()}").touch()
+
+    def close(self):
+        (self.folder / f"close-{os.getpid()}").touch()
+
+
+def test_every_worker_reopens_and_closes_the_units_and_ends(tmp_path):
+    unit = _Resource(tmp_path)
+    workers = Workers(2, lambda item: os.getpid(), units=[unit])
+    pids = {pid for _, pid in workers.map(range(8))}
+    procs = list(workers._procs)
+    workers.close()
+    assert not any(p.is_alive() for p in procs)
+    reopened = {p.name.split("-")[1] for p in tmp_path.glob("reopen-*")}
+    closed = {p.name.split("-")[1] for p in tmp_path.glob("close-*")}
+    assert reopened == closed == {str(p.pid) for p in procs} and pids <= {p.pid for p in procs}
+
+
+def test_available_cores_is_at_least_one():
+    assert available_cores() >= 1
