@@ -80,8 +80,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
         else:
             checked, stopped = comparison.target(
                 unit, clean.inputs[k], _upstream(network, clean, batch, k), name, indices,
-                analytic, network_input=k == 0 and name == INPUT,
-                decay_term=decay_term(network, k, name, settings))
+                analytic, decay_term=decay_term(network, k, name, settings))
             if "directional" in settings.effective_mode.split("+") and not stopped:
                 add_directions(checked, network, clean, batch, k, name, analytic, settings,
                                directional_rng)

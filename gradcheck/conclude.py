@@ -50,7 +50,7 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     """Random directions through the network for target ``name`` of unit ``k``, folded into
     ``check``: a failing direction fails the target, with the elements bisection finds."""
     probe = TailProbe.for_target(network, clean.inputs, batch.target, k, name)
-    scales = [scales_of(probe.arrays[0], k == 0 and name == INPUT)]
+    scales = [scales_of(probe.arrays[0])]
     found = Directions(probe, [analytic], scales, settings.tol, network.dtype, band).check(
         settings.directions, rng)
     coverage = dict(check.coverage or {"elements": check.checked, "of": int(analytic.size)})
@@ -100,10 +100,10 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
         for name, param in unit.params.items():
             arrays.append(param)
             grads.append(clean.grads[(k, name)])
-            scales.append(scales_of(param, False))
+            scales.append(scales_of(param))
     arrays.append(x)
     grads.append(clean.grad_in[0])
-    scales.append(scales_of(x, True))
+    scales.append(scales_of(x))
     probe = TailProbe(network, clean.inputs, batch.target, 0, arrays, x)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(10,)))
     found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
@@ -192,7 +192,7 @@ def _smallest_failing_span(network, clean, batch, settings, band) -> list[str] |
             upstream = None if stop == n else clean.grad_in[stop].astype(network.dtype)
             probe = TailProbe(network, clean.inputs, batch.target, start, [x], x,
                               stop=None if stop == n else stop, upstream=upstream)
-            found = Directions(probe, [clean.grad_in[start]], [scales_of(x, start == 0)],
+            found = Directions(probe, [clean.grad_in[start]], [scales_of(x)],
                                settings.tol, network.dtype, band).check(2, rng, localise=False)
             if found.failed:
                 return [u.name for u in network.units[start:stop]]

@@ -171,7 +171,7 @@ class Directions:
         if not leaves:
             return
         located = np.unique(np.concatenate(leaves))
-        steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps, False)
+        steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps)
         found = self.probe.evaluate(located, steps)
         noise = tolerance.round_off(self.dtype, found.scale, found.step)
         rel = tolerance.relative_error(self.grads[0][located], found.numeric, self.tol, noise)
@@ -180,7 +180,7 @@ class Directions:
         result.located_failing = located[(rel > self.tol.rtol) & ~found.kinked]
 
 
-def scales_of(array: np.ndarray, network_input: bool) -> np.ndarray:
+def scales_of(array: np.ndarray) -> np.ndarray:
     """Every element's scale max(|x_i|, s) (see ``compare.element_steps``)."""
-    scale, _ = element_steps(array, np.arange(array.size), 1.0, network_input)
+    scale, _ = element_steps(array, np.arange(array.size), 1.0)
     return scale
