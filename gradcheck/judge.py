@@ -127,7 +127,10 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps,
     if np.dtype(dtype) == np.float64:
         float32_level = FLOAT32_EVIDENCE * np.finfo(np.float32).eps * np.asarray(
             half.scale, float)[keep]
-        v.float32_inside = bool(np.mean(measured >= float32_level) >= 0.5)
+        # An objective that does not move at all (a forward that ignores the perturbation) has
+        # no terms to measure round-off against: zero noise is no evidence of float32.
+        evidence = (float32_level > 0) & (measured >= float32_level)
+        v.float32_inside = bool(np.mean(evidence) >= 0.5)
     a = v.analytic[pos]
     tol = v.tol
 
