@@ -23,7 +23,8 @@ import numpy as np
 from gradcheck import tolerance
 from gradcheck.compare import element_steps
 from gradcheck.engine.tail import TailProbe
-from gradcheck.judge import ridders, settle
+from gradcheck.judge import settle
+from gradcheck.sweep import ridders
 
 # Bisection stops at groups this small and checks their elements one by one; at most this many
 # failing groups are followed per level, so a tensor that is wrong everywhere costs no more.
@@ -35,7 +36,7 @@ KINK_RETRIES = 3
 
 @dataclasses.dataclass
 class _Estimate:
-    """What ``judge.ridders`` reads of an evaluation: the numeric derivative."""
+    """What ``sweep.ridders`` reads of an evaluation: the numeric derivative."""
 
     numeric: np.ndarray
 
