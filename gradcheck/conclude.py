@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck import blame, modes, regularisation, tolerance
+from gradcheck import blame, modes, regularisation
 from gradcheck.directional import Directions, scales_of
 from gradcheck.engine.local import INPUT
 from gradcheck.engine.tail import TailProbe
@@ -20,7 +20,7 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     _weight_decay(network, clean, settings, report)
     mode = settings.effective_mode
     problems = any(layer.problems for layer in report.layers)
-    band = _float32_band(report)
+    band = _precision_band(report)
     if report.complete and not problems and mode in ("full", "sample"):
         report.end_to_end = _safety_net(network, clean, batch, settings, band)
     safety_failed = bool(report.end_to_end and report.end_to_end["failed"])
@@ -38,11 +38,11 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     report.warnings.extend(_warnings(network, clean, settings, report))
 
 
-def _float32_band(report: Report) -> float | None:
-    """float32's rtol when some unit computes in float32 inside (its checks say so), else None:
-    end-to-end checks through it can be no tighter."""
-    inside = any(c.float32_inside for layer in report.layers for c in layer.checks)
-    return tolerance.DEFAULTS[np.dtype(np.float32)].rtol if inside else None
+def _precision_band(report: Report) -> float | None:
+    """The widest band a unit's measured round-off leaves unresolved (float32's rtol when one
+    computes in float32 inside; ``judge.precision_band``), else None: end-to-end checks through
+    it can be no tighter."""
+    return max((c.band for layer in report.layers for c in layer.checks), default=0.0) or None
 
 
 def add_directions(check: TargetReport, network, clean, batch, k: int, name: str,

@@ -19,6 +19,10 @@ An element that agrees at that step passes. One that does not is looked at again
      tolerance, which the report states (JSON ``rtol`` of the target) — never silently;
    - otherwise it fails only if it disagrees beyond the estimate's own uncertainty, and is
      ``inconclusive`` ("truncation and round-off overlap at every step") if not.
+4. **Precision.** The analytic side is computed with the unit's own arithmetic: a failure
+   within what its measured round-off allows (``precision_band``: float32's rtol for a unit
+   computing in float32 inside, proportionally less for less round-off) is inconclusive, and
+   the report says so.
 
 ``judge`` runs on any ``evaluate(flat_indices, steps) -> Perturbed``: a unit's own objective
 (``engine.local``) or the network's loss (``engine.tail``).
@@ -72,6 +76,9 @@ class Verdicts:
     # Measured round-off at float32's level in a float64 check: the unit computes in float32
     # inside, so its analytic side is no better either.
     float32_inside: bool = False
+    # A disagreement within this relative size is inconclusive: the measured round-off leaves it
+    # unresolved (``precision_band``); 0 when it is within the rtol asked for.
+    band: float = 0.0
 
     def counts(self) -> dict[str, int]:
         return {s: int(np.sum(self.status == s)) for s in ("pass", "fail", "kink", "inconclusive")}
@@ -151,12 +158,25 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps,
 
     best, err = ridders(evaluate, sub, h, max_steps[pos], enough, noise, max(ulp, pooled), a)
     _decide(v, pos, best, err, dtype)
-    if v.float32_inside:
-        # A disagreement within what float32 arithmetic allows proves nothing either way.
-        band = tolerance.DEFAULTS[np.dtype(np.float32)].rtol
+    # A disagreement within what the unit's arithmetic allows proves nothing either way.
+    band = precision_band(pooled, v.float32_inside)
+    if band > tol.rtol:
+        v.band = band
         size = np.maximum(np.abs(a), np.abs(v.numeric[pos]))
         within = (v.status[pos] == "fail") & (np.abs(a - v.numeric[pos]) <= band * size)
         v.status[pos[within]] = "inconclusive"
+
+
+def precision_band(relative_round_off: float, float32_inside: bool = False) -> float:
+    """The relative disagreement a unit's measured round-off leaves unresolved: its analytic
+    side is computed with the same arithmetic, so it is no more precise than its forward.
+    float32's rtol scaled to the measured round-off (float32's own epsilon gets float32's rtol,
+    the policy of float32 networks), at most float32's rtol, and all of it for a unit that
+    computes in float32 inside. Round-off at float64's level gives ~1e-11: no band at all."""
+    rtol = tolerance.DEFAULTS[np.dtype(np.float32)].rtol
+    if float32_inside:
+        return rtol
+    return min(rtol, rtol * relative_round_off / float(np.finfo(np.float32).eps))
 
 
 def settle(a: np.ndarray, best: np.ndarray, err: np.ndarray, tol: tolerance.Tolerance, dtype,
