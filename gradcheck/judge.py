@@ -34,11 +34,11 @@ import dataclasses
 import numpy as np
 
 from gradcheck import kinks, tolerance
-from gradcheck.sweep import Evaluate, ridders
+from gradcheck.sweep import NOISE_AMPLIFICATION, Evaluate, ridders
 
 # Failing elements per target that get the kink test (2 evaluations each) and, of those not at
-# a kink, the step sweep (``gradcheck.sweep``), worst first; failures beyond these stay
-# failures: by then the target is wrong beyond doubt.
+# a kink, the step sweep (``gradcheck.sweep``), worst first. Failures beyond these are judged
+# by what the sweep found (``_unswept``).
 MAX_RECHECK = 4096
 MAX_SWEEP = 256
 # An estimate whose error is below this share of the element's tolerance decides it.
@@ -79,6 +79,8 @@ class Verdicts:
     # A disagreement within this relative size is inconclusive: the measured round-off leaves it
     # unresolved (``precision_band``); 0 when it is within the rtol asked for.
     band: float = 0.0
+    unswept: int = 0        # failing at the first step, beyond the elements swept
+    relative_round_off: float = 0.0  # measured, pooled over the rechecked elements
 
     def counts(self) -> dict[str, int]:
         return {s: int(np.sum(self.status == s)) for s in ("pass", "fail", "kink", "inconclusive")}
@@ -107,14 +109,19 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first, 
     if len(failing):
         failing = failing[np.argsort(-rel[failing], kind="stable")][:MAX_RECHECK]
         max_steps = np.broadcast_to(np.asarray(max_steps, float), analytic.shape)
-        _recheck(evaluate, v, failing, steps, max_steps, sizes, dtype)
+        swept = _recheck(evaluate, v, failing, steps, max_steps, sizes, dtype)
+        rest = np.flatnonzero(v.status == "fail")
+        rest = rest[~np.isin(rest, swept)]
+        if len(rest):
+            _unswept(v, rest, swept, sizes)
     return v
 
 
 def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps, sizes,
-             dtype) -> None:
+             dtype) -> np.ndarray:
     """The kink test, then the step sweep, for the failing elements at positions ``pos``;
-    ``sizes``: the size of the terms each element's objective summed at its first step."""
+    ``sizes``: the size of the terms each element's objective summed at its first step.
+    Returns the positions swept."""
     sub, h = v.indices[pos], steps[pos]
     half = evaluate(sub, h / 2.0)
     # The terms' size at h or h/2, whichever moved: a coarse forward may not move at h/2.
@@ -129,7 +136,7 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps,
     v.status[pos[kinked]] = "kink"
     keep = np.flatnonzero(~kinked)[:MAX_SWEEP]
     if len(keep) == 0:
-        return
+        return keep
     pos, sub, h = pos[keep], sub[keep], h[keep]
     measured = kinks.noise(values[keep])
     predicted = point_noise[keep]
@@ -143,6 +150,7 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps,
     if moved.any():
         pooled = float(np.sqrt(np.mean(np.square(measured[moved] / sizes[keep][moved]))))
         v.round_off = pooled / ulp
+        v.relative_round_off = pooled
     noise = np.maximum.reduce([measured, predicted, pooled * sizes[keep]])
     if np.dtype(dtype) == np.float64:
         float32_level = FLOAT32_EVIDENCE * np.finfo(np.float32).eps * sizes[keep]
@@ -165,6 +173,28 @@ def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps,
         size = np.maximum(np.abs(a), np.abs(v.numeric[pos]))
         within = (v.status[pos] == "fail") & (np.abs(a - v.numeric[pos]) <= band * size)
         v.status[pos[within]] = "inconclusive"
+    return pos
+
+
+def _unswept(v: Verdicts, rest: np.ndarray, swept: np.ndarray, sizes: np.ndarray) -> None:
+    """Elements that failed at their first step but were not swept (beyond MAX_RECHECK or
+    MAX_SWEEP, worse ones first), judged by what the sweep measured: their first difference
+    compared again with the unit's measured round-off in the noise term (the tolerance rule of
+    ``gradcheck.tolerance``, with the round-off measured instead of predicted) and within the
+    precision band inconclusive; the others fail if a swept element of the target failed too,
+    and are inconclusive if none did (the sweep found the worst ones right: a first step that
+    fails does not show these wrong)."""
+    v.unswept = len(rest)
+    a, numeric = v.analytic[rest], v.numeric[rest]
+    noise = NOISE_AMPLIFICATION * v.relative_round_off * sizes[rest] / v.h[rest]
+    rel = tolerance.relative_error(a, numeric, v.tol, noise)
+    size = np.maximum(np.abs(a), np.abs(numeric))
+    confirmed = bool(np.any(v.status[swept] == "fail"))
+    status = np.where(rel <= v.tol.rtol, "pass",
+                      np.where(np.abs(a - numeric) <= v.band * size, "inconclusive",
+                               "fail" if confirmed else "inconclusive"))
+    v.status[rest] = status
+    v.rel[rest] = np.where(status == "pass", rel, v.rel[rest])
 
 
 def precision_band(relative_round_off: float, float32_inside: bool = False) -> float:

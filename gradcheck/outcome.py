@@ -93,6 +93,9 @@ def _precision_notes(v: Verdicts) -> list[str]:
     if v.inconclusive_count():
         notes.append("truncation and round-off overlap at every step for "
                      f"{v.inconclusive_count()} element(s): inconclusive, neither pass nor fail")
+    if v.unswept:
+        notes.append(f"{v.unswept} element(s) failing at their first step were not swept (the "
+                     "worst were): judged with the round-off the sweep measured")
     if v.rescued:
         notes.append(f"{v.rescued} element(s) pass only after the step sweep (the first step was "
                      "too coarse or too fine for them)")
