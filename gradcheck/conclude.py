@@ -60,6 +60,12 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     if len(found.located_failing):
         coverage["localised"] = [_index(i, check.shape) for i in found.located_failing[:10]]
     check.coverage = coverage
+    if found.rtol_used > (check.rtol or settings.tol.rtol):
+        check.rtol = found.rtol_used
+        check.notes.append(f"precision limits the random directions through the network: "
+                           f"certain only to a relative {found.rtol_used:.1e}, so they were "
+                           f"judged at rtol {found.rtol_used:.1e} instead of "
+                           f"{settings.tol.rtol:.1e}")
     if not found.failed:
         if check.status == "skipped" and found.directions:
             check.status = found.status
@@ -109,7 +115,8 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
     found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
         settings.directions, rng, localise=False)
     return {"directions": found.directions, "failed": found.failed, "kinked": found.kinked,
-            "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error}
+            "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error,
+            "rtol": max(found.rtol_used, settings.tol.rtol)}
 
 
 def _weight_decay(network, clean, settings, report: Report) -> None:
