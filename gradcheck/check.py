@@ -93,8 +93,7 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
         else:
             checked, stopped = comparison.target(
                 unit, clean.args[k], upstream_of(network, clean, batch, k), name, indices,
-                analytic, network_input=_reads_network_input(network, k, name),
-                decay_term=decay_term(network, k, name, settings))
+                analytic, decay_term=decay_term(network, k, name, settings))
             note_sharing(network, k, name, checked)
             if "directional" in settings.effective_mode.split("+") and not stopped:
                 add_directions(checked, network, clean, batch, k, name, analytic, settings,
@@ -136,11 +135,6 @@ def upstream_of(network: Network, clean, batch: Batch, k: int):
     if k == len(network.layers):
         return batch.target
     return [g.astype(network.dtype) for g in clean.upstream[k]]
-
-
-def _reads_network_input(network: Network, k: int, name: str) -> bool:
-    slot = slot_of(name)
-    return slot is not None and network.sources[k][slot] in network.input_names
 
 
 def note_sharing(network: Network, k: int, name: str, check: TargetReport) -> None:

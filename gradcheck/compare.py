@@ -29,13 +29,14 @@ PASSES_PER_TARGET = 16
 CALIBRATION_ELEMENTS = 16
 
 
-def element_steps(array: np.ndarray, indices: np.ndarray, eps: float,
-                  network_input: bool) -> tuple[np.ndarray, np.ndarray]:
+def element_steps(array: np.ndarray, indices: np.ndarray,
+                  eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Per element: the step h = eps * max(|x_i|, s) and the largest step allowed,
-    max(|x_i|, s) / 10, where s is the tensor's RMS (1 for a network input, whose scale is the
-    user's data, or for an all-zero tensor)."""
+    max(|x_i|, s) / 10, where s is the tensor's RMS (1 for an all-zero tensor). The network
+    input is no exception: data of size 1e-6 fed to a layer that scales it by 1e6 needs a step
+    of its own size, not one of 1e-6 (a correct layer would fail for its scale)."""
     values = np.abs(array.reshape(-1)[indices].astype(np.float64))
-    rms = 0.0 if network_input else float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
+    rms = float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
     scale = np.maximum(values, rms if rms > 0 else 1.0)
     return eps * scale, scale / 10.0
 
@@ -75,13 +76,13 @@ class Comparison:
         self.ticker = ticker
 
     def target(self, unit, args, upstream, name: str, indices: np.ndarray, analytic: np.ndarray,
-               *, network_input: bool = False, decay_term=None) -> tuple[TargetReport, bool]:
+               *, decay_term=None) -> tuple[TargetReport, bool]:
         """The report of target ``name`` of ``unit`` (inputs ``args``, upstream gradients or loss
         target ``upstream``) over the elements at ``indices``; and whether a deadline stopped
         it before every one was compared."""
         probe = LocalProbe(unit, args, upstream, name, self.dtype, self.verifier,
                            f"{unit.name}.{name}")
-        steps, cap = element_steps(probe.array, indices, self.tol.eps, network_input)
+        steps, cap = element_steps(probe.array, indices, self.tol.eps)
         parts, done, stopped = [], 0, False
         for part in pass_slices(len(indices)):
             if self.ticker is not None and self.ticker.out_of_time():
@@ -151,7 +152,7 @@ def estimate_seconds(network, clean, target: np.ndarray, comparison: Comparison,
         probe = LocalProbe(unit, clean.args[k], upstream, name, network.dtype,
                            comparison.verifier, f"{unit.name}.{name}")
         picked = np.sort(rng.choice(size, size=min(size, CALIBRATION_ELEMENTS), replace=False))
-        steps, _ = element_steps(probe.array, picked, comparison.tol.eps, False)
+        steps, _ = element_steps(probe.array, picked, comparison.tol.eps)
         started = time.perf_counter()
         probe.evaluate(picked, steps)
         total += (time.perf_counter() - started) / len(picked) * size

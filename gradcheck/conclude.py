@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck import blame, modes, regularisation, tolerance
+from gradcheck import blame, modes, regularisation
 from gradcheck.directional import Directions, scales_of
 from gradcheck.engine.local import slot_of
 from gradcheck.engine.tail import TailProbe
@@ -20,7 +20,7 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     _weight_decay(network, clean, settings, report)
     mode = settings.effective_mode
     problems = any(layer.problems for layer in report.layers)
-    band = _float32_band(report)
+    band = _precision_band(report)
     if report.complete and not problems and mode in ("full", "sample"):
         report.end_to_end = _safety_net(network, clean, batch, settings, band)
     safety_failed = bool(report.end_to_end and report.end_to_end["failed"])
@@ -39,11 +39,11 @@ def conclude(network, clean, batch, settings, report: Report, comparison) -> Non
     report.warnings.extend(_warnings(network, clean, settings, report))
 
 
-def _float32_band(report: Report) -> float | None:
-    """float32's rtol when some unit computes in float32 inside (its checks say so), else None:
-    end-to-end checks through it can be no tighter."""
-    inside = any(c.float32_inside for layer in report.layers for c in layer.checks)
-    return tolerance.DEFAULTS[np.dtype(np.float32)].rtol if inside else None
+def _precision_band(report: Report) -> float | None:
+    """The widest band a unit's measured round-off leaves unresolved (float32's rtol when one
+    computes in float32 inside; ``judge.precision_band``), else None: end-to-end checks through
+    it can be no tighter."""
+    return max((c.band for layer in report.layers for c in layer.checks), default=0.0) or None
 
 
 def add_directions(check: TargetReport, network, clean, batch, k: int, name: str,
@@ -51,9 +51,7 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     """Random directions through the network for target ``name`` of unit ``k``, folded into
     ``check``: a failing direction fails the target, with the elements bisection finds."""
     probe = TailProbe.for_target(network, clean, batch.target, k, name)
-    slot = slot_of(name)
-    scales = [scales_of(probe.arrays[0], slot is not None and
-                        network.sources[k][slot] in network.input_names)]
+    scales = [scales_of(probe.arrays[0])]
     found = Directions(probe, [analytic], scales, settings.tol, network.dtype, band).check(
         settings.directions, rng)
     coverage = dict(check.coverage or {"elements": check.checked, "of": int(analytic.size)})
@@ -63,6 +61,12 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     if len(found.located_failing):
         coverage["localised"] = [_index(i, check.shape) for i in found.located_failing[:10]]
     check.coverage = coverage
+    if found.rtol_used > (check.rtol or settings.tol.rtol):
+        check.rtol = found.rtol_used
+        check.notes.append(f"precision limits the random directions through the network: "
+                           f"certain only to a relative {found.rtol_used:.1e}, so they were "
+                           f"judged at rtol {found.rtol_used:.1e} instead of "
+                           f"{settings.tol.rtol:.1e}")
     if not found.failed:
         if check.status == "skipped" and found.directions:
             check.status = found.status
@@ -102,7 +106,7 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
     for array, total in network.parameters(clean.grads):
         arrays.append(array)
         grads.append(total)
-        scales.append(scales_of(array, False))
+        scales.append(scales_of(array))
     for name in network.input_names:
         if name in network.integer:
             continue
@@ -110,7 +114,7 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
         x = np.array(clean.tensors[name], copy=True, order="C")
         arrays.append(x)
         grads.append(sum(clean.arg_grads[k][j] for k, j in readers))
-        scales.append(scales_of(x, True))
+        scales.append(scales_of(x))
         overrides.update({reader: x for reader in readers})
     probe = TailProbe(network, clean, batch.target, arrays, list(range(len(network.units))),
                       overrides)
@@ -118,7 +122,8 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
     found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
         settings.directions, rng, localise=False)
     return {"directions": found.directions, "failed": found.failed, "kinked": found.kinked,
-            "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error}
+            "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error,
+            "rtol": max(found.rtol_used, settings.tol.rtol)}
 
 
 def _weight_decay(network, clean, settings, report: Report) -> None:
@@ -227,7 +232,7 @@ def _smallest_failing_span(network, clean, batch, settings, band) -> list[str] |
             projection = None if stop == n else clean.upstream[stop - 1][0]
             probe = TailProbe(network, clean, batch.target, [x], list(range(start, stop)),
                               {(start, 0): x}, projection)
-            found = Directions(probe, [clean.grad_in[start]], [scales_of(x, start == 0)],
+            found = Directions(probe, [clean.grad_in[start]], [scales_of(x)],
                                settings.tol, network.dtype, band).check(2, rng, localise=False)
             if found.failed:
                 return [u.name for u in network.units[start:stop]]

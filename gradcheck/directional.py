@@ -20,10 +20,12 @@ import dataclasses
 
 import numpy as np
 
-from gradcheck import tolerance
+from gradcheck import kinks, tolerance
 from gradcheck.compare import element_steps
+from gradcheck.engine.base import Perturbed
 from gradcheck.engine.tail import TailProbe
-from gradcheck.judge import ridders, settle
+from gradcheck.judge import FLOAT32_EVIDENCE, POINT_ULPS, precision_band, settle
+from gradcheck.sweep import ridders
 
 # Bisection stops at groups this small and checks their elements one by one; at most this many
 # failing groups are followed per level, so a tensor that is wrong everywhere costs no more.
@@ -35,9 +37,26 @@ KINK_RETRIES = 3
 
 @dataclasses.dataclass
 class _Estimate:
-    """What ``judge.ridders`` reads of an evaluation: the numeric derivative."""
+    """What ``sweep.ridders`` reads of an evaluation: the numeric derivative and the size of
+    the loss it came from."""
 
     numeric: np.ndarray
+    scale: np.ndarray
+
+
+@dataclasses.dataclass
+class _Judged:
+    """Directions (or groups) judged at their first displacement: the relative error, whether a
+    branch state differed, the analytic and numeric directional derivatives, the losses, and the
+    spread sqrt(sum((g_i d_i)**2)) of the analytic side's terms (the size their cancellation
+    hides)."""
+
+    rel: np.ndarray
+    kinked: np.ndarray
+    analytic: np.ndarray
+    numeric: np.ndarray
+    losses: Perturbed
+    spread: np.ndarray
 
 
 @dataclasses.dataclass
@@ -49,6 +68,9 @@ class Directional:
     kinked: int = 0
     inconclusive: int = 0
     worst_rel_error: float = 0.0
+    # The widest rtol a direction was judged at, where its estimate could be no more certain
+    # (``judge.settle``); 0 when none was widened.
+    rtol_used: float = 0.0
     located: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     located_failing: np.ndarray = dataclasses.field(default_factory=lambda: np.arange(0))
     located_rel: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
@@ -78,10 +100,10 @@ class Directions:
         self.tol = tol
         self.dtype = np.dtype(dtype)
 
-    def judge(self, signs: list[np.ndarray], masks: list[list[np.ndarray]], factor: float = 1.0):
-        """Relative error and kink flag along ``signs`` restricted to each group: ``masks[j]``
-        holds, per array, the flat indices group j moves; ``factor`` scales the displacement.
-        Also returns the analytic and numeric directional derivatives."""
+    def judge(self, signs: list[np.ndarray], masks: list[list[np.ndarray]],
+              factor: float = 1.0) -> _Judged:
+        """Each group moved along ``signs``: ``masks[j]`` holds, per array, the flat indices
+        group j moves; ``factor`` scales the displacement."""
         eps = self.tol.eps * factor
         displacements, spreads = [], []
         for group in masks:
@@ -99,9 +121,11 @@ class Directions:
                              for ms in moved])
         numeric = (found.plus - found.minus) / (2.0 * eps)
         noise = tolerance.round_off(self.dtype, found.scale, np.full(len(masks), 2.0 * eps))
+        spreads = np.array(spreads)
         scale = (np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), spreads)
                  + (self.tol.atol + noise) / self.tol.rtol)
-        return np.abs(analytic - numeric) / scale, found.kinked, analytic, numeric
+        return _Judged(np.abs(analytic - numeric) / scale, found.kinked, analytic, numeric, found,
+                       spreads)
 
     def check(self, n_directions: int, rng, localise: bool = True) -> Directional:
         """``n_directions`` random directions over every element (a kinked one is redrawn up to
@@ -113,17 +137,19 @@ class Directions:
         retries = 0
         while result.directions < n_directions:
             signs = [rng.choice(np.array([-1.0, 1.0]), size=g.size) for g in self.grads]
-            rel, kinked, analytic, _ = self.judge(signs, everything)
-            if kinked[0] and retries < KINK_RETRIES:
+            first = self.judge(signs, everything)
+            rel = first.rel
+            status = "kink" if first.kinked[0] else "pass"
+            if status == "pass" and rel[0] > self.tol.rtol:
+                status, rel, judged_rtol = self._settle(signs, everything, first)
+                result.rtol_used = max(result.rtol_used, judged_rtol)
+            if status == "kink" and retries < KINK_RETRIES:
                 retries += 1
                 continue
             result.directions += 1
-            if kinked[0]:
+            if status == "kink":
                 result.kinked += 1
                 continue
-            status = "pass"
-            if rel[0] > self.tol.rtol:
-                status, rel = self._settle(signs, everything, analytic)
             result.worst_rel_error = max(result.worst_rel_error, float(rel[0]))
             if status == "inconclusive":
                 result.inconclusive += 1
@@ -133,28 +159,57 @@ class Directions:
                     self._localise(signs, result)
         return result
 
-    def _settle(self, signs, everything, analytic: np.ndarray):
-        """A failing direction looked at again as an element is: a Ridders sweep over the
-        displacement's size (up to a tenth of each element's scale) separates truncation from
-        round-off, and only a certain disagreement fails (``judge.settle``)."""
+    def _settle(self, signs, everything, first: _Judged):
+        """A failing direction looked at again as a failing element is (``gradcheck.judge``):
+        the loss at -1, -1/2, 0, 1/2 and 1 times the displacement says whether it bends at one
+        point (a kink the direction crosses, for units without ``branch_state``: "kink") and
+        how much round-off it carries; then a Ridders sweep over the displacement's size (up to
+        a tenth of each element's scale) whose error estimate never drops below that round-off,
+        and only a certain disagreement fails (``judge.settle``). Round-off at float32's level
+        in a float64 check means a unit on the way computes in float32: a disagreement within
+        float32's rtol is then inconclusive. The analytic side is a sum whose terms may cancel:
+        its size for the tolerances is at least their spread, as for the first comparison."""
+        eps = self.tol.eps
+        analytic, losses = first.analytic, first.losses
+        half = self.judge(signs, everything, 0.5).losses
+        base = np.array([self.probe.loss()[0]])
+        values = kinks.stencil_values(losses.minus, half.minus, base, half.plus, losses.plus)
+        ulp = POINT_ULPS * np.finfo(self.dtype).eps
+        # Any bend is a kink here, whatever the error, as a branch state that differs is: a
+        # direction moves many elements, and where several sit at one kink (a tie in a max) the
+        # analytic side is a subgradient whose value along the direction need not lie between
+        # the two one-sided slopes, so the bend need not explain the error.
+        if kinks.stencil_kinked(values, np.full(1, 2.0 * eps), np.zeros(1), ulp * losses.scale)[0]:
+            return "kink", np.zeros(1), 0.0
+        measured = kinks.noise(values)
+        loss = float(losses.scale[0])
+        inside = self.dtype == np.float64 and \
+            measured[0] >= FLOAT32_EVIDENCE * np.finfo(np.float32).eps * loss > 0
+        band = max(self.band or 0.0,
+                   precision_band(float(measured[0]) / loss if loss else 0.0, inside))
         count = sum(g.size for g in self.grads)
-        cap = np.array([np.sqrt(count) / (10.0 * self.tol.eps)])
 
-        def evaluate(_, factors):
-            return _Estimate(self.judge(signs, everything, float(factors[0]))[3])
+        def evaluate(_, steps):
+            # Steps in units of eps: the derivative's denominator, as an element's step is.
+            judged = self.judge(signs, everything, float(steps[0]) / eps)
+            return _Estimate(judged.numeric, judged.losses.scale)
 
         tol = self.tol
 
         def enough(best):
-            return 0.25 * (tol.rtol * np.maximum(np.abs(analytic), np.abs(best)) + tol.atol)
+            size = np.maximum(np.maximum(np.abs(analytic), np.abs(best)), first.spread)
+            return 0.25 * (tol.rtol * size + tol.atol)
 
-        best, err = ridders(evaluate, np.arange(1), np.ones(1), cap, enough)
-        status, rel, _, _ = settle(analytic, best, err, self.tol, self.dtype)
-        size = max(abs(float(analytic[0])), abs(float(best[0])))
-        if status[0] == "fail" and self.band is not None and \
-                abs(float(analytic[0]) - float(best[0])) <= self.band * size:
-            return "inconclusive", rel
-        return str(status[0]), rel
+        best, err = ridders(evaluate, np.arange(1), np.full(1, eps),
+                            np.full(1, np.sqrt(count) / 10.0), enough,
+                            np.maximum(measured, ulp * losses.scale), ulp, analytic)
+        status, rel, judged, widened = settle(analytic, best, err, self.tol, self.dtype,
+                                              first.spread)
+        judged_rtol = float(judged[0]) if widened[0] else 0.0
+        size = max(abs(float(analytic[0])), abs(float(best[0])), float(first.spread[0]))
+        if status[0] == "fail" and abs(float(analytic[0]) - float(best[0])) <= band * size:
+            return "inconclusive", rel, judged_rtol
+        return str(status[0]), rel, judged_rtol
 
     def _localise(self, signs, result: Directional) -> None:
         """Group testing on the first array: split failing groups in halves until they are
@@ -163,7 +218,8 @@ class Directions:
         leaves: list[np.ndarray] = []
         while groups:
             halves = [h for grp in groups for h in np.array_split(grp, 2) if len(h)]
-            rel, kinked, _, _ = self.judge(signs, [[h] for h in halves])
+            groups_judged = self.judge(signs, [[h] for h in halves])
+            rel, kinked = groups_judged.rel, groups_judged.kinked
             failing = [i for i in np.argsort(-rel) if rel[i] > self.tol.rtol and not kinked[i]]
             groups = []
             for i in failing[:MAX_GROUPS]:
@@ -171,7 +227,7 @@ class Directions:
         if not leaves:
             return
         located = np.unique(np.concatenate(leaves))
-        steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps, False)
+        steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps)
         found = self.probe.evaluate(located, steps)
         noise = tolerance.round_off(self.dtype, found.scale, found.step)
         rel = tolerance.relative_error(self.grads[0][located], found.numeric, self.tol, noise)
@@ -180,7 +236,7 @@ class Directions:
         result.located_failing = located[(rel > self.tol.rtol) & ~found.kinked]
 
 
-def scales_of(array: np.ndarray, network_input: bool) -> np.ndarray:
+def scales_of(array: np.ndarray) -> np.ndarray:
     """Every element's scale max(|x_i|, s) (see ``compare.element_steps``)."""
-    scale, _ = element_steps(array, np.arange(array.size), 1.0, network_input)
+    scale, _ = element_steps(array, np.arange(array.size), 1.0)
     return scale

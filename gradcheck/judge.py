@@ -7,50 +7,51 @@ An element that agrees at that step passes. One that does not is looked at again
 1. **Kink.** The unit's branch state differed at +h and -h, or, for units that expose none, the
    objective along the element bends at one point (``gradcheck.kinks``): a central difference
    there averages two slopes and proves nothing. Reported, never a failure.
-2. **Step sweep** (Ridders' extrapolation, Numerical Recipes 5.7): differences at steps halving
-   from ``max_steps`` (a tenth of the element's own scale, never more) down to h/8, extrapolated
-   to h -> 0 in a tableau whose entries also estimate their own error. Truncation error shrinks
-   with the step and round-off grows, so the tableau's best entry is the estimate with the least
-   of both, and its error estimate says how far it can be trusted. Then:
+2. **Round-off.** What a cubic cannot fit on the five points -h, -h/2, 0, h/2, h is the
+   objective's own noise, pooled over the target's rechecked elements relative to the size of
+   the terms it sums: the unit's measured relative round-off. At float32's level in a float64
+   network the unit computes in float32 inside (said, with the number measured).
+3. **Step sweep** (``gradcheck.sweep``: Ridders' extrapolation, Numerical Recipes 5.7, from
+   the largest step that still behaves like a derivative down to h/8): the estimate with the
+   least truncation and round-off, and how far it can be trusted. Then (``settle``):
    - the estimate is certain to half the tolerance: the element passes or fails on it;
    - it is not, but a tolerance up to ``WIDEN_LIMIT`` would make it certain: judged at that
      tolerance, which the report states (JSON ``rtol`` of the target) — never silently;
    - otherwise it fails only if it disagrees beyond the estimate's own uncertainty, and is
      ``inconclusive`` ("truncation and round-off overlap at every step") if not.
+4. **Precision.** The analytic side is computed with the unit's own arithmetic: a failure
+   within what its measured round-off allows (``precision_band``: float32's rtol for a unit
+   computing in float32 inside, proportionally less for less round-off) is inconclusive, and
+   the report says so.
 
 ``judge`` runs on any ``evaluate(flat_indices, steps) -> Perturbed``: a unit's own objective
 (``engine.local``) or the network's loss (``engine.tail``).
 """
-
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import numpy as np
 
 from gradcheck import kinks, tolerance
+from gradcheck.sweep import NOISE_AMPLIFICATION, Evaluate, ridders
 
 # Failing elements per target that get the kink test (2 evaluations each) and, of those not at
-# a kink, the step sweep (7 more), worst first; failures beyond these stay failures: by then the
-# target is wrong beyond doubt.
+# a kink, the step sweep (``gradcheck.sweep``), worst first. Failures beyond these are judged
+# by what the sweep found (``_unswept``).
 MAX_RECHECK = 4096
 MAX_SWEEP = 256
-# Ridders' constant: stop once an extrapolation is SAFE times worse than the best so far.
-SAFE = 2.0
 # An estimate whose error is below this share of the element's tolerance decides it.
 DECISIVE_SHARE = 0.25
 # Measured round-off of at least this share of float32's epsilon (relative to the terms the
 # objective sums) is evidence that a unit of a float64 network computes in float32 inside.
 FLOAT32_EVIDENCE = 0.1
-# The round-off of a (possibly extrapolated) central difference at step h, per unit of one
-# objective value's noise: sqrt(2)/2 for the difference, times what extrapolation amplifies.
-NOISE_AMPLIFICATION = 2.0
+# The round-off of one objective value, in units of the dtype's epsilon times the size of the
+# terms it sums (a few ulps: the sum and the products before it).
+POINT_ULPS = 4.0
 # The widest rtol an element may be judged at when its finite difference is that uncertain;
 # beyond it the element is inconclusive (float64: the issue's 1e-4).
 WIDEN_LIMIT = {np.dtype(np.float64): 1e-4, np.dtype(np.float32): 5e-2}
-
-Evaluate = Callable[[np.ndarray, np.ndarray], object]
 
 
 @dataclasses.dataclass
@@ -71,10 +72,15 @@ class Verdicts:
     swept: int = 0          # elements that needed the step sweep
     rescued: int = 0        # of those, passing at the rtol asked for
     widened: int = 0        # judged at a widened rtol (rtol_used)
-    round_off: float = 0.0  # the largest measured round-off / the dtype's prediction
+    round_off: float = 0.0  # the measured relative round-off / the dtype's prediction
     # Measured round-off at float32's level in a float64 check: the unit computes in float32
     # inside, so its analytic side is no better either.
     float32_inside: bool = False
+    # A disagreement within this relative size is inconclusive: the measured round-off leaves it
+    # unresolved (``precision_band``); 0 when it is within the rtol asked for.
+    band: float = 0.0
+    unswept: int = 0        # failing at the first step, beyond the elements swept
+    relative_round_off: float = 0.0  # measured, pooled over the rechecked elements
 
     def counts(self) -> dict[str, int]:
         return {s: int(np.sum(self.status == s)) for s in ("pass", "fail", "kink", "inconclusive")}
@@ -92,7 +98,8 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first, 
     plus, minus, step = (np.asarray(first.plus, float), np.asarray(first.minus, float),
                          np.asarray(first.step, float))
     numeric = (plus - minus) / step
-    noise = tolerance.round_off(dtype, np.asarray(first.scale, float), step)
+    sizes = np.asarray(first.scale, float)
+    noise = tolerance.round_off(dtype, sizes, step)
     rel = tolerance.relative_error(analytic, numeric, tol, noise)
     status = np.where(np.asarray(first.kinked, bool), "kink",
                       np.where(rel > tol.rtol, "fail", "pass")).astype(object)
@@ -102,106 +109,115 @@ def judge(evaluate: Evaluate, analytic: np.ndarray, indices: np.ndarray, first, 
     if len(failing):
         failing = failing[np.argsort(-rel[failing], kind="stable")][:MAX_RECHECK]
         max_steps = np.broadcast_to(np.asarray(max_steps, float), analytic.shape)
-        _recheck(evaluate, v, failing, steps, max_steps, dtype)
+        swept = _recheck(evaluate, v, failing, steps, max_steps, sizes, dtype)
+        rest = np.flatnonzero(v.status == "fail")
+        rest = rest[~np.isin(rest, swept)]
+        if len(rest):
+            _unswept(v, rest, swept, sizes)
     return v
 
 
-def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps, dtype) -> None:
-    """The kink test, then the step sweep, for the failing elements at positions ``pos``."""
+def _recheck(evaluate: Evaluate, v: Verdicts, pos: np.ndarray, steps, max_steps, sizes,
+             dtype) -> np.ndarray:
+    """The kink test, then the step sweep, for the failing elements at positions ``pos``;
+    ``sizes``: the size of the terms each element's objective summed at its first step.
+    Returns the positions swept."""
     sub, h = v.indices[pos], steps[pos]
     half = evaluate(sub, h / 2.0)
+    # The terms' size at h or h/2, whichever moved: a coarse forward may not move at h/2.
+    sizes = np.maximum(sizes[pos], np.asarray(half.scale, float))
     base = np.asarray(evaluate(sub, np.zeros_like(h)).plus, float)
     values = kinks.stencil_values(v.minus[pos], half.minus, base, half.plus, v.plus[pos])
     error = np.abs(v.analytic[pos] - v.numeric[pos])
-    point_noise = 4.0 * np.finfo(dtype).eps * np.asarray(half.scale, float)
+    ulp = POINT_ULPS * np.finfo(dtype).eps
+    point_noise = ulp * sizes
     kinked = np.asarray(half.kinked, bool) | kinks.stencil_kinked(values, v.step[pos], error,
                                                                   point_noise)
     v.status[pos[kinked]] = "kink"
     keep = np.flatnonzero(~kinked)[:MAX_SWEEP]
     if len(keep) == 0:
-        return
+        return keep
     pos, sub, h = pos[keep], sub[keep], h[keep]
     measured = kinks.noise(values[keep])
-    predicted = np.maximum(point_noise[keep], np.finfo(np.float64).tiny)
-    v.round_off = float(np.max(measured / predicted))
+    predicted = point_noise[keep]
+    moved = predicted > 0
+    # One stencil estimates its element's round-off from one degree of freedom, which sees only
+    # the even part of the noise: it comes out near 0 by chance, and exactly 0 for many
+    # elements of a quantised forward, whose rounding at +t and -t cancels in it. The unit's
+    # relative round-off pooled over its rechecked elements (root mean square) is a floor for
+    # each.
+    pooled = 0.0
+    if moved.any():
+        pooled = float(np.sqrt(np.mean(np.square(measured[moved] / sizes[keep][moved]))))
+        v.round_off = pooled / ulp
+        v.relative_round_off = pooled
+    noise = np.maximum.reduce([measured, predicted, pooled * sizes[keep]])
     if np.dtype(dtype) == np.float64:
-        float32_level = FLOAT32_EVIDENCE * np.finfo(np.float32).eps * np.asarray(
-            half.scale, float)[keep]
-        v.float32_inside = bool(np.mean(measured >= float32_level) >= 0.5)
+        float32_level = FLOAT32_EVIDENCE * np.finfo(np.float32).eps * sizes[keep]
+        # An objective that does not move at all (a forward that ignores the perturbation) has
+        # no terms to measure round-off against: zero noise is no evidence of float32.
+        evidence = moved & (measured >= float32_level)
+        v.float32_inside = bool(np.mean(evidence) >= 0.5)
     a = v.analytic[pos]
     tol = v.tol
 
     def enough(best):
         return DECISIVE_SHARE * (tol.rtol * np.maximum(np.abs(a), np.abs(best)) + tol.atol)
 
-    best, err = ridders(evaluate, sub, h, max_steps[pos], enough, np.maximum(measured, predicted))
+    best, err = ridders(evaluate, sub, h, max_steps[pos], enough, noise, max(ulp, pooled), a)
     _decide(v, pos, best, err, dtype)
-    if v.float32_inside:
-        # A disagreement within what float32 arithmetic allows proves nothing either way.
-        band = tolerance.DEFAULTS[np.dtype(np.float32)].rtol
+    # A disagreement within what the unit's arithmetic allows proves nothing either way.
+    band = precision_band(pooled, v.float32_inside)
+    if band > tol.rtol:
+        v.band = band
         size = np.maximum(np.abs(a), np.abs(v.numeric[pos]))
         within = (v.status[pos] == "fail") & (np.abs(a - v.numeric[pos]) <= band * size)
         v.status[pos[within]] = "inconclusive"
+    return pos
 
 
-def ridders(evaluate: Evaluate, sub: np.ndarray, h: np.ndarray, cap: np.ndarray,
-            enough=None, noise=None):
-    """The best extrapolated derivative and its error estimate, per element.
-
-    Each element's steps halve from its cap (a tenth of its scale) down to h/8; a Ridders
-    tableau (NR 5.7, extrapolation factor 4 per halving) keeps the entry whose error estimate is
-    smallest, and an element stops once its estimate gets worse (round-off has taken over), once
-    ``enough(best)`` says its error is small enough to decide, or at its last step. A step whose
-    branch state differs at +h and -h (a kink inside it) restarts the element's tableau.
-
-    Two noisy entries can agree by luck, so the error estimate never drops below the round-off
-    of the step the best entry came from: ``NOISE_AMPLIFICATION * noise / step``, with ``noise``
-    the measured round-off of one objective value (per element)."""
-    n = len(sub)
-    top = np.maximum(np.asarray(cap, float), np.asarray(h, float))
-    rows = int(np.clip(np.max(np.ceil(np.log2(top / (np.asarray(h, float) / 8.0)))), 0, 40)) + 1
-    best, err = np.zeros(n), np.full(n, np.inf)
-    floor = np.zeros(n) if noise is None else NOISE_AMPLIFICATION * np.asarray(noise, float)
-    tables: list[list[float]] = [[] for _ in range(n)]
-    active = np.ones(n, dtype=bool)
-    for i in range(rows):
-        step = top / 2.0 ** i
-        active &= step >= h / 8.0
-        at = np.flatnonzero(active)
-        if len(at) == 0:
-            break
-        found = evaluate(sub[at], step[at])
-        kinked = np.asarray(getattr(found, "kinked", np.zeros(len(at), bool)), bool)
-        for e, value, kink in zip(at, np.asarray(found.numeric, float), kinked):
-            if kink:
-                tables[e] = []
-                continue
-            row, fac = [value], 4.0
-            previous = tables[e]
-            for j in range(1, len(previous) + 1):
-                row.append((row[j - 1] * fac - previous[j - 1]) / (fac - 1.0))
-                fac *= 4.0
-                errt = max(abs(row[j] - row[j - 1]), abs(row[j] - previous[j - 1]),
-                           floor[e] / step[e])
-                if errt <= err[e]:
-                    best[e], err[e] = row[j], errt
-            if not previous and not np.isfinite(err[e]):
-                best[e] = value
-            elif previous and abs(row[-1] - previous[-1]) >= SAFE * err[e]:
-                active[e] = False  # higher orders got worse: round-off dominates from here
-            tables[e] = row
-        if enough is not None:
-            active &= ~(err <= enough(best))
-    return best, err
+def _unswept(v: Verdicts, rest: np.ndarray, swept: np.ndarray, sizes: np.ndarray) -> None:
+    """Elements that failed at their first step but were not swept (beyond MAX_RECHECK or
+    MAX_SWEEP, worse ones first), judged by what the sweep measured: their first difference
+    compared again with the unit's measured round-off in the noise term (the tolerance rule of
+    ``gradcheck.tolerance``, with the round-off measured instead of predicted) and within the
+    precision band inconclusive; the others fail if a swept element of the target failed too,
+    and are inconclusive if none did (the sweep found the worst ones right: a first step that
+    fails does not show these wrong)."""
+    v.unswept = len(rest)
+    a, numeric = v.analytic[rest], v.numeric[rest]
+    noise = NOISE_AMPLIFICATION * v.relative_round_off * sizes[rest] / v.h[rest]
+    rel = tolerance.relative_error(a, numeric, v.tol, noise)
+    size = np.maximum(np.abs(a), np.abs(numeric))
+    confirmed = bool(np.any(v.status[swept] == "fail"))
+    status = np.where(rel <= v.tol.rtol, "pass",
+                      np.where(np.abs(a - numeric) <= v.band * size, "inconclusive",
+                               "fail" if confirmed else "inconclusive"))
+    v.status[rest] = status
+    v.rel[rest] = np.where(status == "pass", rel, v.rel[rest])
 
 
-def settle(a: np.ndarray, best: np.ndarray, err: np.ndarray, tol: tolerance.Tolerance, dtype):
+def precision_band(relative_round_off: float, float32_inside: bool = False) -> float:
+    """The relative disagreement a unit's measured round-off leaves unresolved: its analytic
+    side is computed with the same arithmetic, so it is no more precise than its forward.
+    float32's rtol scaled to the measured round-off (float32's own epsilon gets float32's rtol,
+    the policy of float32 networks), at most float32's rtol, and all of it for a unit that
+    computes in float32 inside. Round-off at float64's level gives ~1e-11: no band at all."""
+    rtol = tolerance.DEFAULTS[np.dtype(np.float32)].rtol
+    if float32_inside:
+        return rtol
+    return min(rtol, rtol * relative_round_off / float(np.finfo(np.float32).eps))
+
+
+def settle(a: np.ndarray, best: np.ndarray, err: np.ndarray, tol: tolerance.Tolerance, dtype,
+           size_floor=0.0):
     """Verdicts from extrapolated estimates ``best`` with error estimates ``err``: certain ones
     decide; uncertain ones are judged at a widened rtol (within WIDEN_LIMIT, and said) or are
-    inconclusive unless they disagree beyond their own uncertainty. Returns the statuses, the
-    relative errors, the rtol each was judged at and which were widened."""
+    inconclusive unless they disagree beyond their own uncertainty. ``size_floor``: the least
+    size the relative tolerance applies to (a directional sum's spread). Returns the statuses,
+    the relative errors, the rtol each was judged at and which were widened."""
     rtol, atol = tol.rtol, tol.atol
-    size = np.maximum(np.abs(a), np.abs(best))
+    size = np.maximum(np.maximum(np.abs(a), np.abs(best)), size_floor)
     gap = np.abs(a - best)
     # The rtol at which the estimate is certain to half the tolerance: rtol*size + atol >= 2 err.
     needed = np.where(2.0 * err <= atol, 0.0,

@@ -29,7 +29,7 @@ def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full:
     report = TargetReport(target=name, shape=tuple(shape), status="pass", checked=len(v.indices),
                           failed=counts["fail"], kinks=counts["kink"],
                           inconclusive=counts["inconclusive"], rtol=v.rtol_used or v.tol.rtol,
-                          compared=compared, float32_inside=v.float32_inside)
+                          compared=compared, float32_inside=v.float32_inside, band=v.band)
     rel_map = np.full(size, np.nan)
     rel_map[v.indices] = v.rel
     report.rel_error = rel_map.reshape(shape)
@@ -86,12 +86,19 @@ def _precision_notes(v: Verdicts) -> list[str]:
         notes.append(f"measured round-off of the objective is {v.round_off:.1e}x what float64 "
                      "predicts, at float32's level: this layer computes in float32 inside, so a "
                      "disagreement below float32's rtol 1e-2 is inconclusive here, not a pass")
+    elif v.band:
+        notes.append(f"measured round-off of the objective is {v.round_off:.1e}x what the dtype "
+                     f"predicts for its size: a disagreement below {v.band:.1e} is inconclusive "
+                     "here, not a pass")
     elif v.round_off > 1e3:
         notes.append(f"measured round-off of the objective is {v.round_off:.1e}x what the dtype "
                      "predicts for its size")
     if v.inconclusive_count():
         notes.append("truncation and round-off overlap at every step for "
                      f"{v.inconclusive_count()} element(s): inconclusive, neither pass nor fail")
+    if v.unswept:
+        notes.append(f"{v.unswept} element(s) failing at their first step were not swept (the "
+                     "worst were): judged with the round-off the sweep measured")
     if v.rescued:
         notes.append(f"{v.rescued} element(s) pass only after the step sweep (the first step was "
                      "too coarse or too fine for them)")

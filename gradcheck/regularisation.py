@@ -72,7 +72,7 @@ def _l2_check(param: np.ndarray, decay: float, name: str, settings):
 
     indices = np.arange(flat.size)
     analytic = decay * flat.astype(np.float64)
-    steps, cap = element_steps(param, indices, settings.tol.eps, False)
+    steps, cap = element_steps(param, indices, settings.tol.eps)
     first = evaluate(indices, steps)
     verdicts = judge(evaluate, analytic, indices, first, steps, cap, settings.tol, dtype)
     report = target_report(name, tuple(param.shape), verdicts, analytic.reshape(param.shape),

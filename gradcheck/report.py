@@ -67,6 +67,9 @@ class TargetReport:
     # Measured round-off says the unit computes in float32 inside a float64 network (a note says
     # so); checks through it can be no tighter. Not rendered.
     float32_inside: bool = dataclasses.field(default=False, repr=False, compare=False)
+    # The relative disagreement the unit's measured round-off leaves unresolved (inconclusive,
+    # a note says so), 0 when none; checks through it can be no tighter. Not rendered.
+    band: float = dataclasses.field(default=0.0, repr=False, compare=False)
 
 
 @dataclasses.dataclass

@@ -17,8 +17,8 @@ DEFAULT_SAMPLES = 32
 DEFAULT_DIRECTIONS = 4
 # auto mode's budget when no --max-seconds is given: full when its estimate fits, else sample.
 DEFAULT_BUDGET_SECONDS = 60.0
-STEP_RULE = ("h = eps * max(|x_i|, s) per element, s = the tensor's RMS (1 for a network input "
-             "or an all-zero tensor); never above max(|x_i|, s) / 10")
+STEP_RULE = ("h = eps * max(|x_i|, s) per element, s = the tensor's RMS (1 for an all-zero "
+             "tensor); never above max(|x_i|, s) / 10")
 
 
 def _number(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:

@@ -68,7 +68,7 @@ def test_every_shortcut_equals_plain_forward_one_copy_at_a_time(config, chunk, m
     kinks = 0
     for probe in _probes(network, batch, clean, verifier):
         indices = np.arange(probe.array.size)
-        steps, _ = element_steps(probe.array, indices, 1e-6, False)
+        steps, _ = element_steps(probe.array, indices, 1e-6)
         fast = probe.evaluate(indices, steps)
         with monkeypatch.context() as plain:
             plain.setattr(shortcuts, "route_for", lambda _: None)
@@ -183,13 +183,13 @@ def test_directional_checks_localise_an_injected_bug():
     network, batch, clean = _net_with_bug()
     tol = tolerance.resolve("float64")
     probe = TailProbe.for_target(network, clean, batch.target, 0, "W")
-    found = Directions(probe, [clean.grads[(0, "W")]], [scales_of(probe.arrays[0], False)], tol,
+    found = Directions(probe, [clean.grads[(0, "W")]], [scales_of(probe.arrays[0])], tol,
                        network.dtype).check(4, np.random.default_rng(0))
     assert found.failed == found.directions == 4
     flat_bad = np.ravel_multi_index(_DenseOneWrongElement.bad, probe.arrays[0].shape)
     assert list(found.located_failing) == [flat_bad]
     healthy = TailProbe.for_target(network, clean, batch.target, 2, "W")
-    passed = Directions(healthy, [clean.grads[(2, "W")]], [scales_of(healthy.arrays[0], False)],
+    passed = Directions(healthy, [clean.grads[(2, "W")]], [scales_of(healthy.arrays[0])],
                         tol, network.dtype).check(4, np.random.default_rng(0))
     assert passed.failed == 0 and passed.status == "pass"
 

@@ -1,6 +1,7 @@
 """The networks around the buggy zoo and the tricky-but-correct layers (tests/plugins/), shared
-by tests/test_verdicts.py and bench/detection.py. Each case is a config dict; buggy cases name
-the layer that must be blamed."""
+by the verdict tests and bench/detection.py. Each case is a config dict; buggy cases name
+the layer that must be blamed. Also the sensitivity sweep's networks: correct layers at every
+scale (``scale_case``) and bugs of a chosen relative size (``graded_case``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 ZOO, TRICKY = str(PLUGINS / "buggy_zoo.py"), str(PLUGINS / "tricky_ok.py")
+VERDICT_BUGS = str(PLUGINS / "verdict_bugs.py")
 
 
 def _net(plugin: str, shape, layers, loss="mse", **extra) -> dict:
@@ -83,4 +85,39 @@ TRICKY_OK = {
     "builtin_relu_maxpool_lenet": _ok([{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1},
                                        {"type": "relu"}, {"type": "maxpool2d"}, {"type": "flatten"},
                                        LAST], shape=(1, 6, 6)),
+    # A learned scale of ~1e-4 on inputs of ~1e4 before a tanh: an absolute step of 1e-6 would
+    # be 1% of the scale (the issue's report).
+    "small_scale_on_large_inputs": {**_ok([{"type": "ok_scale_tanh", "scale": 1.0e-4}, LAST]),
+                                    "input": {"shape": [6], "batch": 4, "data": "normal",
+                                              "std": 1.0e4}},
+    # Inputs of 1e4 varying by 1, normalised with E[x^2] - E[x]^2: eight digits cancel.
+    "cancelling_layernorm": {**_ok([{"type": "ok_naive_layernorm"}, LAST]),
+                             "input": {"shape": [6], "batch": 4, "data": "normal",
+                                       "mean": 1.0e4, "std": 1.0}},
+    "tanh_rounded_to_float32": _ok([DENSE, {"type": "ok_rounded_tanh", "bits": 24}, LAST]),
 }
+
+SCALES = (1.0e-6, 1.0e-3, 1.0, 1.0e3, 1.0e6)
+
+
+def scale_case(param_scale: float, activation_scale: float, dtype: str = "float64") -> dict:
+    """A correct network with parameters and activations at the given scales: inputs of
+    ``activation_scale`` into a tanh scaled by 1/activation_scale, a dense layer with weights of
+    ``param_scale``, a tanh scaled by 1/param_scale; every scale from both ends appears as a
+    parameter and as an activation, and no tanh saturates."""
+    layers = [{"type": "ok_scale_tanh", "scale": 1.0 / activation_scale},
+              {"type": "ok_scaled_dense", "scale": param_scale},
+              {"type": "ok_scale_tanh", "scale": 1.0 / param_scale}, LAST]
+    return {**_ok(layers, dtype=dtype), "input": {"shape": [6], "batch": 4, "data": "normal",
+                                                  "std": activation_scale}}
+
+
+GRADED = ("graded_factor", "graded_few")
+
+
+def graded_case(kind: str, rel: float, dtype: str = "float64") -> tuple[dict, str]:
+    """A network around a ``kind`` bug (tests/plugins/verdict_bugs.py) of relative size ``rel``,
+    and the layer to blame."""
+    layers = [{"type": "dense", "name": "first", "units": 6},
+              {"type": kind, "name": "culprit", "rel": rel}, LAST]
+    return _net(VERDICT_BUGS, [6], layers, dtype=dtype), "culprit"

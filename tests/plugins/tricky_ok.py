@@ -220,3 +220,66 @@ class TanhReturnsFloat32(gradcheck.Layer):
 
     def backward(self, grad_out):
         return grad_out * (1.0 - self.y.astype(np.float64) ** 2)
+
+
+@_ok("scale_tanh")
+class ScaleTanh(gradcheck.Layer):
+    """y = tanh(a * x) with a learned per-feature scale a initialised around ``scale`` (within a
+    factor 2): with ``scale`` 1e-4 on inputs around 1e4, a*x is of order 1, so an absolute step of
+    1e-6 would be 1% of a."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+
+    def build(self, input_shape, rng):
+        self.params["a"] = self.scale * rng.uniform(0.5, 2.0, input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self.x = x
+        self.y = np.tanh(self.params["a"] * x)
+        return self.y
+
+    def backward(self, grad_out):
+        local = grad_out * (1.0 - self.y ** 2)
+        self.grads["a"] = np.sum(local * self.x, axis=0)
+        return local * self.params["a"]
+
+
+@_ok("rounded_tanh")
+class RoundedTanh(gradcheck.Layer):
+    """tanh whose float64 result keeps only ``bits`` significant bits (52: float64 itself, 23:
+    float32's precision, in between: a library working in extended or reduced precision). Its
+    output carries round-off of exactly that size and no other error."""
+
+    def __init__(self, bits: int = 52):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x):
+        mantissa, exponent = np.frexp(np.tanh(x))
+        self.y = np.ldexp(np.round(mantissa * 2.0 ** self.bits) / 2.0 ** self.bits, exponent)
+        return self.y
+
+    def backward(self, grad_out):
+        return grad_out * (1.0 - self.y ** 2)
+
+
+@_ok("naive_layernorm")
+class NaiveLayerNorm(gradcheck.Layer):
+    """Layer normalisation over features with the variance computed as E[x^2] - E[x]^2: right in
+    exact arithmetic, but on inputs far from 0 (mean 1e4, spread 1) the subtraction cancels most
+    digits, so the forward is only as precise as float32 or worse, in a float64 network."""
+
+    def forward(self, x):
+        mean = x.mean(axis=1, keepdims=True)
+        variance = (x ** 2).mean(axis=1, keepdims=True) - mean ** 2
+        self.inv_std = 1.0 / np.sqrt(variance + 1e-5)
+        self.xhat = (x - mean) * self.inv_std
+        return self.xhat
+
+    def backward(self, grad_out):
+        n = grad_out.shape[1]
+        return self.inv_std / n * (n * grad_out - grad_out.sum(axis=1, keepdims=True)
+                                   - self.xhat * (grad_out * self.xhat).sum(axis=1, keepdims=True))
