@@ -25,14 +25,19 @@ PASSES_PER_TARGET = 16
 CALIBRATION_ELEMENTS = 16
 
 
+def scale_floor(array: np.ndarray, network_input: bool) -> float:
+    """s, the least scale of an element of ``array``: the tensor's RMS (1 for a network input,
+    whose scale is the user's data, or for an all-zero tensor)."""
+    rms = 0.0 if network_input else float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
+    return rms if rms > 0 else 1.0
+
+
 def element_steps(array: np.ndarray, indices: np.ndarray, eps: float,
                   network_input: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per element: the step h = eps * max(|x_i|, s) and the largest step allowed,
-    max(|x_i|, s) / 10, where s is the tensor's RMS (1 for a network input, whose scale is the
-    user's data, or for an all-zero tensor)."""
+    max(|x_i|, s) / 10, where s is ``scale_floor``."""
     values = np.abs(array.reshape(-1)[indices].astype(np.float64))
-    rms = 0.0 if network_input else float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
-    scale = np.maximum(values, rms if rms > 0 else 1.0)
+    scale = np.maximum(values, scale_floor(array, network_input))
     return eps * scale, scale / 10.0
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck import blame, modes, regularisation, tolerance
-from gradcheck.directional import Directions, scales_of
+from gradcheck.compare import scale_floor
+from gradcheck.directional import Directions
 from gradcheck.engine.local import INPUT
 from gradcheck.engine.tail import TailProbe
 from gradcheck.report import Report, TargetReport, worst_status
@@ -50,8 +51,8 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     """Random directions through the network for target ``name`` of unit ``k``, folded into
     ``check``: a failing direction fails the target, with the elements bisection finds."""
     probe = TailProbe.for_target(network, clean.inputs, batch.target, k, name)
-    scales = [scales_of(probe.arrays[0], k == 0 and name == INPUT)]
-    found = Directions(probe, [analytic], scales, settings.tol, network.dtype, band).check(
+    floors = [scale_floor(probe.arrays[0], k == 0 and name == INPUT)]
+    found = Directions(probe, [analytic], floors, settings.tol, network.dtype, band).check(
         settings.directions, rng)
     coverage = dict(check.coverage or {"elements": check.checked, "of": int(analytic.size)})
     coverage.update(directions=found.directions, directions_failed=found.failed,
@@ -95,18 +96,18 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
 def _safety_net(network, clean, batch, settings, band) -> dict:
     """Random directions moving every parameter and the network input at once."""
     x = np.array(clean.inputs[0], copy=True, order="C")
-    arrays, grads, scales = [], [], []
+    arrays, grads, floors = [], [], []
     for k, unit in enumerate(network.units):
         for name, param in unit.params.items():
             arrays.append(param)
             grads.append(clean.grads[(k, name)])
-            scales.append(scales_of(param, False))
+            floors.append(scale_floor(param, False))
     arrays.append(x)
     grads.append(clean.grad_in[0])
-    scales.append(scales_of(x, True))
+    floors.append(scale_floor(x, True))
     probe = TailProbe(network, clean.inputs, batch.target, 0, arrays, x)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(10,)))
-    found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
+    found = Directions(probe, grads, floors, settings.tol, network.dtype, band).check(
         settings.directions, rng, localise=False)
     return {"directions": found.directions, "failed": found.failed, "kinked": found.kinked,
             "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error}
@@ -192,7 +193,7 @@ def _smallest_failing_span(network, clean, batch, settings, band) -> list[str] |
             upstream = None if stop == n else clean.grad_in[stop].astype(network.dtype)
             probe = TailProbe(network, clean.inputs, batch.target, start, [x], x,
                               stop=None if stop == n else stop, upstream=upstream)
-            found = Directions(probe, [clean.grad_in[start]], [scales_of(x, start == 0)],
+            found = Directions(probe, [clean.grad_in[start]], [scale_floor(x, start == 0)],
                                settings.tol, network.dtype, band).check(2, rng, localise=False)
             if found.failed:
                 return [u.name for u in network.units[start:stop]]
