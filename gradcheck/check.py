@@ -27,7 +27,7 @@ from gradcheck.engine.verify import Verifier
 from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
 from gradcheck.regularisation import decay_term
-from gradcheck.report import LayerReport, Report, TargetReport
+from gradcheck.report import ErrorMap, LayerReport, Report, TargetReport
 from gradcheck.settings import CheckSettings, settings_for
 from gradcheck.timing import Ticker
 from gradcheck.usercode import type_name
@@ -120,7 +120,7 @@ def _upstream(network: Network, clean, batch: Batch, k: int) -> np.ndarray:
 def _not_compared(name: str, shape, note: str) -> TargetReport:
     size = int(np.prod(shape, dtype=np.int64))
     return TargetReport(target=name, shape=tuple(shape), status="skipped", checked=0, failed=0,
-                        rel_error=np.full(shape, np.nan), notes=[note],
+                        rel_error=ErrorMap(shape, np.arange(0), np.zeros(0)), notes=[note],
                         coverage={"elements": 0, "of": size})
 
 

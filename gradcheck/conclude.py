@@ -73,10 +73,9 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     # Elements bisection compared through the network: new ones count as compared; those it
     # finds wrong are the target's failures (its own check passed them: the gradient it
     # received is what is wrong).
-    rel_map = check.rel_error.reshape(-1)
-    check.checked += int(np.sum(np.isnan(rel_map[found.located])))
+    check.checked += int(np.sum(np.isnan(check.rel_error.get(found.located))))
     check.failed = len(bad)
-    rel_map[found.located] = found.located_rel
+    check.rel_error.put(found.located, found.located_rel)
     if len(bad):
         worst = int(np.argmax(np.where(np.isin(found.located, bad), found.located_rel, -1)))
         if found.located_rel[worst] >= check.max_rel_error:
