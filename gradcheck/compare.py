@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from gradcheck.engine.base import Perturbed
+from gradcheck.engine.base import Perturbed, runs
 from gradcheck.engine.local import INPUT, LocalProbe
 from gradcheck.errors import LayerError
 from gradcheck.explain import target_axis_names
@@ -28,7 +28,12 @@ CALIBRATION_ELEMENTS = 16
 def scale_floor(array: np.ndarray, network_input: bool) -> float:
     """s, the least scale of an element of ``array``: the tensor's RMS (1 for a network input,
     whose scale is the user's data, or for an all-zero tensor)."""
-    rms = 0.0 if network_input else float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
+    if network_input or array.size == 0:
+        return 1.0
+    flat = array.reshape(-1)
+    # A run at a time: the squares of a large tensor are never held whole.
+    total = sum(float(np.sum(np.square(flat[run], dtype=np.float64))) for run in runs(flat.size))
+    rms = float(np.sqrt(total / flat.size))
     return rms if rms > 0 else 1.0
 
 

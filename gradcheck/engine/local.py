@@ -145,7 +145,12 @@ class LocalProbe:
         elements, both signs of each."""
         chosen = self.verifier.positions(len(pairs) // 2)
         at = np.sort(np.concatenate([2 * chosen, 2 * chosen + 1]))
-        expected, scale = self.change(self.plain_copies(pairs[at], values[at]))
+        # Whole-batch copies, as many at once as a pass of plain copies holds: verifying the
+        # rows of a large activation must not stack 16 copies of the whole batch.
+        group = 2 * pairs_per_chunk(self._copy_bytes(None))
+        expected, scale = (np.concatenate(parts) for parts in zip(*(
+            self.change(self.plain_copies(pairs[at[lo:lo + group]], values[at[lo:lo + group]]))
+            for lo in range(0, len(at), group))))
         ok = self.verifier.agree(change[at], expected, scale)
         if not ok.all():
             bad = at[int(np.argmin(ok))]
