@@ -16,18 +16,14 @@ def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     memory before it allocates), and make the check's inputs and targets."""
     load_spec_plugins(spec)
     dtype = np.dtype(spec.dtype)
+    budget = MemoryBudget(dtype.itemsize)
     if spec.input.shape is not None:
         # Refuse an impossible input before drawing it.
-        MemoryBudget(spec.input.batch, dtype.itemsize).add_activation(spec.input.shape, "input")
+        budget.admit_input((spec.input.batch, *spec.input.shape))
     x = make_input(spec)
-    budget = MemoryBudget(x.shape[0], dtype.itemsize)
-    budget.add_activation(x.shape[1:], "input")
-
-    def account(layer, out_shape, where):
-        budget.add_params(layer.params, where)
-        budget.add_activation(out_shape, where)
-
-    network = assemble(spec, tuple(x.shape[1:]), on_built=account)
+    budget.admit_input(x.shape)
+    with budget.watching():
+        network = assemble(spec, tuple(x.shape[1:]), on_built=budget.built)
     try:
         target = make_target(spec, network.loss, network.shapes[-1], x.shape[0], dtype)
     except BaseException:

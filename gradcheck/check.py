@@ -28,6 +28,7 @@ from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
 from gradcheck.regularisation import decay_term
 from gradcheck.report import ErrorMap, LayerReport, Report, TargetReport
+from gradcheck.resources import fit as fit_memory
 from gradcheck.settings import CheckSettings, settings_for
 from gradcheck.timing import Ticker
 from gradcheck.usercode import type_name
@@ -55,6 +56,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     a progress bar with it; the library itself never prints).
     """
     started = time.monotonic()
+    settings, memory = fit_memory(network, batch, settings)
     network.set_training(True)
     clean = network.run(batch)
     problems = contract_problems(network, clean, batch, settings.nondet_tol)
@@ -94,6 +96,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     conclude(network, clean, batch, settings, report, comparison)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
+    report.events.append(memory.describe(settings.effective_mode))
     return report
 
 
@@ -126,8 +129,9 @@ def _not_compared(name: str, shape, note: str) -> TargetReport:
 
 def _resolve(network: Network, clean, batch: Batch, settings: CheckSettings,
              comparison: Comparison) -> CheckSettings:
-    """``auto``: full when its estimated time fits the budget, else sample and directional."""
-    if settings.mode != "auto":
+    """``auto``: full when its estimated time fits the budget, else sample and directional
+    (unless memory already decided, ``resources.fit``)."""
+    if settings.mode != "auto" or settings.resolved:
         return settings
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(5,)))
     sizes = [(k, name, grad.size) for k, name, grad in _targets(network, clean)]

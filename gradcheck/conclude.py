@@ -248,7 +248,10 @@ def _coverage(settings, report: Report) -> str:
     compared = sum(c.checked for c in checks)
     total = sum(int(np.prod(c.shape, dtype=np.int64)) for c in checks)
     parts = []
-    if settings.mode == "auto":
+    if settings.mode == "auto" and settings.resolved_by == "memory":
+        # No estimate here: the report must be byte-stable for a given seed.
+        parts.append("auto mode: a full check would not fit in memory, so")
+    elif settings.mode == "auto":
         # No measured seconds here: the report must be byte-stable for a given seed.
         parts.append(f"auto mode: a full check would take longer than "
                      f"{settings.budget_seconds:g} s, so")
