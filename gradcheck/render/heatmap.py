@@ -54,7 +54,8 @@ def grid(rel_error: np.ndarray | ErrorMap, axis_names=None) -> tuple[np.ndarray,
 def _sparse_grid(rel_error: ErrorMap, axis_names) -> tuple[np.ndarray, str]:
     """``grid`` of a sparse map: each compared element's cell, the maximum per cell."""
     shape = rel_error.shape
-    names = list(axis_names) if axis_names is not None else [f"axis {i}" for i in range(len(shape))]
+    names = (list(axis_names) if axis_names is not None
+             else [f"axis {i}" for i in range(len(shape))])
     rows, cols = (1, 1) if not shape else (1, shape[0]) if len(shape) == 1 else shape[-2:]
     what = "" if not shape else f"one row: {names[0]}; " if len(shape) == 1 else \
         f"rows: {names[-2]}, columns: {names[-1]}; "
@@ -75,7 +76,8 @@ def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
     return np.where(np.any(checked, axis=axis), best, np.nan)
 
 
-def heatmap(rel_error: np.ndarray | ErrorMap, rtol: float, axis_names=None, indent: str = "    ") -> Text:
+def heatmap(rel_error: np.ndarray | ErrorMap, rtol: float, axis_names=None,
+            indent: str = "    ") -> Text:
     """The heat map as rich Text: one character per element (or block), then a legend that
     names the axes (``axis_names``, one per axis of ``rel_error``; generic when None)."""
     cells, what = grid(rel_error, axis_names)
