@@ -196,9 +196,9 @@ class MemoryBudget:
                         for mode in reversed(footprint.MODES)), key=lambda e: e.total)
         if cheapest.total > self.budget:
             raise ResourceError(
-                f"no check of this network fits in memory: it needs at least "
-                f"{footprint.gib(cheapest.total)} even in {cheapest.mode} mode, its cheapest "
-                f"(reached at {where}: {footprint.gib(cheapest.network)} for the parameters, "
+                f"no check of this network fits in memory: even in {cheapest.mode} mode, its "
+                f"cheapest, it needs about {footprint.gib(cheapest.total)} with what is built "
+                f"so far (up to {where}: {footprint.gib(cheapest.network)} for the parameters, "
                 f"data and clean pass, {footprint.gib(cheapest.working)} for {cheapest.stage}, "
                 f"{footprint.gib(cheapest.baseline)} already in use), "
                 f"{footprint.gib(self.budget)} available.",
