@@ -146,7 +146,8 @@ def _compare(units, itemsize, mode, samples) -> float:
 def _directions(units, itemsize, mode, samples) -> float:
     """The largest target checked along random directions through the rest of the network:
     directional mode, and in every mode the targets a wrong gradient reaches."""
-    return _maps(units, mode) + max(_moved(size, itemsize) + _tail(units, k, itemsize)
+    tails = _tails(units, itemsize)
+    return _maps(units, mode) + max(_moved(size, itemsize) + tails[k]
                                     + (size * itemsize if is_input else 0)
                                     for k, u in enumerate(units) for size, is_input in u.targets())
 
@@ -159,7 +160,7 @@ def _safety_net(units, itemsize, mode, samples) -> float:
     largest = max(moved)
     return (_maps(units, mode) + sum(moved) * (itemsize + 1) + largest * F64
             + min(largest, base.RUN_ELEMENTS) * F64 * RUN_ARRAYS + units[0].inputs * itemsize
-            + _tail(units, 0, itemsize))
+            + _tails(units, itemsize)[0])
 
 
 def _isolation(units, itemsize, mode, samples) -> float:
@@ -217,9 +218,13 @@ def _moved(size: int, itemsize: int) -> float:
     return size * (itemsize + SIGN_BYTES) + min(size, base.RUN_ELEMENTS) * F64 * RUN_ARRAYS
 
 
-def _tail(units: list[UnitShape], k: int, itemsize: int) -> float:
-    """A forward from unit ``k`` to the loss: the later units' outputs and caches."""
-    return sum(u.outputs for u in units[k:]) * itemsize * (1.0 + CACHE_COPIES)
+def _tails(units: list[UnitShape], itemsize: int) -> list[float]:
+    """Per unit k, a forward from it to the loss: the outputs and caches of units k onwards."""
+    tails, total = [], 0.0
+    for u in reversed(units):
+        total += u.outputs * itemsize * (1.0 + CACHE_COPIES)
+        tails.append(total)
+    return tails[::-1]
 
 
 def _maps(units: list[UnitShape], mode: str) -> float:

@@ -143,9 +143,15 @@ def before_drawing(shape) -> None:
 
 
 class MemoryBudget:
-    """Refuses a network that no check could fit in memory as it is built, layer by layer:
-    the estimate of its cheapest mode for what is built so far (``footprint``), against the
-    budget, after every layer and before every parameter a built-in initialiser draws."""
+    """Refuses a network that no check could fit in memory as it is built: the estimate of its
+    cheapest mode, directional (``footprint.MODES`` is ordered by need), for what is built so
+    far, against the budget. Checked for the input, before a built-in initialiser draws a
+    parameter and after a layer is built, whenever what is built has grown by ``GROWTH`` since
+    the last estimate: a parameter that alone would not fit is refused before it is drawn, and a
+    deep network costs a few estimates, not one per layer (the check itself fits every mode
+    again before its clean pass, ``fit``)."""
+
+    GROWTH = 0.125
 
     def __init__(self, itemsize: int, budget: int | None = None):
         self.itemsize = itemsize
@@ -155,12 +161,15 @@ class MemoryBudget:
         self.units: list[footprint.UnitShape] = []
         self.next_input = 0
         self.drawn: list[int] = []
+        self.elements = 0   # parameters and activations built so far
+        self.estimated = 0  # ... when last estimated
 
     def admit_input(self, shape: tuple[int, ...]) -> None:
         """The network input (batch, *shape): refused when even it does not fit."""
         self.batch = int(shape[0])
-        self.next_input = math.prod(int(d) for d in shape)
-        self._check([], "the input")
+        self.next_input = self.elements = math.prod(int(d) for d in shape)
+        self.estimated = 0
+        self._check([], "the input", self.elements)
 
     @contextlib.contextmanager
     def watching(self):
@@ -175,28 +184,30 @@ class MemoryBudget:
         """A parameter of ``size`` elements is about to be drawn for the layer being built."""
         self.drawn.append(size)
         building = footprint.UnitShape(tuple(self.drawn), self.next_input, 0)
-        self._check([building], "a parameter of the layer being built")
+        self._check([building], "a parameter of the layer being built",
+                    self.elements + sum(self.drawn))
 
     def built(self, layer, out_shape: tuple[int, ...], where: str) -> None:
         """``network.assemble``'s ``on_built``: account for ``layer`` (its parameters and
         output) and refuse the network if no check of what is built so far fits."""
         self.drawn = []
         outputs = self.batch * math.prod(int(d) for d in out_shape)
-        self.units.append(footprint.UnitShape(
-            tuple(int(getattr(p, "size", 0)) for p in layer.params.values()), self.next_input,
-            outputs))
+        params = tuple(int(getattr(p, "size", 0)) for p in layer.params.values())
+        self.units.append(footprint.UnitShape(params, self.next_input, outputs))
         self.next_input = outputs
-        self._check([], where)
+        self.elements += sum(params) + outputs
+        self._check([], where, self.elements)
 
-    def _check(self, building: list, where: str) -> None:
+    def _check(self, building: list, where: str, elements: int) -> None:
+        if elements <= self.estimated * (1.0 + self.GROWTH):
+            return
+        self.estimated = elements
         loss = footprint.UnitShape((), self.next_input, 1, is_loss=True)
-        units = [*self.units, *building, loss]
-        # Most thorough last, so a tie names the simplest mode.
-        cheapest = min((footprint.estimate(units, self.itemsize, mode, 1, self.baseline)
-                        for mode in reversed(footprint.MODES)), key=lambda e: e.total)
+        cheapest = footprint.estimate([*self.units, *building, loss], self.itemsize,
+                                      "directional", 1, self.baseline)
         if cheapest.total > self.budget:
             raise ResourceError(
-                f"no check of this network fits in memory: even in {cheapest.mode} mode, its "
+                f"no check of this network fits in memory: even in directional mode, its "
                 f"cheapest, it needs about {footprint.gib(cheapest.total)} with what is built "
                 f"so far (up to {where}: {footprint.gib(cheapest.network)} for the parameters, "
                 f"data and clean pass, {footprint.gib(cheapest.working)} for {cheapest.stage}, "
