@@ -17,23 +17,18 @@ def build_network(spec: NetworkSpec) -> tuple[Network, Batch]:
     memory before it allocates), and make the check's inputs and targets."""
     load_spec_plugins(spec)
     dtype = np.dtype(spec.dtype)
+    budget = MemoryBudget(dtype.itemsize)
     for source in spec.inputs:
         if source.shape is not None:
             # Refuse an impossible input before drawing it.
-            MemoryBudget(source.batch, dtype.itemsize).add_activation(source.shape, source.name)
+            budget.admit_input(source.name, (source.batch, *source.shape))
     inputs = make_inputs(spec)
-    rows = next(iter(inputs.values())).shape[0]
-    budget = MemoryBudget(rows, dtype.itemsize)
     for name, x in inputs.items():
-        budget.add_activation(x.shape[1:], name)
-
-    def account(layer, out_shapes, where):
-        budget.add_params(layer.params, where)
-        for shape in out_shapes:
-            budget.add_activation(shape, where)
-
-    network = assemble(spec, {name: tuple(x.shape[1:]) for name, x in inputs.items()},
-                       on_built=account)
+        budget.admit_input(name, x.shape)
+    rows = next(iter(inputs.values())).shape[0]
+    with budget.watching():
+        network = assemble(spec, {name: tuple(x.shape[1:]) for name, x in inputs.items()},
+                           on_built=budget.built)
     try:
         target = make_target(spec, network.loss, network.shapes[-1], rows, dtype)
     except BaseException:

@@ -27,7 +27,8 @@ from gradcheck.engine.verify import Verifier
 from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
 from gradcheck.regularisation import decay_term
-from gradcheck.report import LayerReport, Report, TargetReport
+from gradcheck.report import ErrorMap, LayerReport, Report, TargetReport
+from gradcheck.resources import fit as fit_memory
 from gradcheck.settings import CheckSettings, settings_for
 from gradcheck.timing import Ticker
 from gradcheck.usercode import type_name
@@ -68,6 +69,7 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
 
 def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> Report:
     started = time.monotonic()
+    settings, memory = fit_memory(network, batch, settings)
     network.set_training(True)
     clean = network.run(batch)
     problems = contract_problems(network, clean, batch, settings.nondet_tol)
@@ -109,6 +111,7 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     conclude(network, clean, batch, settings, report, comparison)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
+    report.events.append(memory.describe(settings.effective_mode))
     return report
 
 
@@ -147,14 +150,15 @@ def note_sharing(network: Network, k: int, name: str, check: TargetReport) -> No
 def _not_compared(name: str, shape, note: str) -> TargetReport:
     size = int(np.prod(shape, dtype=np.int64))
     return TargetReport(target=name, shape=tuple(shape), status="skipped", checked=0, failed=0,
-                        rel_error=np.full(shape, np.nan), notes=[note],
+                        rel_error=ErrorMap(shape, np.arange(0), np.zeros(0)), notes=[note],
                         coverage={"elements": 0, "of": size})
 
 
 def _resolve(network: Network, clean, batch: Batch, settings: CheckSettings,
              comparison: Comparison) -> CheckSettings:
-    """``auto``: full when its estimated time fits the budget, else sample and directional."""
-    if settings.mode != "auto":
+    """``auto``: full when its estimated time fits the budget, else sample and directional
+    (unless memory already decided, ``resources.fit``)."""
+    if settings.mode != "auto" or settings.resolved:
         return settings
     estimate = full_seconds(network, clean, batch, comparison, settings.seed)
     resolved = "full" if estimate <= settings.budget_seconds else "sample+directional"

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from gradcheck.engine.base import Perturbed
+from gradcheck.engine.base import Perturbed, runs
 from gradcheck.engine.local import INPUT, LocalProbe, input_target, slot_of
 from gradcheck.errors import LayerError
 from gradcheck.explain import target_axis_names
@@ -29,15 +29,25 @@ PASSES_PER_TARGET = 16
 CALIBRATION_ELEMENTS = 16
 
 
+def scale_floor(array: np.ndarray) -> float:
+    """s, the least scale of an element of ``array``: the tensor's RMS (1 for an all-zero
+    tensor). The network input is no exception: data of size 1e-6 fed to a layer that scales
+    it by 1e6 needs a step of its own size, not one of 1e-6 (a correct layer would fail)."""
+    if array.size == 0:
+        return 1.0
+    flat = array.reshape(-1)
+    # A run at a time: the squares of a large tensor are never held whole.
+    total = sum(float(np.sum(np.square(flat[run], dtype=np.float64))) for run in runs(flat.size))
+    rms = float(np.sqrt(total / flat.size))
+    return rms if rms > 0 else 1.0
+
+
 def element_steps(array: np.ndarray, indices: np.ndarray,
                   eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Per element: the step h = eps * max(|x_i|, s) and the largest step allowed,
-    max(|x_i|, s) / 10, where s is the tensor's RMS (1 for an all-zero tensor). The network
-    input is no exception: data of size 1e-6 fed to a layer that scales it by 1e6 needs a step
-    of its own size, not one of 1e-6 (a correct layer would fail for its scale)."""
+    max(|x_i|, s) / 10, where s is ``scale_floor``."""
     values = np.abs(array.reshape(-1)[indices].astype(np.float64))
-    rms = float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
-    scale = np.maximum(values, rms if rms > 0 else 1.0)
+    scale = np.maximum(values, scale_floor(array))
     return eps * scale, scale / 10.0
 
 

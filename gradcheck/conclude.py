@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck import blame, modes, regularisation
-from gradcheck.directional import Directions, scales_of
+from gradcheck.compare import scale_floor
+from gradcheck.directional import Directions
 from gradcheck.engine.local import slot_of
 from gradcheck.engine.tail import TailProbe
 from gradcheck.report import Report, TargetReport, worst_status
@@ -51,8 +52,8 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     """Random directions through the network for target ``name`` of unit ``k``, folded into
     ``check``: a failing direction fails the target, with the elements bisection finds."""
     probe = TailProbe.for_target(network, clean, batch.target, k, name)
-    scales = [scales_of(probe.arrays[0])]
-    found = Directions(probe, [analytic], scales, settings.tol, network.dtype, band).check(
+    floors = [scale_floor(probe.arrays[0])]
+    found = Directions(probe, [analytic], floors, settings.tol, network.dtype, band).check(
         settings.directions, rng)
     coverage = dict(check.coverage or {"elements": check.checked, "of": int(analytic.size)})
     coverage.update(directions=found.directions, directions_failed=found.failed,
@@ -79,10 +80,9 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
     # Elements bisection compared through the network: new ones count as compared; those it
     # finds wrong are the target's failures (its own check passed them: the gradient it
     # received is what is wrong).
-    rel_map = check.rel_error.reshape(-1)
-    check.checked += int(np.sum(np.isnan(rel_map[found.located])))
+    check.checked += int(np.sum(np.isnan(check.rel_error.get(found.located))))
     check.failed = len(bad)
-    rel_map[found.located] = found.located_rel
+    check.rel_error.put(found.located, found.located_rel)
     if len(bad):
         worst = int(np.argmax(np.where(np.isin(found.located, bad), found.located_rel, -1)))
         if found.located_rel[worst] >= check.max_rel_error:
@@ -102,11 +102,11 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
 def _safety_net(network, clean, batch, settings, band) -> dict:
     """Random directions moving every parameter (each shared array once) and every network
     input that holds real values, at once."""
-    arrays, grads, scales, overrides = [], [], [], {}
+    arrays, grads, floors, overrides = [], [], [], {}
     for array, total in network.parameters(clean.grads):
         arrays.append(array)
         grads.append(total)
-        scales.append(scales_of(array))
+        floors.append(scale_floor(array))
     for name in network.input_names:
         if name in network.integer:
             continue
@@ -114,12 +114,12 @@ def _safety_net(network, clean, batch, settings, band) -> dict:
         x = np.array(clean.tensors[name], copy=True, order="C")
         arrays.append(x)
         grads.append(sum(clean.arg_grads[k][j] for k, j in readers))
-        scales.append(scales_of(x))
+        floors.append(scale_floor(x))
         overrides.update({reader: x for reader in readers})
     probe = TailProbe(network, clean, batch.target, arrays, list(range(len(network.units))),
                       overrides)
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(10,)))
-    found = Directions(probe, grads, scales, settings.tol, network.dtype, band).check(
+    found = Directions(probe, grads, floors, settings.tol, network.dtype, band).check(
         settings.directions, rng, localise=False)
     return {"directions": found.directions, "failed": found.failed, "kinked": found.kinked,
             "inconclusive": found.inconclusive, "max_rel_error": found.worst_rel_error,
@@ -232,7 +232,7 @@ def _smallest_failing_span(network, clean, batch, settings, band) -> list[str] |
             projection = None if stop == n else clean.upstream[stop - 1][0]
             probe = TailProbe(network, clean, batch.target, [x], list(range(start, stop)),
                               {(start, 0): x}, projection)
-            found = Directions(probe, [clean.grad_in[start]], [scales_of(x)],
+            found = Directions(probe, [clean.grad_in[start]], [scale_floor(x)],
                                settings.tol, network.dtype, band).check(2, rng, localise=False)
             if found.failed:
                 return [u.name for u in network.units[start:stop]]
@@ -288,7 +288,10 @@ def _coverage(settings, report: Report) -> str:
     compared = sum(c.checked for c in checks)
     total = sum(int(np.prod(c.shape, dtype=np.int64)) for c in checks)
     parts = []
-    if settings.mode == "auto":
+    if settings.mode == "auto" and settings.resolved_by == "memory":
+        # No estimate here: the report must be byte-stable for a given seed.
+        parts.append("auto mode: a full check would not fit in memory, so")
+    elif settings.mode == "auto":
         # No measured seconds here: the report must be byte-stable for a given seed.
         parts.append(f"auto mode: a full check would take longer than "
                      f"{settings.budget_seconds:g} s, so")

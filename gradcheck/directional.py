@@ -23,7 +23,7 @@ import numpy as np
 from gradcheck import kinks, tolerance
 from gradcheck.compare import element_steps
 from gradcheck.engine.base import Perturbed
-from gradcheck.engine.tail import TailProbe
+from gradcheck.engine.tail import Move, TailProbe, displaced, runs
 from gradcheck.judge import FLOAT32_EVIDENCE, POINT_ULPS, precision_band, settle
 from gradcheck.sweep import ridders
 
@@ -87,45 +87,66 @@ class Directional:
 
 class Directions:
     """Directional checks of the arrays a ``TailProbe`` perturbs, with their analytic
-    gradients ``grads`` and per-element scales ``scales``."""
+    gradients ``grads`` and scale floors ``floors`` (``compare.scale_floor``: element i's scale
+    is max(|x_i|, floor))."""
 
-    def __init__(self, probe: TailProbe, grads: list[np.ndarray], scales: list[np.ndarray],
+    def __init__(self, probe: TailProbe, grads: list[np.ndarray], floors: list[float],
                  tol: tolerance.Tolerance, dtype, band: float | None = None):
         # ``band``: a unit on the way computes in float32 inside; a disagreement within this
         # relative size is inconclusive, not a failure.
         self.band = band
         self.probe = probe
         self.grads = [np.asarray(g, dtype=np.float64).reshape(-1) for g in grads]
-        self.scales = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scales]
+        self.floors = [float(f) for f in floors]
         self.tol = tol
         self.dtype = np.dtype(dtype)
 
-    def judge(self, signs: list[np.ndarray], masks: list[list[np.ndarray]],
+    def judge(self, signs: list[np.ndarray], groups: list[list[slice]],
               factor: float = 1.0) -> _Judged:
-        """Each group moved along ``signs``: ``masks[j]`` holds, per array, the flat indices
-        group j moves; ``factor`` scales the displacement."""
+        """Each group moved along ``signs``: ``groups[j]`` holds, per array, the flat positions
+        group j moves; ``factor`` scales the displacement. Every array-sized quantity (the
+        displacement, the values it stores, their products with the gradient) is computed a run
+        of positions at a time, never held whole."""
         eps = self.tol.eps * factor
-        displacements, spreads = [], []
-        for group in masks:
-            count = max(1, sum(len(idx) for idx in group))
-            ds, spread = [], 0.0
-            for a, idx in enumerate(group):
-                d = np.zeros(self.grads[a].size)
-                d[idx] = eps * self.scales[a][idx] * signs[a][idx] / np.sqrt(count)
-                ds.append(d.reshape(self.probe.arrays[a].shape))
-                spread += float(np.sum((self.grads[a][idx] * d[idx] / eps) ** 2))
-            displacements.append(ds)
+        moves, analytic, spreads = [], [], []
+        for group in groups:
+            count = max(1, sum(p.stop - p.start for p in group))
+            move = Move(group, self._amount(signs, eps, np.sqrt(count)))
+            along, spread = self._analytic(move, eps)
+            moves.append(move)
+            analytic.append(along)
             spreads.append(np.sqrt(spread))
-        found, moved = self.probe.evaluate_displaced(displacements)
-        analytic = np.array([sum(float(g @ m.reshape(-1)) for g, m in zip(self.grads, ms)) / eps
-                             for ms in moved])
+        found = self.probe.evaluate_displaced(moves)
+        analytic, spreads = np.array(analytic), np.array(spreads)
         numeric = (found.plus - found.minus) / (2.0 * eps)
-        noise = tolerance.round_off(self.dtype, found.scale, np.full(len(masks), 2.0 * eps))
-        spreads = np.array(spreads)
+        noise = tolerance.round_off(self.dtype, found.scale, np.full(len(groups), 2.0 * eps))
         scale = (np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), spreads)
                  + (self.tol.atol + noise) / self.tol.rtol)
         return _Judged(np.abs(analytic - numeric) / scale, found.kinked, analytic, numeric, found,
                        spreads)
+
+    def _amount(self, signs: list[np.ndarray], eps: float, root: float):
+        """d for a run of array a: eps * (each element's scale) * its sign / ``root``."""
+        def amount(a: int, run: slice, keep: np.ndarray) -> np.ndarray:
+            return eps * np.maximum(np.abs(keep), self.floors[a]) * signs[a][run] / root
+        return amount
+
+    def _analytic(self, move: Move, eps: float) -> tuple[float, float]:
+        """g . (the half-difference of the values ``move`` stores) / eps, and the sum of the
+        squared terms of that product (the spread its round-off scales with)."""
+        along, spread = 0.0, 0.0
+        for a, positions in enumerate(move.positions):
+            array = self.probe.arrays[a]
+            flat = np.ascontiguousarray(array).reshape(-1)  # a transposed view: read a copy
+            for run in runs(positions):
+                keep = flat[run].astype(np.float64)
+                d = move.amount(a, run, keep)
+                moved = (displaced(keep, d, 1.0, flat.dtype).astype(np.float64)
+                         - displaced(keep, d, -1.0, flat.dtype)) / 2.0
+                g = self.grads[a][run]
+                along += float(g @ moved)
+                spread += float(np.sum(np.square(g * d / eps)))
+        return along / eps, spread
 
     def check(self, n_directions: int, rng, localise: bool = True) -> Directional:
         """``n_directions`` random directions over every element (a kinked one is redrawn up to
@@ -133,10 +154,10 @@ class Directions:
         result = Directional()
         if not any(g.size for g in self.grads):
             return result
-        everything = [[np.arange(g.size) for g in self.grads]]
+        everything = [[slice(0, g.size) for g in self.grads]]
         retries = 0
         while result.directions < n_directions:
-            signs = [rng.choice(np.array([-1.0, 1.0]), size=g.size) for g in self.grads]
+            signs = [_signs(rng, g.size) for g in self.grads]
             first = self.judge(signs, everything)
             rel = first.rel
             status = "kink" if first.kinked[0] else "pass"
@@ -214,19 +235,20 @@ class Directions:
     def _localise(self, signs, result: Directional) -> None:
         """Group testing on the first array: split failing groups in halves until they are
         small, then compare those elements one by one through the network."""
-        groups = [np.arange(self.grads[0].size)]
-        leaves: list[np.ndarray] = []
+        groups = [slice(0, self.grads[0].size)]
+        leaves: list[slice] = []
         while groups:
-            halves = [h for grp in groups for h in np.array_split(grp, 2) if len(h)]
+            halves = [h for grp in groups for h in _halves(grp) if h.stop > h.start]
             groups_judged = self.judge(signs, [[h] for h in halves])
             rel, kinked = groups_judged.rel, groups_judged.kinked
             failing = [i for i in np.argsort(-rel) if rel[i] > self.tol.rtol and not kinked[i]]
             groups = []
             for i in failing[:MAX_GROUPS]:
-                (leaves if len(halves[i]) <= LEAF_SIZE else groups).append(halves[i])
+                small = halves[i].stop - halves[i].start <= LEAF_SIZE
+                (leaves if small else groups).append(halves[i])
         if not leaves:
             return
-        located = np.unique(np.concatenate(leaves))
+        located = np.unique(np.concatenate([np.arange(h.start, h.stop) for h in leaves]))
         steps, _ = element_steps(self.probe.arrays[0], located, self.tol.eps)
         found = self.probe.evaluate(located, steps)
         noise = tolerance.round_off(self.dtype, found.scale, found.step)
@@ -236,7 +258,15 @@ class Directions:
         result.located_failing = located[(rel > self.tol.rtol) & ~found.kinked]
 
 
-def scales_of(array: np.ndarray) -> np.ndarray:
-    """Every element's scale max(|x_i|, s) (see ``compare.element_steps``)."""
-    scale, _ = element_steps(array, np.arange(array.size), 1.0)
-    return scale
+def _signs(rng, size: int) -> np.ndarray:
+    """A random +-1 per element, as int8 (the draw of ``rng.choice([-1.0, 1.0], size)``)."""
+    signs = rng.integers(0, 2, size=size).astype(np.int8)
+    signs *= 2
+    signs -= 1
+    return signs
+
+
+def _halves(group: slice) -> tuple[slice, slice]:
+    """``group`` split in two, the first half the larger (as ``np.array_split``)."""
+    middle = group.start + (group.stop - group.start + 1) // 2
+    return slice(group.start, middle), slice(middle, group.stop)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.engine.base import runs
+
 
 def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarray:
     """Flat indices to compare one by one: all of them (``full``), none (``directional``), or
@@ -27,9 +29,8 @@ def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarra
         return np.arange(0)
     if mode == "full" or size <= samples:
         return np.arange(size)
-    magnitude = np.abs(grad).reshape(-1)
     n_top = max(1, samples // 4)
-    top = np.argpartition(-magnitude, n_top - 1)[:n_top]
+    top = _largest(grad.reshape(-1), n_top)
     taken = np.zeros(size, dtype=bool)
     taken[top] = True
     strata = _strata(grad.shape)
@@ -47,6 +48,19 @@ def select_elements(grad: np.ndarray, mode: str, samples: int, rng) -> np.ndarra
                                      replace=False))
     drawn = np.concatenate(chosen) if chosen else np.arange(0)
     return np.sort(np.concatenate([top, drawn])).astype(np.intp)
+
+
+def _largest(flat: np.ndarray, n: int) -> np.ndarray:
+    """Flat indices of the ``n`` largest |values| (ties broken arbitrarily): the largest of
+    each run of elements first, so no array-sized temporary is made."""
+    picked = []
+    for run in runs(flat.size):
+        magnitude = np.abs(flat[run])
+        best = np.argpartition(-magnitude, n - 1)[:n] if len(magnitude) > n else \
+            np.arange(len(magnitude))
+        picked.append((run.start + best, magnitude[best]))
+    at, magnitude = (np.concatenate(parts) for parts in zip(*picked))
+    return at[np.argpartition(-magnitude, n - 1)[:n]]
 
 
 def _strata(shape: tuple[int, ...]) -> int:

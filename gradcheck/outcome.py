@@ -8,7 +8,7 @@ import numpy as np
 
 from gradcheck import explain
 from gradcheck.judge import Verdicts
-from gradcheck.report import TargetReport
+from gradcheck.report import ErrorMap, TargetReport
 
 WORST_SHOWN = 5
 
@@ -24,15 +24,12 @@ def target_report(name: str, shape: tuple[int, ...], v: Verdicts, analytic_full:
     ``axis_names``: the layer's declared layout (``explain.target_axis_names``), generic when
     None; ``param``: the parameter's values, for the decay-term pattern; ``upstream``: for an
     input of the output's shape, the upstream gradient, for the identity-path pattern."""
-    size = int(np.prod(shape, dtype=np.int64))
     counts = v.counts()
     report = TargetReport(target=name, shape=tuple(shape), status="pass", checked=len(v.indices),
                           failed=counts["fail"], kinks=counts["kink"],
                           inconclusive=counts["inconclusive"], rtol=v.rtol_used or v.tol.rtol,
                           compared=compared, float32_inside=v.float32_inside, band=v.band)
-    rel_map = np.full(size, np.nan)
-    rel_map[v.indices] = v.rel
-    report.rel_error = rel_map.reshape(shape)
+    report.rel_error = ErrorMap(shape, v.indices, v.rel)
     report.axis_names = axis_names or explain.default_axis_names(shape, is_input)
     if of is not None and of > len(v.indices):
         report.coverage = {"elements": len(v.indices), "of": int(of), "stopped": True}
@@ -107,12 +104,14 @@ def _precision_notes(v: Verdicts) -> list[str]:
 
 def _pattern(v: Verdicts, shape, analytic_full, axis_names, decay_term, param, upstream):
     size = int(np.prod(shape, dtype=np.int64))
-    status_map = np.full(size, "", dtype=object)
-    status_map[v.indices] = v.status
+    # Target-sized maps (classify reads places): strings only as wide as the statuses present.
+    statuses = v.status.astype(str)
+    status_map = np.full(size, "", dtype=statuses.dtype)
+    status_map[v.indices] = statuses
     numeric_map = np.full(size, np.nan)
     numeric_map[v.indices] = v.numeric
     found = explain.classify(np.asarray(analytic_full, float).reshape(shape),
-                             numeric_map.reshape(shape), status_map.reshape(shape).astype(str),
+                             numeric_map.reshape(shape), status_map.reshape(shape),
                              rtol=v.rtol_used or v.tol.rtol, axis_names=axis_names,
                              weight_decay_term=decay_term, param=param, upstream=upstream)
     return (found.kind, found.text) if found else (None, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.contract import Loss
+from gradcheck.engine.base import runs
 from gradcheck.network import Batch, Network, Pass
 from gradcheck.usercode import invoke
 
@@ -29,18 +30,27 @@ def _problem(id_: str, message: str, fix: str) -> dict:
 
 
 def _differ(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[float, list[int]] | None:
-    """The largest difference of two results and where it is, when above ``tol``."""
-    a, b = np.atleast_1d(np.asarray(a, dtype=np.float64)), np.atleast_1d(
-        np.asarray(b, dtype=np.float64))
+    """The largest difference of two results and where it is, when above ``tol`` (a NaN
+    difference decides nothing: non-finite values are refused elsewhere). Compared a run at a
+    time, so no array-sized temporary is made."""
+    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
     if a.shape != b.shape:
         return float("inf"), []
-    gap = np.abs(a - b)
-    gap[np.isnan(a) & np.isnan(b)] = 0.0
-    if gap.size == 0 or not np.max(gap) > tol:
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    worst, at = -1.0, 0
+    for run in runs(flat_a.size):
+        x, y = flat_a[run].astype(np.float64), flat_b[run].astype(np.float64)
+        gap = np.abs(x - y)
+        gap[np.isnan(x) & np.isnan(y)] = 0.0
+        i = int(np.argmax(gap))
+        if np.isnan(gap[i]):
+            return None
+        if gap[i] > worst:
+            worst, at = float(gap[i]), run.start + i
+    if not worst > tol:
         return None
-    at = int(np.argmax(gap))
-    where = [int(i) for i in np.unravel_index(at, gap.shape)] if gap.size > 1 else []
-    return float(gap.reshape(-1)[at]), where
+    where = [int(i) for i in np.unravel_index(at, a.shape)] if a.size > 1 else []
+    return worst, where
 
 
 def _outputs(out) -> np.ndarray:
@@ -81,7 +91,7 @@ def unit_problems(unit, xs: list[np.ndarray], upstream, nondet_tol: float,
             "class), or fix them for the check; for a nondeterministic kernel, set "
             "check.nondet_tol"))
     outputs = []
-    for _ in range(2):
+    for call in range(2):
         given = [] if is_loss else [np.array(g, copy=True) for g in upstream]
         dx = invoke(unit, "backward", unit.backward, *given)
         if not all(np.array_equal(g, u) for g, u in zip(given, upstream or [])):
@@ -89,11 +99,14 @@ def unit_problems(unit, xs: list[np.ndarray], upstream, nondet_tol: float,
                                   "into the upstream gradient it is given",
                                   "compute into a new array (g = grad_out * m, not "
                                   "grad_out *= m)"))
-        parts = dx if isinstance(dx, tuple) else (dx,)
-        outputs.append((np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1)
-                                        for p in parts if p is not None] or [np.zeros(0)]),
-                        {k: np.array(v, dtype=np.float64, copy=True)
-                         for k, v in unit.grads.items()}))
+        # The first call's results are copied (the second may write into the same arrays); the
+        # second's are compared as they are, so a large layer's gradients are held once more,
+        # not twice.
+        keep = np.array if call == 0 else np.asarray
+        parts = [p for p in (dx if isinstance(dx, tuple) else (dx,)) if p is not None]
+        joined = keep(parts[0]) if len(parts) == 1 else np.concatenate(
+            [np.asarray(p, dtype=np.float64).reshape(-1) for p in parts] or [np.zeros(0)])
+        outputs.append((joined, {k: keep(v) for k, v in unit.grads.items()}))
     (dx1, grads1), (dx2, grads2) = outputs
     for name, a, b in [("the input gradient", dx1, dx2),
                        *((f"grads[{k!r}]", grads1[k], grads2.get(k)) for k in grads1)]:

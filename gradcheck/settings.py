@@ -78,7 +78,8 @@ class CheckSettings:
     """How to check. ``eps``/``rtol``/``atol`` None mean the dtype's default (``tol``);
     ``max_seconds``, when given, is a hard stop and auto mode's budget; ``nondet_tol`` is how far
     two forwards on the same input may differ (0: bit for bit). ``mode`` is what is asked for;
-    ``resolved`` (set by the check) what auto mode chose."""
+    ``resolved`` (set by the check) what auto mode chose, and ``resolved_by`` why when it is not
+    ``full``: ``"memory"`` when a full check would not fit (``resources.fit``), else time."""
 
     mode: str = "auto"
     eps: float | None = None
@@ -92,6 +93,7 @@ class CheckSettings:
     dtype: str = "float64"
     weight_decay: float = 0.0
     resolved: str | None = None
+    resolved_by: str | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -125,6 +127,8 @@ class CheckSettings:
         if self.mode != mode:
             settings["requested_mode"] = self.mode
             settings["max_seconds"] = self.budget_seconds
+            if self.resolved_by == "memory":
+                settings["resolved_by"] = "memory"
         elif self.max_seconds is not None:
             settings["max_seconds"] = self.max_seconds
         if self.weight_decay:

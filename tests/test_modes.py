@@ -12,10 +12,10 @@ from conftest import CONFIGS
 from gradcheck import modes, settings as settings_module, tolerance
 from gradcheck.build import build_network
 from gradcheck.check import check_network, run_check
-from gradcheck.compare import element_steps
+from gradcheck.compare import element_steps, scale_floor
 from gradcheck.config import load_config
 from gradcheck.contract import Layer
-from gradcheck.directional import Directions, scales_of
+from gradcheck.directional import Directions
 from gradcheck.engine import base, shortcuts
 from gradcheck.engine.local import INPUT, LocalProbe
 from gradcheck.engine.tail import TailProbe
@@ -183,13 +183,13 @@ def test_directional_checks_localise_an_injected_bug():
     network, batch, clean = _net_with_bug()
     tol = tolerance.resolve("float64")
     probe = TailProbe.for_target(network, clean, batch.target, 0, "W")
-    found = Directions(probe, [clean.grads[(0, "W")]], [scales_of(probe.arrays[0])], tol,
+    found = Directions(probe, [clean.grads[(0, "W")]], [scale_floor(probe.arrays[0])], tol,
                        network.dtype).check(4, np.random.default_rng(0))
     assert found.failed == found.directions == 4
     flat_bad = np.ravel_multi_index(_DenseOneWrongElement.bad, probe.arrays[0].shape)
     assert list(found.located_failing) == [flat_bad]
     healthy = TailProbe.for_target(network, clean, batch.target, 2, "W")
-    passed = Directions(healthy, [clean.grads[(2, "W")]], [scales_of(healthy.arrays[0])],
+    passed = Directions(healthy, [clean.grads[(2, "W")]], [scale_floor(healthy.arrays[0])],
                         tol, network.dtype).check(4, np.random.default_rng(0))
     assert passed.failed == 0 and passed.status == "pass"
 

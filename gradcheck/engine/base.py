@@ -15,6 +15,9 @@ CHUNK_BYTES = 16 * 2**20
 # Arrays alive per copy while a chunk runs: its input or output, the difference from the clean
 # output, and the projected product.
 LIVE_COPIES = 3
+# Elements that work over a whole array (a displacement, a comparison, a norm) handles at once:
+# its float64 temporaries stay within a chunk whatever the array's size.
+RUN_ELEMENTS = CHUNK_BYTES // 16
 
 
 @dataclasses.dataclass
@@ -102,6 +105,12 @@ def states_differ(a, b) -> bool:
     if a is None and b is None:
         return False
     return a is None or b is None or np.shape(a) != np.shape(b) or not np.array_equal(a, b)
+
+
+def runs(size: int, start: int = 0):
+    """Slices cutting positions ``start`` to ``size`` into runs of at most RUN_ELEMENTS."""
+    for lo in range(start, size, RUN_ELEMENTS):
+        yield slice(lo, min(size, lo + RUN_ELEMENTS))
 
 
 def pairs_per_chunk(bytes_per_copy: int) -> int:

@@ -197,9 +197,17 @@ class LocalProbe:
         """Compare the shortcut's changes, and whether it saw a kink, with plain ``forward``
         (and ``branch_state``) at the ``chosen`` elements of this pass, both signs of each."""
         at = np.sort(np.concatenate([2 * chosen, 2 * chosen + 1]))
-        plain = self.plain_copies(pairs[at], values[at])
-        expected, scale = self.change(plain)
-        seen = np.broadcast_to(_kinked(plain), chosen.shape)
+        # Whole-batch copies, as many at once as a pass of plain copies holds: verifying the
+        # rows of a large activation must not stack 16 copies of the whole batch.
+        group = 2 * pairs_per_chunk(self._copy_bytes(None))
+        expected, scale, seen = [], [], []
+        for lo in range(0, len(at), group):
+            plain = self.plain_copies(pairs[at[lo:lo + group]], values[at[lo:lo + group]])
+            got, size = self.change(plain)
+            expected.append(got)
+            scale.append(size)
+            seen.append(np.broadcast_to(_kinked(plain), (len(got) // 2,)))
+        expected, scale, seen = (np.concatenate(parts) for parts in (expected, scale, seen))
         wrong = np.flatnonzero(seen != kinked[chosen])
         if len(wrong):
             first = wrong[0]

@@ -9,10 +9,34 @@ evaluations per target, never per element of a full check.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
+from gradcheck.engine import base
 from gradcheck.engine.base import Perturbed, Writable, has_branch_state, states_differ
 from gradcheck.engine.local import slot_of
+
+
+@dataclasses.dataclass
+class Move:
+    """One displacement of a ``TailProbe``'s arrays: ``positions[a]``, the contiguous flat
+    positions of array ``a`` it moves (arrays beyond the list stay put), and ``amount(a, run,
+    keep)``, the float64 move d of the positions ``run`` given their kept values ``keep``."""
+
+    positions: list[slice]
+    amount: Callable[[int, slice, np.ndarray], np.ndarray]
+
+
+def runs(positions: slice):
+    """``positions`` cut into runs of at most ``base.RUN_ELEMENTS``."""
+    return base.runs(positions.stop, positions.start)
+
+
+def displaced(keep: np.ndarray, d: np.ndarray, sign: float, dtype) -> np.ndarray:
+    """The values stored for kept values ``keep`` (float64) moved by ``sign`` * ``d``."""
+    return (keep + sign * d).astype(dtype)
 
 
 class TailProbe:
@@ -83,30 +107,40 @@ class TailProbe:
             kinked[j] = any(states_differ(a, b) for a, b in zip(states_plus, states_minus))
         return Perturbed(plus, minus, step, kinked, np.maximum(np.abs(plus), np.abs(minus)))
 
-    def evaluate_displaced(self, displacements: list[list[np.ndarray]]) -> tuple[Perturbed, list]:
-        """The objective with every array moved by +d and -d, for each list ``d`` (one
-        displacement per array) in ``displacements``. Returns the values (``step`` 2) and, per
-        displacement, the half-difference of the values actually stored, per array (for the
-        analytic side)."""
-        n = len(displacements)
+    def evaluate_displaced(self, moves: list[Move]) -> Perturbed:
+        """The objective with the arrays moved by +d and -d, for each ``Move`` in ``moves``
+        (``step`` 2). Only the positions a move names are written, a run at a time (``runs``),
+        so no array-sized displacement is ever held; every array is restored from its saved
+        copy."""
+        n = len(moves)
         plus, minus = np.empty(n), np.empty(n)
         kinked = np.zeros(n, dtype=bool)
-        moved = []
         saved = [a.copy() for a in self.arrays]
         try:
-            for j, ds in enumerate(displacements):
-                stored = []
+            for j, move in enumerate(moves):
                 for sign, out in ((1.0, plus), (-1.0, minus)):
-                    for array, keep, d in zip(self.arrays, saved, ds):
-                        array[...] = (keep.astype(np.float64) + sign * d).astype(array.dtype)
+                    self._place(move, saved, sign)
                     out[j], states = self.loss()
-                    stored.append([a.astype(np.float64) for a in self.arrays])
                     if sign > 0:
                         states_plus = states
+                self._place(move, saved, 0.0)
                 kinked[j] = any(states_differ(a, b) for a, b in zip(states_plus, states))
-                moved.append([(p - m) / 2.0 for p, m in zip(*stored)])
         finally:
             for array, keep in zip(self.arrays, saved):
                 array[...] = keep
-        return Perturbed(plus, minus, np.full(n, 2.0), kinked,
-                         np.maximum(np.abs(plus), np.abs(minus))), moved
+        return Perturbed(plus, minus, np.full(n, 2.0), kinked, np.maximum(np.abs(plus),
+                                                                         np.abs(minus)))
+
+    def _place(self, move: Move, saved: list[np.ndarray], sign: float) -> None:
+        """Write the kept values moved by ``sign`` * d at the move's positions (0: restore),
+        through ``Writable``: an array may be a transposed view (a shared parameter)."""
+        for a, positions in enumerate(move.positions):
+            target, kept = Writable(self.arrays[a]), saved[a].reshape(-1)
+            for run in runs(positions):
+                at = np.arange(run.start, run.stop)
+                if sign == 0.0:
+                    target.set(at, kept[run])
+                    continue
+                keep = kept[run].astype(np.float64)
+                target.set(at, displaced(keep, move.amount(a, run, keep), sign,
+                                         self.arrays[a].dtype))

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from gradcheck.errors import LayerError
+from gradcheck.resources import before_drawing
 
 NAMES = ("he", "glorot", "lecun", "zeros", "ones", "normal", "uniform")
 _ARGUMENTS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
@@ -32,7 +33,9 @@ class Init:
 
     def __call__(self, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int,
                  fan_out: int) -> np.ndarray:
-        """An array of ``shape`` drawn from ``rng`` (fans as the layer defines them)."""
+        """An array of ``shape`` drawn from ``rng`` (fans as the layer defines them); refused
+        before it is drawn when no check could hold it (``resources.before_drawing``)."""
+        before_drawing(shape)
         args = dict(self.args)
         if self.kind == "he":
             return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
