@@ -21,7 +21,6 @@ from gradcheck.errors import GradcheckError
 from gradcheck.render.formats import FORMATS
 from gradcheck.settings import (DEFAULT_BUDGET_SECONDS, DEFAULT_DIRECTIONS, DEFAULT_SAMPLES,
                                 MODES)
-from gradcheck.starter import example_names
 
 EXIT_CODES = ("Exit codes: 0 pass, 1 {fail}, 2 bad usage or config, 3 incomplete (stopped by "
               "--max-seconds before the end). Several files exit with the worst code, in the "
@@ -352,9 +351,18 @@ def layers(name, color, plugins, debug, markdown=False):
         console.print(listing.layer_details(kind, layer_name, cls))
 
 
+def _example_names() -> list[str]:
+    from gradcheck.starter import example_names  # importlib.resources: only for init
+
+    return example_names()
+
+
 @main.command()
-@click.option("--from-example", "example", type=click.Choice(example_names()),
-              help="Start from a shipped example network instead of the commented starter.")
+@click.option("--from-example", "example", metavar="NAME", cls=_DeferredHelp,
+              shell_complete=lambda ctx, param, incomplete: [
+                  name for name in _example_names() if name.startswith(incomplete)],
+              help_text=lambda: "Start from a shipped example network instead of the commented "
+              f"starter: {', '.join(_example_names())}.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               default=Path("gradcheck.yaml"), show_default=True,
               help="Where to write it ('-' for stdout).")

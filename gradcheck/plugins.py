@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -60,6 +59,8 @@ def _load_file(path: Path, where: str | None):
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist.", where=where,
                           hint="plugin paths are relative to the YAML file's folder")
+    import hashlib  # only a plugin file needs it
+
     # A stable module name per file makes loading the same plugin twice a no-op, not a clash.
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"gradcheck_plugin_{path.stem}_{digest}"

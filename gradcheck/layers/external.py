@@ -13,13 +13,18 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gradcheck.errors import LayerError
-from gradcheck.external_protocol import (RESERVED_NAMES, Child, ProtocolError, format_value)
 from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
+
+# The protocol (and subprocess, select, tempfile with it) is imported by the functions that use
+# it, when an external layer is configured: every check imports this module, few run a child.
+if TYPE_CHECKING:
+    from gradcheck.external_protocol import Child
 
 DEFAULT_TIMEOUT = 30.0
 # Parameter arrays a child may declare in build: 2**27 float64 values is 1 GiB.
@@ -57,6 +62,8 @@ class External(Layer):
     def build(self, input_shape, rng):
         self.close()
         self._input_shape = tuple(int(d) for d in input_shape)
+        from gradcheck.external_protocol import Child
+
         argv, cwd = self._resolve_command()
         seed = int(rng.integers(0, 2**31 - 1))
         with self._protocol("start"):
@@ -71,6 +78,8 @@ class External(Layer):
         return self._output_shape
 
     def forward(self, x):
+        from gradcheck.external_protocol import ProtocolError
+
         self._x = x
         batch = x.shape[0]
         out_shape = (batch, *self._output_shape)
@@ -93,6 +102,8 @@ class External(Layer):
         return reply.arrays["y"].astype(_float_dtype(x), copy=False)
 
     def backward(self, grad_out):
+        from gradcheck.external_protocol import ProtocolError
+
         if self._x is None:
             raise LayerError("backward was called before forward.")
         x = self._x
@@ -157,6 +168,8 @@ class External(Layer):
         return _ProtocolErrors(self, phase)
 
     def _expect_build(self, name: str, shape: tuple[int, ...]) -> None:
+        from gradcheck.external_protocol import RESERVED_NAMES, ProtocolError
+
         if not name.isidentifier() or name in RESERVED_NAMES:
             raise ProtocolError("garbage", f"build reply declares parameter {name!r}: parameter names "
                                 "must be identifiers other than " + ", ".join(sorted(RESERVED_NAMES)) + ".")
@@ -192,6 +205,8 @@ class _ProtocolErrors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        from gradcheck.external_protocol import ProtocolError
+
         if exc is None or not isinstance(exc, ProtocolError):
             return False
         if exc.kind != "child":
@@ -219,6 +234,8 @@ def _parse_command(command) -> list[str]:
 
 
 def _parse_options(options) -> dict[str, str]:
+    from gradcheck.external_protocol import format_value
+
     """The options as protocol text, validated now so that a bad value is a config error."""
     if options is None:
         return {}
@@ -248,6 +265,8 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 def _expect_shape(what: str, shape: tuple[int, ...], expected: tuple[int, ...], why: str,
                   hint: str) -> None:
+    from gradcheck.external_protocol import ProtocolError
+
     if tuple(shape) != tuple(expected):
         raise ProtocolError("shape", f"{what} has shape {tuple(shape)}, expected {tuple(expected)} "
                             f"({why}).", hint=hint)
