@@ -52,11 +52,13 @@ def run_files(subject: str, arguments: list[Path], run_one, exit_code_of, *, fmt
     if single:
         _emit(renderer(fmt, subject, "verdict" if quiet else "full"), (outcomes[0].result,),
               fmt, output, color)
-        _export(renderer("text", subject)(outcomes[0].result), title, svg, html)
+        if svg or html:
+            _export(renderer("text", subject)(outcomes[0].result), title, svg, html)
     else:
         role = "files_verdict" if quiet and is_text(fmt) else "files"
         _emit(renderer(fmt, subject, role), (subject, outcomes), fmt, output, color)
-        _export(renderer("text", subject, "files")(subject, outcomes), title, svg, html)
+        if svg or html:
+            _export(renderer("text", subject, "files")(subject, outcomes), title, svg, html)
     return outcomes
 
 
@@ -90,8 +92,6 @@ def _emit_error(subject: str, fmt: str, output: Path | None, network: str, error
 
 def _export(renderable, title: str, svg: Path | None, html: Path | None) -> None:
     """Save the coloured text report as pictures (rich records what it prints)."""
-    if not (svg or html):
-        return
     from rich.console import Console
 
     console = Console(file=io.StringIO(), record=True, force_terminal=True, width=EXPORT_WIDTH,

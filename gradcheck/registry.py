@@ -65,8 +65,9 @@ def _register(table: dict, kind: str, name: str) -> Callable[[T], T]:
 @contextlib.contextmanager
 def registry_scope() -> Iterator[None]:
     """A context in which layers and losses may be registered and are forgotten at its end:
-    by decorator, plugin file, module or YAML ``plugins:``. Inside it a type name can be taken by
-    another class than outside (check a correct and a buggy ``my_dense`` in one pytest session).
+    by decorator, plugin file, module or YAML ``plugins:``. A name free outside the scope is free
+    again after it, so tests can give one type name to a correct and a buggy class in turn; a
+    name taken outside stays taken inside.
 
     Built-in layers are registered before the scope starts, so they outlive it. A plugin loaded
     again after its scope ended registers its classes again, although Python imports its module
