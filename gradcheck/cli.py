@@ -22,9 +22,12 @@ from gradcheck.render.formats import FORMATS
 from gradcheck.settings import (DEFAULT_BUDGET_SECONDS, DEFAULT_DIRECTIONS, DEFAULT_SAMPLES,
                                 MODES)
 
-EXIT_CODES = ("Exit codes: 0 pass, 1 {fail}, 2 bad usage or config, 3 incomplete (stopped by "
-              "--max-seconds before the end). Several files exit with the worst code, in the "
-              "order 2 > 1 > 3 > 0.")
+CHECK_EXIT_CODES = ("Exit codes: 0 every gradient matches, 1 a gradient is wrong (or nothing "
+                    "could be seen), 2 bad usage or config, 3 incomplete (stopped by --max-seconds "
+                    "before the end). Several files exit with the worst code, in the order "
+                    "2 > 1 > 3 > 0.")
+DIAGNOSE_EXIT_CODES = ("Exit codes: 0 no error-severity finding, 1 at least one, 2 bad usage or "
+                       "config. Several files exit with the worst code, in the order 2 > 1 > 0.")
 
 
 def _user_errors(command):
@@ -161,7 +164,7 @@ def settings_options(command):
                      "nondeterministic kernel) [0: bit for bit]."))(command)
 
 
-@main.command(epilog=EXIT_CODES.format(fail="a gradient is wrong (or nothing could be seen)"))
+@main.command(epilog=CHECK_EXIT_CODES)
 @configs_argument
 @settings_options
 @format_option
@@ -228,7 +231,7 @@ def check(configs, fmt, output, color, plugins, debug, exit_zero=False, allow_in
     sys.exit(emit.exit_code(outcomes, exit_zero))
 
 
-@main.command(epilog=EXIT_CODES.format(fail="an error-severity finding"))
+@main.command(epilog=DIAGNOSE_EXIT_CODES)
 @configs_argument
 @click.option("--no-probe", is_flag=True, help="Skip the short training probe (faster).")
 @format_option

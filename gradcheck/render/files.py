@@ -87,13 +87,14 @@ def text_files(subject: str, outcomes):
 
 
 def text_files_verdict(subject: str, outcomes):
-    """One line per file (``-q``): its name and its verdict line."""
+    """One line per file (``-q``): its name and its verdict line, never wrapped (a long path
+    would otherwise break it in two, and a line per file is what a log reader greps)."""
     from rich.console import Group
     from rich.text import Text
 
     lines = []
     for o in outcomes:
-        line = Text(f"{o.file}: ")
+        line = Text(f"{o.file}: ", no_wrap=True, overflow="ignore")
         line.append_text(_error_text(o.error) if o.error is not None
                          else renderer("text", subject, "verdict")(o.result))
         lines.append(line)
