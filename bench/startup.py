@@ -1,0 +1,133 @@
+"""Start-up: how long gradcheck takes before and around a check, against the time of
+``python -c "import numpy"`` on the same machine, measured in one run.
+
+    .venv/bin/python bench/startup.py [--repeats N] [--top K]
+
+Each figure is the best of N runs (both sides alike: the usual way to read through the noise of
+a shared machine). Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
+the numpy import; a whole ``gradcheck check`` process on network N1 of bench/bench.py at most
+2.5x the numpy import plus the check itself (``check_network`` on N1 in a warm interpreter).
+Then the slowest imports of that process, from ``python -X importtime`` (which does not list
+modules loaded by ``importlib.import_module`` themselves, only what they import: the renderers
+and gradcheck's lazy public names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent / "bench.py"
+GRADCHECK = Path(sys.executable).with_name("gradcheck")
+TARGETS = {"version": 1.5, "help": 1.5, "overhead": 2.5}
+
+
+def n1_config() -> dict:
+    """Network N1 as bench/bench.py defines it, read from its source (importing bench.py would
+    import torch and the engine's internals)."""
+    tree = ast.parse(BENCH.read_text())
+    names = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id in ("CONV", "NETWORKS"):
+                names[target.id] = node.value
+    # NETWORKS refers to CONV (a string): substitute it, then read the literal.
+    networks = ast.literal_eval(_substitute(names["NETWORKS"], {"CONV": names["CONV"]}))
+    return networks["N1"]
+
+
+def _substitute(node: ast.AST, values: dict[str, ast.AST]) -> ast.AST:
+    class Names(ast.NodeTransformer):
+        def visit_Name(self, name):
+            return values.get(name.id, name)
+
+    return Names().visit(node)
+
+
+def best_of(repeats: int, run) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def process(*argv) -> callable:
+    def run():
+        result = subprocess.run([str(a) for a in argv], capture_output=True)
+        if result.returncode != 0:
+            raise SystemExit(f"{argv} exited {result.returncode}: {result.stderr.decode()[-400:]}")
+
+    return run
+
+
+def slowest_imports(argv: list[str], top: int) -> list[tuple[int, int, str]]:
+    """(cumulative µs, self µs, indented name) of the ``top`` slowest imports of ``argv``."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True,
+                            text=True)
+    rows = []
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "self [us]" not in line:
+            own, cumulative, name = line[len("import time:"):].split("|")
+            rows.append((int(cumulative), int(own), name.rstrip()))
+    return sorted(rows, reverse=True)[:top]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15, help="runs per figure (best is kept)")
+    parser.add_argument("--top", type=int, default=15, help="slowest imports to list")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from gradcheck.check import check_network
+    from gradcheck.resources import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command does before it checks
+    config = n1_config()
+    with tempfile.TemporaryDirectory() as folder:
+        n1 = Path(folder) / "n1.yaml"
+        n1.write_text(yaml.safe_dump(config))
+        check_network(config)  # warm: the figure is the check, not the first imports
+        seconds = {
+            "numpy": best_of(args.repeats, process(sys.executable, "-c", "import numpy")),
+            "version": best_of(args.repeats, process(GRADCHECK, "--version")),
+            "help": best_of(args.repeats, process(GRADCHECK, "check", "--help")),
+            "process": best_of(args.repeats, process(GRADCHECK, "check", n1)),
+            "check": best_of(args.repeats, lambda: check_network(config)),
+        }
+        imports = slowest_imports([str(GRADCHECK), "check", str(n1)], args.top)
+    seconds["overhead"] = seconds["process"] - seconds["check"]
+    numpy = seconds["numpy"]
+    rows = [("numpy", 'python -c "import numpy"', "the yardstick"),
+            ("version", "gradcheck --version", "<= 1.5x"),
+            ("help", "gradcheck check --help", "<= 1.5x"),
+            ("process", "gradcheck check n1.yaml (whole process)", ""),
+            ("check", "check_network(N1) in a warm interpreter", ""),
+            ("overhead", "process - check", "<= 2.5x")]
+    print(f"best of {args.repeats} runs each; Python {sys.version.split()[0]}\n")
+    print("| what | command | s | x numpy import | target |")
+    print("|---|---|--:|--:|---|")
+    for key, command, target in rows:
+        ratio = seconds[key] / numpy
+        verdict = ""
+        if key in TARGETS:
+            verdict = "met" if ratio <= TARGETS[key] else "MISSED"
+        print(f"| {key} | `{command}` | {seconds[key]:.3f} | {ratio:.2f}x | {target} {verdict} |")
+    print("\nslowest imports of `gradcheck check n1.yaml` (python -X importtime, µs):")
+    print(f"{'cumulative':>11} {'self':>8}  module")
+    for cumulative, own, name in imports:
+        print(f"{cumulative:>11,} {own:>8,}  {name}")
+    return 0 if all(seconds[k] / numpy <= limit for k, limit in TARGETS.items()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
