@@ -1,4 +1,4 @@
-"""The ``gradcheck`` command: a thin layer over the library that alone touches streams and exit codes.
+"""The ``gradcheck`` command: a thin layer over the library, alone touching streams and exit codes.
 
 Start-up is kept short: this module imports click and nothing heavy; each command imports what it
 needs when it runs (numpy, yaml, rich, the engine, diagnose), so ``gradcheck --version`` and
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import click
 
+from gradcheck.cli_options import (DeferredHelp, color_option, configs_argument, debug_option,
+                                   example_names, exit_zero_option, format_option,
+                                   output_options, plugin_option, settings_options)
 from gradcheck.emit import EXIT_USAGE
 from gradcheck.errors import GradcheckError
-from gradcheck.render.formats import FORMATS
-from gradcheck.settings import (DEFAULT_BUDGET_SECONDS, DEFAULT_DIRECTIONS, DEFAULT_SAMPLES,
-                                MODES)
 
 CHECK_EXIT_CODES = ("Exit codes: 0 every gradient matches, 1 a gradient is wrong (or nothing "
                     "could be seen), 2 bad usage or config, 3 incomplete (stopped by --max-seconds "
@@ -47,71 +47,6 @@ def _user_errors(command):
     return wrapper
 
 
-def _options(*options):
-    """A decorator applying ``options`` in the order listed (as they appear in --help)."""
-
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-# The option blocks check and diagnose share: each is defined once, here.
-output_options = _options(
-    click.option("-q", "--quiet", count=True, help="Text report: print only the verdict line."),
-    click.option("-v", "--verbose", count=True,
-                 help="Say on stderr which plugins were loaded and how long each step took; off "
-                 "a terminal, also a progress line every few seconds."),
-    click.option("--svg", "svg", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Also save the coloured text report as an SVG picture."),
-    click.option("--html", "html", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Also save the coloured text report as an HTML page."),
-    click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write the report to FILE instead of stdout."))
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-    help="Report format (junit: JUnit XML for CI test reporters; markdown: a table for a CI job "
-    "summary or a PR comment). With one file: that file's document; with several, one document "
-    "for all (json: {\"schema_version\": 1, \"files\": [...]}). A config error gives an error "
-    "document in json, junit and markdown.")
-exit_zero_option = click.option(
-    "--exit-zero", is_flag=True,
-    help="Exit 0 even when the verdict is a failure (config and usage errors still exit 2).")
-color_option = click.option(
-    "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-    help="Colour the report (auto: only on a terminal, never with NO_COLOR).")
-plugin_option = click.option(
-    "--plugin", "plugins", multiple=True, metavar="FILE_OR_MODULE",
-    help="Load layer plugins (a .py file or a module name); repeatable.")
-debug_option = click.option("--debug", is_flag=True, help="Show the traceback of errors.")
-configs_argument = click.argument("configs", nargs=-1, required=True, metavar="CONFIG...",
-                                  type=click.Path(path_type=Path))
-
-
-class _DeferredHelp(click.Option):
-    """An option whose help is written when help is shown: its numbers come from the tolerance
-    policy, whose module loads numpy, which parsing a command line need not wait for."""
-
-    def __init__(self, *args, help_text, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.help_text = help_text
-
-    def get_help_record(self, ctx):
-        if self.help is None:
-            self.help = self.help_text()
-        return super().get_help_record(ctx)
-
-
-def _float64_default(field: str) -> str:
-    import numpy as np
-
-    from gradcheck import tolerance
-
-    return f"{getattr(tolerance.DEFAULTS[np.dtype(np.float64)], field):g}"
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gradcheck")
 @click.option("--plugin", "plugins", multiple=True, metavar="FILE_OR_MODULE",
@@ -132,36 +67,6 @@ def main(plugins):
 
         for ref in plugins:
             load_plugin(ref, Path.cwd())
-
-
-def settings_options(command):
-    """The options that become ``CheckSettings`` (validated there, which owns the defaults):
-    each arrives as a keyword of the same name, None when not given."""
-    return _options(
-        click.option("--mode", type=click.Choice(MODES),
-                     help="Which elements to compare one by one, each against its own layer: "
-                     "every element of every parameter and layer input (full), N per tensor "
-                     "(sample), none but random directions through the network (directional), "
-                     "or full when it fits --max-seconds, else sample and directional (auto) "
-                     "[config or auto]."),
-        click.option("--max-seconds", type=float,
-                     help="Time budget in seconds: auto mode falls back from full when a full "
-                     f"check would exceed it [{DEFAULT_BUDGET_SECONDS:g}]; when given, any check "
-                     "stops at it, reports what it compared and exits 3 (INCOMPLETE)."),
-        click.option("--directions", type=int,
-                     help=f"Random directions per tensor [{DEFAULT_DIRECTIONS}]."),
-        click.option("--eps", type=float, cls=_DeferredHelp, help_text=lambda: (
-            "Relative finite-difference step: h = eps * max(|x_i|, tensor RMS) "
-            f"[float64: {_float64_default('eps')}].")),
-        click.option("--rtol", type=float, cls=_DeferredHelp, help_text=lambda: (
-            f"Relative tolerance [float64: {_float64_default('rtol')}].")),
-        click.option("--atol", type=float, cls=_DeferredHelp, help_text=lambda: (
-            f"Absolute tolerance floor [float64: {_float64_default('atol')}].")),
-        click.option("--samples", type=int,
-                     help=f"Elements per tensor in sample mode [{DEFAULT_SAMPLES}]."),
-        click.option("--nondet-tol", "nondet_tol", type=float,
-                     help="How far two forwards on the same input may differ (a "
-                     "nondeterministic kernel) [0: bit for bit]."))(command)
 
 
 @main.command(epilog=CHECK_EXIT_CODES)
@@ -354,18 +259,12 @@ def layers(name, color, plugins, debug, markdown=False):
         console.print(listing.layer_details(kind, layer_name, cls))
 
 
-def _example_names() -> list[str]:
-    from gradcheck.starter import example_names  # importlib.resources: only for init
-
-    return example_names()
-
-
 @main.command()
-@click.option("--from-example", "example", metavar="NAME", cls=_DeferredHelp,
+@click.option("--from-example", "example", metavar="NAME", cls=DeferredHelp,
               shell_complete=lambda ctx, param, incomplete: [
-                  name for name in _example_names() if name.startswith(incomplete)],
+                  name for name in example_names() if name.startswith(incomplete)],
               help_text=lambda: "Start from a shipped example network instead of the commented "
-              f"starter: {', '.join(_example_names())}.")
+              f"starter: {', '.join(example_names())}.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               default=Path("gradcheck.yaml"), show_default=True,
               help="Where to write it ('-' for stdout).")

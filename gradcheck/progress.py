@@ -37,7 +37,8 @@ def progress_line(done: int, total: int, elapsed: float, what: str = "") -> str:
     """``1,234 of 14,818 elements (8%), 5 s elapsed, about 55 s left (fc1.W)``. The time left
     assumes the remaining elements cost what the compared ones did on average."""
     share = done / total if total else 1.0
-    left = f"about {duration(elapsed * (total - done) / done)} left" if done else "time left unknown"
+    left = (f"about {duration(elapsed * (total - done) / done)} left" if done
+            else "time left unknown")
     where = f" ({what})" if what else ""
     return (f"{done:,} of {total:,} elements ({share:.0%}), {duration(elapsed)} elapsed, "
             f"{left}{where}")

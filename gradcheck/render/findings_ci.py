@@ -68,7 +68,8 @@ def _properties(d: Diagnosis) -> dict:
 
 
 def render_findings_junit(d: Diagnosis) -> str:
-    """The diagnosis as a JUnit XML document (testsuite = network, testcase = finding id + layer)."""
+    """The diagnosis as a JUnit XML document (testsuite = network, testcase = finding id and
+    layer)."""
     return document([findings_suite(d)], PREFIX)
 
 

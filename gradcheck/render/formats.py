@@ -38,7 +38,8 @@ _RENDERERS = {
     ("json", "report", "error"): "gradcheck.render.json:render_json_error",
     ("json", "diagnosis", "error"): "gradcheck.render.json:render_json_error",
     ("markdown", "report", "error"): "gradcheck.render.markdown:render_markdown_error",
-    ("markdown", "diagnosis", "error"): "gradcheck.render.findings_ci:render_findings_markdown_error",
+    ("markdown", "diagnosis", "error"):
+        "gradcheck.render.findings_ci:render_findings_markdown_error",
     ("json", "report", "data"): "gradcheck.render.json:report_to_dict",
     ("json", "diagnosis", "data"): "gradcheck.render.findings:diagnosis_to_dict",
     ("junit", "report", "suite"): "gradcheck.render.junit:report_suite",
