@@ -3,8 +3,8 @@
 
     .venv/bin/python bench/startup.py [--repeats N] [--top K]
 
-Each figure is the best of N runs (both sides alike: the usual way to read through the noise of
-a shared machine). Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
+Each figure is the best of N runs, and the runs are interleaved (one of each figure per round),
+so a burst of load from other work on a shared machine falls on every side alike. Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
 the numpy import; a whole ``gradcheck check`` process on network N1 of bench/bench.py at most
 2.5x the numpy import plus the check itself (``check_network`` on N1 in a warm interpreter).
 Then the slowest imports of that process, from ``python -X importtime`` (which does not list
@@ -50,12 +50,15 @@ def _substitute(node: ast.AST, values: dict[str, ast.AST]) -> ast.AST:
     return Names().visit(node)
 
 
-def best_of(repeats: int, run) -> float:
-    best = float("inf")
+def best_of(repeats: int, runs: dict) -> dict[str, float]:
+    """The best wall time of each of ``runs`` (name -> function), over ``repeats`` rounds that
+    run each once."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -97,13 +100,13 @@ def main(argv=None) -> int:
         n1 = Path(folder) / "n1.yaml"
         n1.write_text(yaml.safe_dump(config))
         check_network(config)  # warm: the figure is the check, not the first imports
-        seconds = {
-            "numpy": best_of(args.repeats, process(sys.executable, "-c", "import numpy")),
-            "version": best_of(args.repeats, process(GRADCHECK, "--version")),
-            "help": best_of(args.repeats, process(GRADCHECK, "check", "--help")),
-            "process": best_of(args.repeats, process(GRADCHECK, "check", n1)),
-            "check": best_of(args.repeats, lambda: check_network(config)),
-        }
+        seconds = best_of(args.repeats, {
+            "numpy": process(sys.executable, "-c", "import numpy"),
+            "version": process(GRADCHECK, "--version"),
+            "help": process(GRADCHECK, "check", "--help"),
+            "process": process(GRADCHECK, "check", n1),
+            "check": lambda: check_network(config),
+        })
         imports = slowest_imports([str(GRADCHECK), "check", str(n1)], args.top)
     seconds["overhead"] = seconds["process"] - seconds["check"]
     numpy = seconds["numpy"]
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
             ("process", "gradcheck check n1.yaml (whole process)", ""),
             ("check", "check_network(N1) in a warm interpreter", ""),
             ("overhead", "process - check", "<= 2.5x")]
-    print(f"best of {args.repeats} runs each; Python {sys.version.split()[0]}\n")
+    print(f"best of {args.repeats} interleaved runs each; Python {sys.version.split()[0]}\n")
     print("| what | command | s | x numpy import | target |")
     print("|---|---|--:|--:|---|")
     for key, command, target in rows:
