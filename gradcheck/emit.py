@@ -29,7 +29,8 @@ def run_files(subject: str, arguments: list[Path], run_one, exit_code_of, *, fmt
     One file argument keeps the single-file documents: the result, or on a user error the
     format's error document, then the error propagates (exit 2). Several arguments or a
     directory give one document for them all, with a summary; a file's user error is reported
-    there and on stderr, and the other files are still checked.
+    there and on stderr, and the other files are still checked. ``title`` heads the pictures
+    (with the network's name when there is one file).
     """
     from gradcheck.registry import registry_scope
 
@@ -49,14 +50,16 @@ def run_files(subject: str, arguments: list[Path], run_one, exit_code_of, *, fmt
             outcomes.append(FileOutcome(str(path), path.stem, None, exc, EXIT_USAGE))
             continue
         outcomes.append(FileOutcome(str(path), result.network, result, None, exit_code_of(result)))
+    quiet_text = quiet and is_text(fmt)  # -q shortens the text report only
     if single:
-        _emit(renderer(fmt, subject, "verdict" if quiet else "full"), (outcomes[0].result,),
+        _emit(renderer(fmt, subject, "verdict" if quiet_text else "full"), (outcomes[0].result,),
               fmt, output, color)
         if svg or html:
-            _export(renderer("text", subject)(outcomes[0].result), title, svg, html)
+            result = outcomes[0].result
+            _export(renderer("text", subject)(result), f"{title} {result.network}", svg, html)
     else:
-        role = "files_verdict" if quiet and is_text(fmt) else "files"
-        _emit(renderer(fmt, subject, role), (subject, outcomes), fmt, output, color)
+        _emit(renderer(fmt, subject, "files_verdict" if quiet_text else "files"),
+              (subject, outcomes), fmt, output, color)
         if svg or html:
             _export(renderer("text", subject, "files")(subject, outcomes), title, svg, html)
     return outcomes

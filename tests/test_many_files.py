@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CONFIGS, write_yaml
+from gradcheck import emit
 from gradcheck.cli import main
 from gradcheck.filerun import EXIT_SEVERITY, network_files, worst_exit
 from gradcheck.report import EXIT_INCOMPLETE, EXIT_MISMATCH, EXIT_PASS, EXIT_USAGE
@@ -31,6 +32,7 @@ def bad(tmp_path) -> Path:
 
 def test_exit_severity_is_the_documented_order():
     assert EXIT_SEVERITY == (EXIT_USAGE, EXIT_MISMATCH, EXIT_INCOMPLETE, EXIT_PASS) == (2, 1, 3, 0)
+    assert emit.EXIT_USAGE == EXIT_USAGE  # emit cannot import gradcheck.report (numpy)
 
 
 @pytest.mark.parametrize("codes", [c for n in range(1, 5)
@@ -97,6 +99,14 @@ def test_an_incomplete_check_exits_3_unless_allowed(run_cli, tmp_path):
     result = run_cli(*args)
     assert result.exit_code == 3 and result.stdout.count("INCOMPLETE") == 2
     assert run_cli(*args, "--allow-incomplete").exit_code == 0
+
+
+@pytest.mark.parametrize("files", [(MLP,), (MLP, BUGGY)])
+def test_quiet_leaves_machine_formats_whole(run_cli, files):
+    """-q shortens the text report only: a JSON document stays the whole document."""
+    quiet = run_cli("check", *files, "-q", "--format", "json").stdout
+    assert quiet == run_cli("check", *files, "--format", "json").stdout
+    assert json.loads(quiet)["schema_version"] == 1
 
 
 def test_quiet_prints_one_line_per_file(run_cli, bad):
