@@ -4,7 +4,9 @@
     .venv/bin/python bench/startup.py [--repeats N] [--top K]
 
 Each figure is the best of N runs, and the runs are interleaved (one of each figure per round),
-so a burst of load from other work on a shared machine falls on every side alike. Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
+so a burst of load from other work on a shared machine falls on every side alike. The CPU time
+(user + system) of the same runs is printed too: other work slows a run's wall time but hardly
+its CPU time, so on a busy machine the CPU ratios are the better guess of an idle machine's. Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
 the numpy import; a whole ``gradcheck check`` process on network N1 of bench/bench.py at most
 2.5x the numpy import plus the check itself (``check_network`` on N1 in a warm interpreter).
 Then the slowest imports of that process, from ``python -X importtime`` (which does not list
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,16 +53,24 @@ def _substitute(node: ast.AST, values: dict[str, ast.AST]) -> ast.AST:
     return Names().visit(node)
 
 
-def best_of(repeats: int, runs: dict) -> dict[str, float]:
-    """The best wall time of each of ``runs`` (name -> function), over ``repeats`` rounds that
-    run each once."""
-    best = dict.fromkeys(runs, float("inf"))
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and of its finished children."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def best_of(repeats: int, runs: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """The best wall time and the best CPU time of each of ``runs`` (name -> function), over
+    ``repeats`` rounds that run each once."""
+    wall, cpu = dict.fromkeys(runs, float("inf")), dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, run in runs.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds()
             run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
+            wall[name] = min(wall[name], time.perf_counter() - started)
+            cpu[name] = min(cpu[name], cpu_seconds() - cpu_started)
+    return wall, cpu
 
 
 def process(*argv) -> callable:
@@ -100,7 +111,7 @@ def main(argv=None) -> int:
         n1 = Path(folder) / "n1.yaml"
         n1.write_text(yaml.safe_dump(config))
         check_network(config)  # warm: the figure is the check, not the first imports
-        seconds = best_of(args.repeats, {
+        seconds, cpu = best_of(args.repeats, {
             "numpy": process(sys.executable, "-c", "import numpy"),
             "version": process(GRADCHECK, "--version"),
             "help": process(GRADCHECK, "check", "--help"),
@@ -108,7 +119,8 @@ def main(argv=None) -> int:
             "check": lambda: check_network(config),
         })
         imports = slowest_imports([str(GRADCHECK), "check", str(n1)], args.top)
-    seconds["overhead"] = seconds["process"] - seconds["check"]
+    for figures in (seconds, cpu):
+        figures["overhead"] = figures["process"] - figures["check"]
     numpy = seconds["numpy"]
     rows = [("numpy", 'python -c "import numpy"', "the yardstick"),
             ("version", "gradcheck --version", "<= 1.5x"),
@@ -117,14 +129,15 @@ def main(argv=None) -> int:
             ("check", "check_network(N1) in a warm interpreter", ""),
             ("overhead", "process - check", "<= 2.5x")]
     print(f"best of {args.repeats} interleaved runs each; Python {sys.version.split()[0]}\n")
-    print("| what | command | s | x numpy import | target |")
-    print("|---|---|--:|--:|---|")
+    print("| what | command | wall s | x numpy | CPU s | x numpy | target (wall) |")
+    print("|---|---|--:|--:|--:|--:|---|")
     for key, command, target in rows:
         ratio = seconds[key] / numpy
         verdict = ""
         if key in TARGETS:
             verdict = "met" if ratio <= TARGETS[key] else "MISSED"
-        print(f"| {key} | `{command}` | {seconds[key]:.3f} | {ratio:.2f}x | {target} {verdict} |")
+        print(f"| {key} | `{command}` | {seconds[key]:.3f} | {ratio:.2f}x | {cpu[key]:.3f} | "
+              f"{cpu[key] / cpu['numpy']:.2f}x | {target} {verdict} |")
     print("\nslowest imports of `gradcheck check n1.yaml` (python -X importtime, µs):")
     print(f"{'cumulative':>11} {'self':>8}  module")
     for cumulative, own, name in imports:
