@@ -80,7 +80,7 @@ def table(report: Report, dropped: int = 0) -> Table:
             # A fixed width (the widest cell) spares rich from measuring every cell again each
             # time the table is measured and drawn: most of the cost of printing the report.
             width = max([cell_len(column), *(cells[index].cell_len for cells, _ in rows)])
-            grid.add_column(column, justify=justify, no_wrap=True, width=width)
+            grid.add_column(Text(column), justify=justify, no_wrap=True, width=width)
     for cells, last in rows:
         grid.add_row(*(c for c, shown in zip(cells, keep) if shown), end_section=last)
     return grid
