@@ -110,3 +110,14 @@ def test_star_import_and_registry_lookups_without_the_layers_imported_first():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_program_freezes_its_objects_on_exit_and_main_does_not():
+    """`gradcheck` (cli.run) spares the interpreter's final collections; `main`, which tests
+    call in-process, must not freeze the caller's objects."""
+    code = ("import gc, sys\nfrom gradcheck.cli import main, run\nsys.argv = ['gradcheck', "
+            "'--version']\nfor entry in (main, run):\n    try:\n        entry()\n"
+            "    except SystemExit:\n        print(entry.__name__, gc.get_freeze_count() > 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.splitlines()[-2:] == ["main False", "run True"], result.stdout
