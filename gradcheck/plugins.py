@@ -6,22 +6,21 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import os
 import sys
 import traceback
 from pathlib import Path
 
 from gradcheck import modulefiles, registry
 from gradcheck.contract import Layer, Loss
+from gradcheck.entrypoints import ENTRY_POINT_GROUP, ENV_NO_AUTOLOAD, load_entry_points
 from gradcheck.errors import ConfigError, PluginError
 
-ENTRY_POINT_GROUP = "gradcheck.layers"
-# Like PYTEST_DISABLE_PLUGIN_AUTOLOAD: a way out when an installed package's plugin is broken.
-ENV_NO_AUTOLOAD = "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD"
-# What loading each plugin registered (by resolved file or module name), and the entry points
-# (None: not loaded yet): a plugin loaded again gets them back after a registry scope ended.
+__all__ = ["ENTRY_POINT_GROUP", "ENV_NO_AUTOLOAD", "contract_problems", "exception_origin",
+           "load_entry_points", "load_plugin", "load_reference", "load_spec_plugins"]
+
+# What loading each plugin registered (by resolved file or module name): a plugin loaded again
+# gets it back after a registry scope ended.
 _MADE: dict[str, list] = {}
-_entry_points_made: list | None = None
 
 
 def load_plugin(ref: str, base_dir: Path, where: str | None = None) -> None:
@@ -211,66 +210,6 @@ def _check_new_classes(before: set[type], what: str, where: str | None) -> None:
                               f"{cls.registered_name!r}) breaks the layer contract: "
                               f"{'; '.join(problems)}.", where=where,
                               hint="see 'Your own layers' in the README for the signatures")
-
-
-def load_entry_points(force: bool = False) -> list[str]:
-    """Load every layer and loss that installed packages declare in the ``gradcheck.layers``
-    entry-point group, once per process; returns the entry points loaded, as ``name = value``.
-
-    An entry point names a module (importing it runs its ``@register_layer`` decorators) or a
-    ``Layer``/``Loss`` subclass (``pkg.mod:MyDense``), registered under the entry point's name
-    unless it registered itself. Set GRADCHECK_DISABLE_PLUGIN_AUTOLOAD=1 to skip them all.
-    """
-    global _entry_points_made
-    if os.environ.get(ENV_NO_AUTOLOAD):
-        return []
-    if _entry_points_made is not None and not force:
-        registry.reinstate(_entry_points_made)
-        return []
-    import importlib.metadata  # scanning installed packages: only when a check needs it
-
-    _entry_points_made = []
-    bookmark = registry.mark()
-    loaded = []
-    for entry in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                        key=lambda e: (e.name, e.value)):
-        _load_entry_point(entry)
-        loaded.append(f"{entry.name} = {entry.value}")
-    _entry_points_made = registry.made_since(bookmark)
-    return loaded
-
-
-def _describe_entry(entry) -> str:
-    dist = getattr(entry, "dist", None)
-    source = f" of package {dist.name!r}" if dist is not None and getattr(dist, "name", None) else ""
-    return f"entry point {entry.name!r} = {entry.value!r}{source} (group {ENTRY_POINT_GROUP!r})"
-
-
-def _load_entry_point(entry) -> None:
-    hint = (f"fix or uninstall the package, or set {ENV_NO_AUTOLOAD}=1 to skip installed plugins")
-    try:
-        obj = entry.load()
-    except PluginError as exc:
-        exc.message = f"{_describe_entry(entry)}: {exc.message}"
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure of a third-party package is reported
-        raise PluginError(f"{_describe_entry(entry)} failed to load: {type(exc).__name__}: "
-                          f"{exc}{_origin(exc)}.", hint=hint) from exc
-    if inspect.ismodule(obj):
-        registry.reinstate(registry.made_by(obj.__name__))  # imported before a scope ended
-        return
-    if not (isinstance(obj, type) and issubclass(obj, (Layer, Loss))):
-        raise PluginError(f"{_describe_entry(entry)} names {obj!r}, which is neither a module nor "
-                          "a gradcheck.Layer or gradcheck.Loss subclass.", hint=hint)
-    problems = contract_problems(obj, require_methods=True)
-    if problems:
-        raise PluginError(f"{_describe_entry(entry)}: class {obj.__qualname__} breaks the layer "
-                          f"contract: {'; '.join(problems)}.", hint=hint)
-    if "registered_name" in vars(obj):  # registered already, by its decorator or earlier
-        registry.reinstate(registry.made_by(obj.__module__))
-    else:
-        register = registry.register_layer if issubclass(obj, Layer) else registry.register_loss
-        register(entry.name)(obj)
 
 
 # Methods of the contract and how many arguments each takes besides self.

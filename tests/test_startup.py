@@ -84,6 +84,16 @@ def test_a_json_check_loads_neither_rich_nor_diagnose_nor_the_external_protocol(
         assert not loaded(modules, name), name
 
 
+def test_a_check_reads_installed_metadata_only_when_a_package_declares_layers(tmp_path):
+    """Nothing installed here declares gradcheck.layers, so importlib.metadata stays unloaded
+    (tests/test_entrypoints.py shows the quick look never misses a declaration)."""
+    import importlib.metadata
+
+    assert not importlib.metadata.entry_points(group="gradcheck.layers")
+    modules = imported("cli", "check", str(CONFIGS / "mlp.yaml"), tmp=tmp_path)
+    assert not loaded(modules, "importlib.metadata")
+
+
 def test_an_external_layer_loads_the_protocol_when_it_is_configured(tmp_path):
     modules = imported("-c", "from gradcheck.layers.external import External\n"
                        "External(['true'], options={'k': 1})", tmp=tmp_path)
