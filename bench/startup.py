@@ -8,7 +8,9 @@ so a burst of load from other work on a shared machine falls on every side alike
 (user + system) of the same runs is printed too: other work slows a run's wall time but hardly
 its CPU time, so on a busy machine the CPU ratios are the better guess of an idle machine's. Targets: ``gradcheck --version`` and ``gradcheck check --help`` at most 1.5x
 the numpy import; a whole ``gradcheck check`` process on network N1 of bench/bench.py at most
-2.5x the numpy import plus the check itself (``check_network`` on N1 in a warm interpreter).
+2.5x the numpy import plus the check itself: ``check_network`` on N1 timed inside a fresh
+interpreter, once, after the imports (as the command runs it: a second check in a warm
+interpreter would be faster, and the difference would wrongly count as start-up).
 Then the slowest imports of that process, from ``python -X importtime`` (which does not list
 modules loaded by ``importlib.import_module`` themselves, only what they import: the renderers
 and gradcheck's lazy public names).
@@ -60,24 +62,40 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+# Times check_network once in a fresh interpreter, after its imports; prints wall and CPU s.
+CHECK_ONCE = """
+import sys, time
+import gradcheck.layers
+from gradcheck.check import check_network
+from gradcheck.resources import reuse_freed_memory
+reuse_freed_memory()
+wall, cpu = time.perf_counter(), time.process_time()
+check_network(sys.argv[1])
+print(time.perf_counter() - wall, time.process_time() - cpu)
+"""
+
+
 def best_of(repeats: int, runs: dict) -> tuple[dict[str, float], dict[str, float]]:
     """The best wall time and the best CPU time of each of ``runs`` (name -> function), over
-    ``repeats`` rounds that run each once."""
+    ``repeats`` rounds that run each once. A function that returns (wall, cpu) has timed
+    itself; otherwise the call is timed."""
     wall, cpu = dict.fromkeys(runs, float("inf")), dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, run in runs.items():
             started, cpu_started = time.perf_counter(), cpu_seconds()
-            run()
-            wall[name] = min(wall[name], time.perf_counter() - started)
-            cpu[name] = min(cpu[name], cpu_seconds() - cpu_started)
+            timed = run() or (time.perf_counter() - started, cpu_seconds() - cpu_started)
+            wall[name], cpu[name] = min(wall[name], timed[0]), min(cpu[name], timed[1])
     return wall, cpu
 
 
-def process(*argv) -> callable:
+def process(*argv, timed_inside: bool = False) -> callable:
     def run():
-        result = subprocess.run([str(a) for a in argv], capture_output=True)
+        result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
         if result.returncode != 0:
-            raise SystemExit(f"{argv} exited {result.returncode}: {result.stderr.decode()[-400:]}")
+            raise SystemExit(f"{argv} exited {result.returncode}: {result.stderr[-400:]}")
+        if timed_inside:
+            return tuple(float(t) for t in result.stdout.split())
+        return None
 
     return run
 
@@ -102,21 +120,16 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from gradcheck.check import check_network
-    from gradcheck.resources import reuse_freed_memory
-
-    reuse_freed_memory()  # as the command does before it checks
     config = n1_config()
     with tempfile.TemporaryDirectory() as folder:
         n1 = Path(folder) / "n1.yaml"
         n1.write_text(yaml.safe_dump(config))
-        check_network(config)  # warm: the figure is the check, not the first imports
         seconds, cpu = best_of(args.repeats, {
             "numpy": process(sys.executable, "-c", "import numpy"),
             "version": process(GRADCHECK, "--version"),
             "help": process(GRADCHECK, "check", "--help"),
             "process": process(GRADCHECK, "check", n1),
-            "check": lambda: check_network(config),
+            "check": process(sys.executable, "-c", CHECK_ONCE, n1, timed_inside=True),
         })
         imports = slowest_imports([str(GRADCHECK), "check", str(n1)], args.top)
     for figures in (seconds, cpu):
@@ -126,7 +139,7 @@ def main(argv=None) -> int:
             ("version", "gradcheck --version", "<= 1.5x"),
             ("help", "gradcheck check --help", "<= 1.5x"),
             ("process", "gradcheck check n1.yaml (whole process)", ""),
-            ("check", "check_network(N1) in a warm interpreter", ""),
+            ("check", "check_network(N1), timed inside a fresh interpreter", ""),
             ("overhead", "process - check", "<= 2.5x")]
     print(f"best of {args.repeats} interleaved runs each; Python {sys.version.split()[0]}\n")
     print("| what | command | wall s | x numpy | CPU s | x numpy | target (wall) |")
