@@ -1,3 +1,3 @@
-from gradcheck.cli import main
+from gradcheck.cli import run
 
-main(prog_name="gradcheck")
+run(prog_name="gradcheck")

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
-import os
 import sys
 import traceback
 from pathlib import Path
 
+from gradcheck import modulefiles, registry
 from gradcheck.contract import Layer, Loss
+from gradcheck.entrypoints import ENTRY_POINT_GROUP, ENV_NO_AUTOLOAD, load_entry_points
 from gradcheck.errors import ConfigError, PluginError
 
-ENTRY_POINT_GROUP = "gradcheck.layers"
-# Like PYTEST_DISABLE_PLUGIN_AUTOLOAD: a way out when an installed package's plugin is broken.
-ENV_NO_AUTOLOAD = "GRADCHECK_DISABLE_PLUGIN_AUTOLOAD"
-_entry_points_loaded = False
+__all__ = ["ENTRY_POINT_GROUP", "ENV_NO_AUTOLOAD", "contract_problems", "exception_origin",
+           "load_entry_points", "load_plugin", "load_reference", "load_spec_plugins"]
+
+# What loading each plugin registered (by resolved file or module name): a plugin loaded again
+# gets it back after a registry scope ended.
+_MADE: dict[str, list] = {}
 
 
 def load_plugin(ref: str, base_dir: Path, where: str | None = None) -> None:
@@ -57,48 +58,59 @@ def _load_file(path: Path, where: str | None):
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} does not exist.", where=where,
                           hint="plugin paths are relative to the YAML file's folder")
+    import hashlib  # only a plugin file needs it
+
     # A stable module name per file makes loading the same plugin twice a no-op, not a clash.
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"gradcheck_plugin_{path.stem}_{digest}"
-    existing = sys.modules.get(module_name) or _module_of_file(path)
+    existing = sys.modules.get(module_name) or modulefiles.module_of_file(path)
     if existing is not None:
+        _reinstate(str(path), existing.__name__)
         return existing
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin file {str(path)!r} cannot be imported as Python.", where=where)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    modulefiles.remember(path, module)
     before = _registered()
+    bookmark = registry.mark()
     try:
         spec.loader.exec_module(module)
         _check_new_classes(before, f"plugin file {str(path)!r}", where)
     except PluginError:
-        del sys.modules[module_name]
+        _unload(module_name, path)
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure of user code is a user error
-        del sys.modules[module_name]
+        _unload(module_name, path)
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise PluginError(f"plugin file {str(path)!r} raised {type(exc).__name__} on import: "
                           f"{exc}{_origin(exc)}.", where=where) from exc
+    _MADE[str(path)] = registry.made_since(bookmark)
     return module
 
 
-def _module_of_file(path: Path):
-    """The module already imported from the file ``path`` (resolved) under any name, or None:
-    a file imported by module name and again by path must not run twice."""
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and Path(file).name == path.name and Path(file).resolve() == path:
-            return module
-    return None
+def _unload(module_name: str, path: Path) -> None:
+    del sys.modules[module_name]
+    modulefiles.forget(path)
+
+
+def _reinstate(key: str, module_name: str) -> None:
+    """An already imported plugin's registrations, back where a registry scope removed them."""
+    registry.reinstate([*_MADE.get(key, ()), *registry.made_by(module_name)])
 
 
 def _load_module(name: str, where: str | None) -> None:
+    if name in sys.modules:
+        _reinstate(name, name)
+        return
     before = _registered()
+    bookmark = registry.mark()
     try:
         importlib.import_module(name)
         _check_new_classes(before, f"plugin module {name!r}", where)
+        _MADE[name] = registry.made_since(bookmark)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise PluginError(f"plugin module {name!r} is not installed or not importable.",
@@ -169,7 +181,7 @@ def _module_named(name: str, what: str, path: str | None, where: str | None):
                               "package that provides the module")
         origin = getattr(spec, "origin", None)
         if origin and getattr(spec, "has_location", False):
-            existing = _module_of_file(Path(origin).resolve())
+            existing = modulefiles.module_of_file(Path(origin).resolve())
             if existing is not None:
                 sys.modules[name] = existing
                 return existing
@@ -184,8 +196,6 @@ def exception_origin(exc: BaseException) -> str:
 
 
 def _registered() -> set[type]:
-    from gradcheck import registry
-
     return ({registry.layer_class(n) for n in registry.layer_names()} |
             {registry.loss_class(n) for n in registry.loss_names()})
 
@@ -200,58 +210,6 @@ def _check_new_classes(before: set[type], what: str, where: str | None) -> None:
                               f"{cls.registered_name!r}) breaks the layer contract: "
                               f"{'; '.join(problems)}.", where=where,
                               hint="see 'Your own layers' in the README for the signatures")
-
-
-def load_entry_points(force: bool = False) -> list[str]:
-    """Load every layer and loss that installed packages declare in the ``gradcheck.layers``
-    entry-point group, once per process; returns the entry points loaded, as ``name = value``.
-
-    An entry point names a module (importing it runs its ``@register_layer`` decorators) or a
-    ``Layer``/``Loss`` subclass (``pkg.mod:MyDense``), registered under the entry point's name
-    unless it registered itself. Set GRADCHECK_DISABLE_PLUGIN_AUTOLOAD=1 to skip them all.
-    """
-    global _entry_points_loaded
-    if (_entry_points_loaded and not force) or os.environ.get(ENV_NO_AUTOLOAD):
-        return []
-    _entry_points_loaded = True
-    loaded = []
-    for entry in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                        key=lambda e: (e.name, e.value)):
-        _load_entry_point(entry)
-        loaded.append(f"{entry.name} = {entry.value}")
-    return loaded
-
-
-def _describe_entry(entry) -> str:
-    dist = getattr(entry, "dist", None)
-    source = f" of package {dist.name!r}" if dist is not None and getattr(dist, "name", None) else ""
-    return f"entry point {entry.name!r} = {entry.value!r}{source} (group {ENTRY_POINT_GROUP!r})"
-
-
-def _load_entry_point(entry) -> None:
-    from gradcheck.registry import register_layer, register_loss
-
-    hint = (f"fix or uninstall the package, or set {ENV_NO_AUTOLOAD}=1 to skip installed plugins")
-    try:
-        obj = entry.load()
-    except PluginError as exc:
-        exc.message = f"{_describe_entry(entry)}: {exc.message}"
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure of a third-party package is reported
-        raise PluginError(f"{_describe_entry(entry)} failed to load: {type(exc).__name__}: "
-                          f"{exc}{_origin(exc)}.", hint=hint) from exc
-    if inspect.ismodule(obj):
-        return
-    if not (isinstance(obj, type) and issubclass(obj, (Layer, Loss))):
-        raise PluginError(f"{_describe_entry(entry)} names {obj!r}, which is neither a module nor "
-                          "a gradcheck.Layer or gradcheck.Loss subclass.", hint=hint)
-    problems = contract_problems(obj, require_methods=True)
-    if problems:
-        raise PluginError(f"{_describe_entry(entry)}: class {obj.__qualname__} breaks the layer "
-                          f"contract: {'; '.join(problems)}.", hint=hint)
-    if "registered_name" not in vars(obj):  # not registered by its own decorator
-        register = register_layer if issubclass(obj, Layer) else register_loss
-        register(entry.name)(obj)
 
 
 # Methods of the contract and how many arguments each takes besides self.

@@ -1,18 +1,40 @@
-"""Name -> class registries for layers and losses. Built-ins register exactly like plugins."""
+"""Name -> class registries for layers and losses. Built-ins register exactly like plugins.
+
+The tables are process-global; ``registry_scope()`` undoes what is registered inside it, so one
+process (a pytest session) can check a correct and a buggy class under the same type name.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from gradcheck.contract import Layer, Loss
 from gradcheck.errors import ConfigError, PluginError
 
 _LAYERS: dict[str, type] = {}
 _LOSSES: dict[str, type] = {}
+# Every registration ever made, (kind, name, class), in order; scopes never undo it. A plugin
+# imported once but loaded again after its scope ended gets its registrations back from it.
+_HISTORY: list[tuple[str, str, type]] = []
+_builtins_loaded = False
 
 T = TypeVar("T", bound=type)
+
+
+def _ensure_builtins() -> None:
+    """Import the built-in layers (which registers them) before the tables are read: ``import
+    gradcheck`` stays cheap, so nothing else may have imported them yet."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        import gradcheck.layers  # noqa: F401 - importing registers them
+
+
+def _table(kind: str) -> dict:
+    return _LAYERS if kind == "layer" else _LOSSES
 
 
 def _register(table: dict, kind: str, name: str) -> Callable[[T], T]:
@@ -32,9 +54,56 @@ def _register(table: dict, kind: str, name: str) -> Callable[[T], T]:
                 f"{_qualname(cls)} cannot take the same name.", hint="choose another name")
         table[name] = cls
         cls.registered_name = name
+        if (kind, name, cls) not in _HISTORY:
+            _HISTORY.append((kind, name, cls))
         return cls
 
     return decorator
+
+
+@contextlib.contextmanager
+def registry_scope() -> Iterator[None]:
+    """A context in which layers and losses may be registered and are forgotten at its end:
+    by decorator, plugin file, module or YAML ``plugins:``. A name free outside the scope is free
+    again after it, so tests can give one type name to a correct and a buggy class in turn; a
+    name taken outside stays taken inside.
+
+    Built-in layers are registered before the scope starts, so they outlive it. A plugin loaded
+    again after its scope ended registers its classes again, although Python imports its module
+    only once. Scopes nest.
+    """
+    _ensure_builtins()
+    saved = {kind: dict(_table(kind)) for kind in ("layer", "loss")}
+    try:
+        yield
+    finally:
+        for kind, entries in saved.items():
+            _table(kind).clear()
+            _table(kind).update(entries)
+
+
+def mark() -> int:
+    """A bookmark in the history of registrations, for ``made_since``."""
+    return len(_HISTORY)
+
+
+def made_since(bookmark: int) -> list[tuple[str, str, type]]:
+    """The registrations (kind, name, class) first made after ``bookmark``: what loading a plugin
+    registered, including classes of modules the plugin imported."""
+    return _HISTORY[bookmark:]
+
+
+def made_by(module_name: str) -> list[tuple[str, str, type]]:
+    """The registrations of classes defined in the module ``module_name``."""
+    return [entry for entry in _HISTORY if entry[2].__module__ == module_name]
+
+
+def reinstate(registrations) -> None:
+    """Register again (kind, name, class) entries a scope that has ended removed: loading an
+    already imported plugin does not run its decorators again. A name another class has taken
+    since is a PluginError, as registering it anew would be."""
+    for kind, name, cls in registrations:
+        _register(_table(kind), kind, name)(cls)
 
 
 def _qualname(cls: type) -> str:
@@ -52,6 +121,7 @@ def register_loss(name: str) -> Callable[[T], T]:
 
 
 def _lookup(table: dict, kind: str, name: str):
+    _ensure_builtins()
     try:
         return table[name]
     except KeyError:
@@ -73,11 +143,13 @@ def loss_class(name: str) -> type:
 
 def layer_names() -> list[str]:
     """Registered layer types, sorted."""
+    _ensure_builtins()
     return sorted(_LAYERS)
 
 
 def loss_names() -> list[str]:
     """Registered loss types, sorted."""
+    _ensure_builtins()
     return sorted(_LOSSES)
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from typing import TYPE_CHECKING
 
-from gradcheck import tolerance
 from gradcheck.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gradcheck import tolerance
 
 MODES = ("auto", "full", "sample", "directional")
 DTYPES = ("float64", "float32")
@@ -104,6 +107,10 @@ class CheckSettings:
     @property
     def tol(self) -> tolerance.Tolerance:
         """The step and tolerances in force: the given ones, else the dtype's defaults."""
+        # Imported here: the CLI reads MODES and the defaults above to build its options, and
+        # `gradcheck --version` must not pay for numpy.
+        from gradcheck import tolerance
+
         return tolerance.resolve(self.dtype, self.eps, self.rtol, self.atol)
 
     @property

@@ -6,6 +6,12 @@
 
     def test_my_dense():
         assert_gradients(MyDense, input_shape=(4,), units=3)
+
+or, with gradcheck's pytest plugin (loaded by pytest wherever gradcheck is installed), the
+``assert_gradients`` fixture, which also forgets the layers the test registers afterwards::
+
+    def test_my_dense(assert_gradients):
+        assert_gradients(MyDense, input_shape=(4,), units=3)
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ def assert_gradients(subject: str | Path | dict | type | Layer | Report, input_s
     dtype and the layer's own options). Kinks and inconclusive elements do not fail the
     assertion, exactly as they do not fail the command. Returns the Report when it passes.
     """
+    # pytest then starts the failure with the report, not with this helper's source.
+    __tracebackhide__ = True
     if isinstance(subject, Report):
         report = subject
     elif input_shape is not None:

@@ -76,7 +76,8 @@ def test_markdown_table_names_root_cause_and_escapes_cells(buggy):
     text = render_markdown(buggy)
     assert text.startswith("### ❌ gradcheck `buggy-plugin`: FAIL")
     assert "**Root cause: `act`**" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    table = text.split("| layer |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in ("| layer |" + table).splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 8  # header + one row per target
     assert all(row.count(" | ") == rows[0].count(" | ") for row in rows)
     weird = render_markdown(Report("a|b", SETTINGS, [LayerReport("x|y", "t", 0, [_target("W", "pass")])]))

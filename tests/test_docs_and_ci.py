@@ -96,15 +96,25 @@ def test_documented_ci_step_fails_the_job_on_a_wrong_gradient(tmp_path):
     assert "### ✅ gradcheck `mlp`" in text and "### ❌ gradcheck `buggy-plugin`: FAIL" in text
 
 
-def test_pre_commit_hook_definition_runs(tmp_path):
+def test_pre_commit_hook_passes_the_changed_networks_and_runs(tmp_path):
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
-    assert {"id", "name", "entry", "language"} <= set(hook) and hook["pass_filenames"] is False
+    assert {"id", "name", "entry", "language"} <= set(hook) and hook["pass_filenames"] is True
+    # pre-commit's own selection: `files` and `exclude` are Python regexes searched in the path.
+    selected = [path for path in ("configs/mlp.yaml", "nets/a.yml", "README.md", "my_layers.py",
+                                  ".pre-commit-config.yaml", ".github/workflows/ci.yml",
+                                  "docs/.hidden/x.yaml")
+                if re.search(hook["files"], path) and not re.search(hook["exclude"], path)]
+    assert selected == ["configs/mlp.yaml", "nets/a.yml"]
     command = hook["entry"].split()
     command[0] = str(BIN / command[0])
-    ok = subprocess.run([*command, str(CONFIGS / "mlp.yaml")], capture_output=True, text=True)
-    bad = subprocess.run([*command, str(CONFIGS / "broken" / "plugin_buggy.yaml")],
+    ok = subprocess.run([*command, str(CONFIGS / "mlp.yaml"), str(CONFIGS / "lenet.yaml")],
+                        capture_output=True, text=True)
+    bad = subprocess.run([*command, str(CONFIGS / "mlp.yaml"),
+                          str(CONFIGS / "broken" / "plugin_buggy.yaml")],
                          capture_output=True, text=True)
-    assert ok.returncode == 0 and bad.returncode == 1 and "Root cause: act" in bad.stdout
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2, ok.stdout + ok.stderr
+    assert bad.returncode == 1 and "Root cause: act" in bad.stdout
+    assert bad.stdout.splitlines()[0].startswith(f"{CONFIGS / 'mlp.yaml'}: PASS")
     documented = README.read_text().split("**pre-commit**", 1)[1]
     assert f"- id: {hook['id']}" in documented
 

@@ -189,9 +189,11 @@ def test_the_cli_refuses_bad_settings_with_exit_2(tmp_path, run_cli):
 
 
 def test_modes_are_defined_once():
-    from gradcheck import cli, config, settings
+    from gradcheck import cli, cli_options, config, settings
 
-    assert cli.MODES is settings.MODES
+    assert cli_options.MODES is settings.MODES
+    (mode,) = [p for p in cli.check.params if p.name == "mode"]
+    assert tuple(mode.type.choices) == settings.MODES
     assert not hasattr(config, "CHECK_MODES")
 
 

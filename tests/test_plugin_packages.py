@@ -1,5 +1,7 @@
 """Plugins as packages: the ``gradcheck.layers`` entry-point group, and contract errors that name
-the plugin and the problem."""
+the plugin and the problem. Each test registers in its own registry scope (the ``site`` fixture
+uses ``gradcheck_registry``), so layer names repeat across tests; module names cannot, since
+Python imports a module name once per process."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def _install(tmp_path, entries: dict[str, str], factor: float = 3.0, dist: str =
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
+def site(tmp_path, monkeypatch, gradcheck_registry):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv(ENV_NO_AUTOLOAD, raising=False)
     return tmp_path
@@ -64,7 +66,7 @@ def _net(layer_type: str) -> dict:
 
 
 def test_a_class_entry_point_is_registered_under_its_name_and_checked(site):
-    name = f"scale_{uuid.uuid4().hex[:6]}"
+    name = "scale"
     _install(site, {name: "{module}:Scale"})
     loaded = load_entry_points(force=True)
     assert any(item.startswith(f"{name} = ") for item in loaded)
@@ -73,16 +75,15 @@ def test_a_class_entry_point_is_registered_under_its_name_and_checked(site):
 
 
 def test_a_wrong_layer_from_a_package_is_blamed(site):
-    name = f"scale_{uuid.uuid4().hex[:6]}"
-    _install(site, {name: "{module}:Scale"}, factor=2.0)
+    _install(site, {"scale": "{module}:Scale"}, factor=2.0)
     load_entry_points(force=True)
-    report = gradcheck.check_network(_net(name))
-    assert report.root_causes == [f"{name}_1"]
+    report = gradcheck.check_network(_net("scale"))
+    assert report.root_causes == ["scale_1"]
 
 
 def test_a_module_entry_point_is_imported(site):
     module = f"gcmod_{uuid.uuid4().hex[:8]}"
-    layer = f"mod_{uuid.uuid4().hex[:6]}"
+    layer = "mod_ident"
     (site / f"{module}.py").write_text(textwrap.dedent(f"""
         import gradcheck
 
@@ -108,7 +109,7 @@ def test_a_module_entry_point_is_imported(site):
     ("gcplug_not_installed_xyz", ["failed to load", "ModuleNotFoundError"]),
 ])
 def test_broken_entry_points_name_the_entry_point_package_and_problem(site, value, needles):
-    name = f"broken_{uuid.uuid4().hex[:6]}"
+    name = "broken"
     _install(site, {name: value}, dist="brokenpkg")
     with pytest.raises(gradcheck.PluginError) as info:
         load_entry_points(force=True)
@@ -125,8 +126,9 @@ def test_autoload_can_be_disabled(site, monkeypatch):
     assert load_entry_points(force=True) == []
 
 
-def test_a_plugin_file_whose_class_breaks_the_contract_names_file_and_class(tmp_path):
-    name = f"badsig_{uuid.uuid4().hex[:6]}"
+def test_a_plugin_file_whose_class_breaks_the_contract_names_file_and_class(tmp_path,
+                                                                             gradcheck_registry):
+    name = "badsig"
     (tmp_path / "badsig.py").write_text(textwrap.dedent(f"""
         import gradcheck
 
@@ -142,7 +144,7 @@ def test_a_plugin_file_whose_class_breaks_the_contract_names_file_and_class(tmp_
 
 
 def test_cli_lists_and_uses_an_installed_plugin_and_reports_a_broken_one(tmp_path):
-    name = f"scale_{uuid.uuid4().hex[:6]}"
+    name = "scale"
     _install(tmp_path, {name: "{module}:Scale"})
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     listing = subprocess.run([sys.executable, "-m", "gradcheck", "layers", name],

@@ -13,13 +13,18 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gradcheck.errors import LayerError
-from gradcheck.external_protocol import (RESERVED_NAMES, Child, ProtocolError, format_value)
 from gradcheck.contract import Layer
 from gradcheck.registry import register_layer
+
+# The protocol (and subprocess, select, tempfile with it) is imported by the functions that use
+# it, when an external layer is configured: every check imports this module, few run a child.
+if TYPE_CHECKING:
+    from gradcheck.external_protocol import Child
 
 DEFAULT_TIMEOUT = 30.0
 # Parameter arrays a child may declare in build: 2**27 float64 values is 1 GiB.
@@ -75,6 +80,8 @@ class External(Layer):
 
     def _start(self):
         """Start the child and send it the build request; return its reply."""
+        from gradcheck.external_protocol import Child
+
         argv, cwd = self._resolve_command()
         with self._protocol("start"):
             self._child = Child(argv, cwd, self.timeout)
@@ -84,6 +91,8 @@ class External(Layer):
             return self._child.request("build", fields, [], self._expect_build)
 
     def forward(self, x):
+        from gradcheck.external_protocol import ProtocolError
+
         self._x = x
         batch = x.shape[0]
         out_shape = (batch, *self._output_shape)
@@ -106,6 +115,8 @@ class External(Layer):
         return reply.arrays["y"].astype(_float_dtype(x), copy=False)
 
     def backward(self, grad_out):
+        from gradcheck.external_protocol import ProtocolError
+
         if self._x is None:
             raise LayerError("backward was called before forward.")
         x = self._x
@@ -170,6 +181,8 @@ class External(Layer):
         return _ProtocolErrors(self, phase)
 
     def _expect_build(self, name: str, shape: tuple[int, ...]) -> None:
+        from gradcheck.external_protocol import RESERVED_NAMES, ProtocolError
+
         if not name.isidentifier() or name in RESERVED_NAMES:
             raise ProtocolError("garbage", f"build reply declares parameter {name!r}: parameter names "
                                 "must be identifiers other than " + ", ".join(sorted(RESERVED_NAMES)) + ".")
@@ -205,6 +218,8 @@ class _ProtocolErrors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        from gradcheck.external_protocol import ProtocolError
+
         if exc is None or not isinstance(exc, ProtocolError):
             return False
         if exc.kind != "child":
@@ -232,6 +247,8 @@ def _parse_command(command) -> list[str]:
 
 
 def _parse_options(options) -> dict[str, str]:
+    from gradcheck.external_protocol import format_value
+
     """The options as protocol text, validated now so that a bad value is a config error."""
     if options is None:
         return {}
@@ -261,6 +278,8 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 def _expect_shape(what: str, shape: tuple[int, ...], expected: tuple[int, ...], why: str,
                   hint: str) -> None:
+    from gradcheck.external_protocol import ProtocolError
+
     if tuple(shape) != tuple(expected):
         raise ProtocolError("shape", f"{what} has shape {tuple(shape)}, expected {tuple(expected)} "
                             f"({why}).", hint=hint)

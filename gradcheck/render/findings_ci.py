@@ -13,8 +13,8 @@ import math
 
 from gradcheck.diagnose.findings import Diagnosis, Finding
 from gradcheck.render.findings import verdict_word
-from gradcheck.render.junit import SUITE, _attrs, _document, _suite, escape
-from gradcheck.render.markdown import _cell
+from gradcheck.render.junit import SUITE, Suite, _attrs, document, error_suite, escape, suite
+from gradcheck.render.markdown import _cell, error_section
 
 PREFIX = f"{SUITE}.diagnose"
 # The classname of findings about the whole network (layer None).
@@ -68,23 +68,34 @@ def _properties(d: Diagnosis) -> dict:
 
 
 def render_findings_junit(d: Diagnosis) -> str:
-    """The diagnosis as a JUnit XML document (testsuite = network, testcase = finding id + layer).
+    """The diagnosis as a JUnit XML document (testsuite = network, testcase = finding id and
+    layer)."""
+    return document([findings_suite(d)], PREFIX)
 
-    A network without findings gets one passing ``no findings`` case: reporters treat an empty
-    suite as a missing test run.
-    """
+
+def findings_suite(d: Diagnosis) -> Suite:
+    """The diagnosis's <testsuite>. A network without findings gets one passing ``no findings``
+    case: reporters treat an empty suite as a missing test run."""
     cases = [_case(d, id_, layer, found) for id_, layer, found in _grouped(d)]
     if not cases:
         cases = [(f"{PREFIX}.{d.network}", "no findings", ("pass", ""))]
-    return _document(_suite(f"{PREFIX}.{d.network}", _properties(d), cases))
+    return suite(f"{PREFIX}.{d.network}", _properties(d), cases)
 
 
-def render_findings_junit_error(network: str, message: str) -> str:
-    """A JUnit document for a diagnosis that crashed before producing findings: one <error> case,
-    so a CI dashboard shows the problem instead of a missing test file."""
-    outcome = ("error", f"<error{_attrs([('message', message), ('type', 'GradcheckError')])}>"
-                        f"{escape(message)}</error>")
-    return _document(_suite(f"{PREFIX}.{network}", {}, [(f"{PREFIX}.{network}", "diagnose", outcome)]))
+def findings_error_suite(network: str, error) -> Suite:
+    """The <testsuite> of a diagnosis that stopped on a user error: one <error> case."""
+    return error_suite(PREFIX, network, "diagnose", error)
+
+
+def render_findings_junit_error(network: str, error) -> str:
+    """The JUnit document of a diagnosis that stopped on a user error: one <error> case, so a CI
+    dashboard shows the problem instead of a missing test file."""
+    return document([findings_error_suite(network, error)], PREFIX)
+
+
+def render_findings_markdown_error(network: str, error) -> str:
+    """The Markdown section of a diagnosis that stopped on a user error (exit 2)."""
+    return error_section(f"gradcheck diagnose `{_cell(network)}`", error)
 
 
 def render_findings_markdown(d: Diagnosis) -> str:

@@ -13,8 +13,15 @@ from typing import Callable
 FORMATS = ("text", "json", "junit", "markdown")
 SUBJECTS = ("report", "diagnosis")
 
-# (format, subject, role) -> "module:function". role "full" renders the whole result, "verdict"
-# the one line -q prints (text only), "error" a user error (message) as the format's document.
+# (format, subject, role) -> "module:function". What each role's function takes and gives:
+#   full (result)                      the whole result
+#   verdict (result)                   the one line -q prints (text only)
+#   error (network, error)             the document of a run a GradcheckError stopped (not text:
+#                                      the message goes to stderr)
+#   files (subject, outcomes)          one document for several network files (render/files.py)
+#   files_verdict (subject, outcomes)  its -q lines (text only)
+#   data (result)                      the JSON document as plain data (json only)
+#   suite (result), error_suite (network, error)  one JUnit <testsuite> (junit only)
 _RENDERERS = {
     ("text", "report", "full"): "gradcheck.render.text:render_text",
     ("text", "report", "verdict"): "gradcheck.render.text:summary",
@@ -28,6 +35,21 @@ _RENDERERS = {
     ("junit", "diagnosis", "error"): "gradcheck.render.findings_ci:render_findings_junit_error",
     ("markdown", "report", "full"): "gradcheck.render.markdown:render_markdown",
     ("markdown", "diagnosis", "full"): "gradcheck.render.findings_ci:render_findings_markdown",
+    ("json", "report", "error"): "gradcheck.render.json:render_json_error",
+    ("json", "diagnosis", "error"): "gradcheck.render.json:render_json_error",
+    ("markdown", "report", "error"): "gradcheck.render.markdown:render_markdown_error",
+    ("markdown", "diagnosis", "error"):
+        "gradcheck.render.findings_ci:render_findings_markdown_error",
+    ("json", "report", "data"): "gradcheck.render.json:report_to_dict",
+    ("json", "diagnosis", "data"): "gradcheck.render.findings:diagnosis_to_dict",
+    ("junit", "report", "suite"): "gradcheck.render.junit:report_suite",
+    ("junit", "diagnosis", "suite"): "gradcheck.render.findings_ci:findings_suite",
+    ("junit", "report", "error_suite"): "gradcheck.render.junit:report_error_suite",
+    ("junit", "diagnosis", "error_suite"): "gradcheck.render.findings_ci:findings_error_suite",
+    **{(fmt, subject, "files"): f"gradcheck.render.files:{fmt}_files"
+       for fmt in FORMATS for subject in SUBJECTS},
+    **{("text", subject, "files_verdict"): "gradcheck.render.files:text_files_verdict"
+       for subject in SUBJECTS},
 }
 
 

@@ -64,3 +64,18 @@ def report_to_dict(report: Report) -> dict:
 def render_json(report: Report) -> str:
     """Sorted keys, no timestamps: the same report always gives the same bytes."""
     return json.dumps(report_to_dict(report), indent=2, sort_keys=True) + "\n"
+
+
+def error_fields(error) -> dict:
+    """A user error (a ``GradcheckError``) as data: its message, where in which file
+    (``net.yaml:12:5``), the YAML path (``layers[3].kernel``), the hint and its type; absent
+    parts are null."""
+    return {"message": error.message, "where": error.where, "path": error.path,
+            "hint": error.hint, "type": type(error).__name__}
+
+
+def render_json_error(network: str, error) -> str:
+    """The document a run that stopped on a user error prints instead of a report (exit 2), for
+    ``gradcheck check`` and ``gradcheck diagnose`` alike; ``network`` is the file's stem."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "network": network,
+                       "error": error_fields(error)}, indent=2, sort_keys=True) + "\n"

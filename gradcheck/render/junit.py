@@ -8,6 +8,7 @@ attribute order), so two runs can be diffed.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from xml.sax.saxutils import escape as _escape
 from xml.sax.saxutils import quoteattr as _quoteattr
@@ -37,13 +38,20 @@ def _attrs(pairs) -> str:
 
 
 def _detail(check: TargetReport) -> str:
-    """The numbers a reader needs to reproduce and judge the target, one per line."""
+    """The numbers a reader needs to reproduce and judge the target, one per line; for a failure
+    also what the mismatch looks like and its worst elements, as the text report shows them."""
     lines = [f"checked={check.checked} failed={check.failed} kinks={check.kinks} "
              f"inconclusive={check.inconclusive}",
              f"shape={list(check.shape)} worst_index={check.worst_index}",
              f"max_rel_error={check.max_rel_error:.6e} max_abs_error={check.max_abs_error:.6e}"]
     if check.analytic is not None and check.numeric is not None:
         lines.append(f"analytic={check.analytic:.9e} numeric={check.numeric:.9e}")
+    if check.status == "fail" and check.explanation:
+        lines.append(f"pattern: {check.explanation}")
+    if check.status == "fail" and check.worst_elements:
+        lines.append("worst elements (index analytic numeric rel_error):")
+        lines.extend(f"  {e['index']} {e['analytic']:.6e} {e['numeric']:.6e} {e['rel_error']:.2e}"
+                     for e in check.worst_elements)
     lines.extend(check.notes)
     return "\n".join(lines)
 
@@ -93,26 +101,52 @@ def _outcome(report: Report, layer, check: TargetReport) -> tuple[str, str]:
     return "error", f"<error{_attrs([('message', message), ('type', check.status)])}>{detail}</error>"
 
 
-def _suite(name: str, settings: dict, cases: list[tuple[str, str, tuple[str, str]]]) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """One <testsuite> element (its lines, indented for a place in <testsuites>) and its counts
+    (tests, failures, errors, skipped), which the enclosing <testsuites> adds up."""
+
+    name: str
+    counts: tuple[tuple[str, int], ...]
+    lines: tuple[str, ...]
+
+
+def suite(name: str, properties: dict, cases: list[tuple[str, str, tuple[str, str]]]) -> Suite:
+    """A <testsuite> of ``cases`` (classname, name, (kind, child element)) with ``properties``."""
     kinds = [kind for _, _, (kind, _) in cases]
-    head = _attrs([("name", name), ("tests", len(cases)), ("failures", kinds.count("failure")),
-                   ("errors", kinds.count("error")), ("skipped", kinds.count("skipped"))])
-    lines = [f'<testsuites{head}>', f"  <testsuite{head}>"]
-    if settings:
+    counts = (("tests", len(cases)), ("failures", kinds.count("failure")),
+              ("errors", kinds.count("error")), ("skipped", kinds.count("skipped")))
+    lines = [f"  <testsuite{_attrs([('name', name), *counts])}>"]
+    if properties:
         lines.append("    <properties>")
-        lines.extend(f"      <property{_attrs([('name', key), ('value', settings[key])])}/>"
-                     for key in sorted(settings))
+        lines.extend(f"      <property{_attrs([('name', key), ('value', properties[key])])}/>"
+                     for key in sorted(properties))
         lines.append("    </properties>")
     for classname, case, (_, outcome) in cases:
         attrs = _attrs([("classname", classname), ("name", case)])
         lines.append(f"    <testcase{attrs}>{outcome}</testcase>" if outcome
                      else f"    <testcase{attrs}/>")
-    lines += ["  </testsuite>", "</testsuites>"]
-    return lines
+    lines.append("  </testsuite>")
+    return Suite(name, counts, tuple(lines))
+
+
+def document(suites: list[Suite], name: str = SUITE) -> str:
+    """The XML document: <testsuites> holding ``suites``, with their counts added up. It takes
+    the name of its only suite when it has one (a single network), else ``name``."""
+    totals = [(key, sum(dict(s.counts)[key] for s in suites)) for key, _ in suites[0].counts]
+    head = _attrs([("name", suites[0].name if len(suites) == 1 else name), *totals])
+    lines = [f"<testsuites{head}>", *(line for s in suites for line in s.lines), "</testsuites>"]
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + "\n".join(lines) + "\n"
 
 
 def render_junit(report: Report) -> str:
     """The report as a JUnit XML document (testsuite = network, testcase = layer target)."""
+    return document([report_suite(report)])
+
+
+def report_suite(report: Report) -> Suite:
+    """The report's <testsuite>: one testcase per layer target, one per broken contract, and one
+    for a failure no layer explains."""
     cases = []
     for layer in report.layers:
         for problem in layer.problems:
@@ -131,16 +165,24 @@ def render_junit(report: Report) -> str:
         cases.append((f"{SUITE}.{report.network}", "end-to-end",
                       _failure(message, "Unlocalised", escape(message))))
     settings = {k: v for k, v in report.settings.items() if v is not None}
-    return _document(_suite(f"{SUITE}.{report.network}", settings, cases))
+    return suite(f"{SUITE}.{report.network}", settings, cases)
 
 
-def render_junit_error(network: str, message: str) -> str:
-    """A JUnit document for a check that crashed before producing a report: one <error> case, so a
-    CI dashboard shows the problem instead of an empty or missing test file."""
-    outcome = ("error", f"<error{_attrs([('message', message), ('type', 'GradcheckError')])}>"
+def error_suite(prefix: str, network: str, case: str, error) -> Suite:
+    """A <testsuite> for a run that stopped on a user error (a ``GradcheckError``) before it
+    had a result: one <error> case whose message is the error's full text and whose type is its
+    class, so a CI dashboard shows the problem instead of a missing test file."""
+    message = str(error)
+    outcome = ("error", f"<error{_attrs([('message', message), ('type', type(error).__name__)])}>"
                         f"{escape(message)}</error>")
-    return _document(_suite(f"{SUITE}.{network}", {}, [(f"{SUITE}.{network}", "check", outcome)]))
+    return suite(f"{prefix}.{network}", {}, [(f"{prefix}.{network}", case, outcome)])
 
 
-def _document(lines: list[str]) -> str:
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + "\n".join(lines) + "\n"
+def report_error_suite(network: str, error) -> Suite:
+    """The <testsuite> of a check that stopped on ``error`` (see ``error_suite``)."""
+    return error_suite(SUITE, network, "check", error)
+
+
+def render_junit_error(network: str, error) -> str:
+    """The JUnit document of a check that stopped on ``error`` (see ``error_suite``)."""
+    return document([report_error_suite(network, error)])

@@ -27,6 +27,37 @@ def _failed(check: TargetReport) -> str:
     return text
 
 
+def _failure(layer, check: TargetReport) -> list[str]:
+    """What a failing target's mismatch looks like: its pattern sentence and, for a layer to blame
+    (not one that only inherits a wrong gradient), its worst elements, as the text report shows."""
+    title = f"`{_cell(layer.name)}` ({_cell(layer.type)}) {target_label(check, layer)}"
+    lines = ["", f"**{title}**: {check.failed} of {check.checked} elements fail"
+             + (f", inherited from `{_cell(layer.inherited_from)}`" if layer.inherited_from
+                else "") + "." + (f" Pattern: {_cell(check.explanation)}" if check.explanation
+                                  else "")]
+    if check.worst_elements and not layer.inherited_from:
+        lines += ["", "| index | analytic | numeric | rel err |", "|---|--:|--:|--:|"]
+        lines.extend(f"| {e['index']} | {e['analytic']:.4e} | {e['numeric']:.4e} | "
+                     f"{e['rel_error']:.1e} |" for e in check.worst_elements)
+    return lines
+
+
+def error_section(title: str, error) -> str:
+    """A run that stopped on a user error (a ``GradcheckError``, exit 2) as a Markdown section:
+    the heading says ERROR, then the message, where it is and what to do."""
+    facts = [f"- where: `{_cell(error.where)}`" if error.where else "",
+             f"- YAML path: `{_cell(error.path)}`" if error.path else "",
+             f"- hint: {_cell(error.hint)}" if error.hint else ""]
+    facts = [fact for fact in facts if fact]
+    lines = [f"### ⛔ {title}: ERROR", "", f"{type(error).__name__}: {_cell(error.message)}"]
+    return "\n".join(lines + (["", *facts] if facts else [])) + "\n"
+
+
+def render_markdown_error(network: str, error) -> str:
+    """The Markdown section of a check that stopped on a user error (exit 2)."""
+    return error_section(f"gradcheck `{_cell(network)}`", error)
+
+
 def render_markdown(report: Report) -> str:
     """The report as GitHub-flavoured Markdown: a heading with the verdict, settings, a table."""
     s = report.settings
@@ -76,6 +107,9 @@ def render_markdown(report: Report) -> str:
     for layer in report.layers:
         lines.extend(f"\n> ❌ `{_cell(layer.name)}`: {_cell(p['message'])}; fix: {_cell(p['fix'])}"
                      for p in layer.problems)
+    for layer in report.layers:
+        lines.extend(line for check in layer.checks if check.status == "fail"
+                     for line in _failure(layer, check))
     lines.extend(f"\n> note: {_cell(n)}" for n in report.notes)
     lines.extend(f"\n> warning: {_cell(w)}" for w in report.warnings)
     return "\n".join(lines) + "\n"

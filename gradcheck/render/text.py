@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -59,10 +60,7 @@ def table(report: Report, dropped: int = 0) -> Table:
 
     ``dropped``: leave out the columns whose drop rank is above ``8 - dropped`` (see COLUMNS)."""
     keep = [rank == 0 or rank < 8 - dropped for _, _, rank in COLUMNS]
-    grid = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for (column, justify, _), shown in zip(COLUMNS, keep):
-        if shown:
-            grid.add_column(column, justify=justify, no_wrap=True)
+    rows = []
     for k, layer in enumerate(report.layers):
         for i, check in enumerate(layer.checks):
             first = i == 0
@@ -74,8 +72,18 @@ def table(report: Report, dropped: int = 0) -> Table:
                 "-" if check.worst_index is None else str(check.worst_index),
                 _fmt(check.analytic), _fmt(check.numeric), _status(check.status),
                 _blame(layer) if first else Text(""))
-            grid.add_row(*(c for c, shown in zip(cells, keep) if shown),
-                         end_section=i == len(layer.checks) - 1)
+            # Names are text, never markup: a layer called "[red]x" prints as it is.
+            rows.append(([c if isinstance(c, Text) else Text(c) for c in cells],
+                         i == len(layer.checks) - 1))
+    grid = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for index, ((column, justify, _), shown) in enumerate(zip(COLUMNS, keep)):
+        if shown:
+            # A fixed width (the widest cell) spares rich from measuring every cell again each
+            # time the table is measured and drawn: most of the cost of printing the report.
+            width = max([cell_len(column), *(cells[index].cell_len for cells, _ in rows)])
+            grid.add_column(Text(column), justify=justify, no_wrap=True, width=width)
+    for cells, last in rows:
+        grid.add_row(*(c for c, shown in zip(cells, keep) if shown), end_section=last)
     return grid
 
 

@@ -29,6 +29,11 @@ _SUPPORTED = _ANNOTATIONS | {"type", "enum", "const", "required", "properties",
                              "additionalProperties", "items", "minimum", "exclusiveMinimum", "$ref"}
 
 
+# Documents a command prints besides its single-file one, by the top-level key that marks them,
+# and their definitions in the schema (the root describes the single-file document).
+_DOCUMENTS = (("files", "files_document"), ("error", "error_document"))
+
+
 def load_schema(name: str = SCHEMA_FILE) -> dict:
     """A schema shipped in the package: the check report's by default, or ``FINDINGS_SCHEMA_FILE``."""
     return json.loads(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
@@ -36,14 +41,23 @@ def load_schema(name: str = SCHEMA_FILE) -> dict:
 
 def validate(document, schema: dict | None = None) -> list[str]:
     """Every way ``document`` breaks ``schema`` (default: the report schema), as
-    ``"$.layers[0].status: ..."`` messages; an empty list means it is valid."""
+    ``"$.layers[0].status: ..."`` messages; an empty list means it is valid. A document with a
+    ``files`` key (several files) or an ``error`` key (a run stopped by a user error) is checked
+    against the schema's ``files_document`` or ``error_document`` definition."""
     schema = load_schema() if schema is None else schema
+    node = schema
+    if isinstance(document, dict):
+        defs = schema.get("$defs", {})
+        node = next((defs[name] for key, name in _DOCUMENTS if key in document and name in defs),
+                    schema)
     errors: list[str] = []
-    _check(document, schema, schema, "$", errors)
+    _check(document, node, schema, "$", errors)
     return errors
 
 
 def _resolve(ref: str, root: dict) -> dict:
+    if ref == "#":
+        return root
     if not ref.startswith("#/"):
         raise ValueError(f"only local $ref is supported, found {ref!r}")
     node = root
