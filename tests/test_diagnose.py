@@ -21,11 +21,7 @@ from gradcheck.diagnose import run_diagnosis
 SCENARIOS = CONFIGS / "scenarios"
 BROKEN = sorted(p for p in SCENARIOS.glob("*.yaml") if not p.stem.endswith("_fixed"))
 TWINS = sorted(SCENARIOS.glob("*_fixed.yaml"))
-# Diagnose reads a network as a chain until its graph support lands (strict: it must then pass).
-GRAPHS = {"resnet_block", "unet_small", "tied_autoencoder", "siamese", "char_lstm",
-          "transformer_block"}
-HEALTHY = [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="diagnose on graphs"))
-           if p.stem in GRAPHS else p for p in sorted(CONFIGS.glob("*.yaml"))] + TWINS
+HEALTHY = sorted(CONFIGS.glob("*.yaml")) + TWINS
 SEEDS = range(10)
 DEEP_SEEDS = range(10, 30)
 

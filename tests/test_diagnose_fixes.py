@@ -15,7 +15,7 @@ import re
 import pytest
 
 from conftest import CONFIGS, ROOT, TEST_PLUGINS
-from test_diagnose import GRAPHS, diagnosis
+from test_diagnose import diagnosis
 
 from gradcheck.build import build_network
 from gradcheck.config import TOP_KEYS, CheckSpec, TrainSpec, load_config
@@ -89,8 +89,7 @@ def fixes():
     """(id, fix, layer classes by name) of every finding of every collected diagnosis: the
     shipped configs' (at their own seed, shared with test_diagnose) and the small networks'."""
     found = []
-    for path in [p for p in sorted(CONFIGS.rglob("*.yaml"))
-                 if "broken" not in p.parts and p.stem not in GRAPHS]:  # until diagnose reads graphs
+    for path in [p for p in sorted(CONFIGS.rglob("*.yaml")) if "broken" not in p.parts]:
         d = diagnosis(path)
         classes = {layer.name: layer_class(layer.type) for layer in load_config(path).layers}
         found += [(f.id, f.fix, classes) for f in d.findings]

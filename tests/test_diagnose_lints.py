@@ -131,6 +131,7 @@ def test_roles_are_measured_not_read_from_names():
     import numpy as np
 
     from gradcheck.diagnose.behaviour import _roles
+    from gradcheck.diagnose.inputs import Slots
     from gradcheck.registry import layer_class
 
     rng = np.random.default_rng(0)
@@ -141,8 +142,8 @@ def test_roles_are_measured_not_read_from_names():
     for name, options, shape, expected in cases:
         layer = layer_class(name)(**options)
         out = layer.build(shape, rng)
-        x = rng.normal(size=(4, *shape))
-        roles = _roles(layer, x, out, rng)
+        slots = Slots((shape,), (None,), np.dtype(np.float64))
+        roles = _roles(layer, slots, slots.draw(rng), [out], rng)
         if expected is None:  # prelu's slope multiplies the negative inputs: a scale
             assert set(roles.values()) == {"scale"}
         else:
