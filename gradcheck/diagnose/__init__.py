@@ -26,6 +26,7 @@ from gradcheck.diagnose.forward import check_forward
 from gradcheck.diagnose.init_lints import init_lints
 from gradcheck.diagnose.lints import run_lints
 from gradcheck.diagnose.probe import SeedProbe, probe_at_seed
+from gradcheck.diagnose.sequence import unused_ids
 from gradcheck.diagnose.symptoms import input_independent, run_findings
 from gradcheck.network import Batch, Network
 
@@ -125,6 +126,9 @@ class _Diagnose:
             grad_findings, self.diagnosis.gradcheck = gradient_check(self.spec, network, batch)
             self.exact += grad_findings
             self.gradient_ok = self.diagnosis.gradcheck["passed"]
+            # The data decide which ids occur: once, on the config's own.
+            loaded = {source.name for source in self.spec.inputs if source.source.file is not None}
+            self.exact += unused_ids(network, run, self.vocab, loaded)
         if self.probe:
             result.probe = probe_at_seed(self.spec, network, batch, seed, self.gradient_ok)
             result.findings += self._probe_findings(network, result.probe)

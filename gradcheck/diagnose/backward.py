@@ -1,6 +1,7 @@
 """Backward health on the config's batch: the gradient check first, then non-finite and
-zero gradients, the gradient-norm profile over depth, the size of one optimizer step, decay
-against data, and samples leaking into each other's gradients. A parameter shared by several
+zero gradients, the gradient-norm profile over depth, over the branches of a graph (``flow``) and
+through time (``sequence``), the size of one optimizer step, decay against data, and samples
+leaking into each other's gradients. A parameter shared by several
 layers (``share:``) is one parameter here, with the gradient of all its uses."""
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from gradcheck.diagnose import advice, graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.flow import branch_findings
 from gradcheck.diagnose.measure import measured
 from gradcheck.diagnose.optim import first_update
+from gradcheck.diagnose.sequence import through_time
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network, Pass
 from gradcheck.usercode import invoke
@@ -56,6 +59,8 @@ def check_backward(spec: NetworkSpec, network: Network, run: Pass, traits: list[
               zip(graph.parameters(network), graph.total_gradients(network, run.grads))]
     found += _zero(network, params, run, blockers)
     found += _profile(network, params)
+    found += branch_findings(network, run, traits)
+    found += through_time(network, run)
     if spec.train is not None:
         found += _update_ratio(spec, network, params)
         found += _regularisation(spec, network, params)

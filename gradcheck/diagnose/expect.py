@@ -1,10 +1,10 @@
 """What to expect of the initial loss, and what the training evidence contradicts.
 
 The initial loss is compared with what the network's own init gives on standard-normal inputs of
-its shape (uniform ids for token inputs; with the config's targets), at every probe seed and with the same initial weights --
-not with a fixed band around ln(classes): a default He output layer starts LeNet at about
-2 x ln(10) and trains in 10 steps. A loss far above that expectation says the *data* push the
-network into a confident start (raw 0-255 pixels, say).
+its shape (uniform ids for token inputs; with the config's targets), at every probe seed and with
+the same initial weights -- not with a fixed band around ln(classes): a default He output layer
+starts LeNet at about 2 x ln(10) and trains in 10 steps. A loss far above that expectation says
+the *data* push the network into a confident start (raw 0-255 pixels, say).
 
 Findings that predict slow or unstable training from the initial state (init scale, initial loss,
 update ratio, ...) are downgraded to ``info`` when the user's run fits the batch at every probe
@@ -24,7 +24,8 @@ from gradcheck.diagnose.measure import measured
 from gradcheck.network import Batch, Network
 
 CONTRADICTED_BY_FIT = frozenset({"init-scale", "init-not-centred", "init-bias", "initial-loss",
-                                 "activation-scale", "grad-profile", "update-ratio"})
+                                 "activation-scale", "grad-profile", "exploding-branch",
+                                 "update-ratio"})
 
 
 def standard_initial_loss(network: Network, batch: Batch, vocab: dict[str, int], rng) -> float:

@@ -1,6 +1,7 @@
 """Forward health on one probe seed's batch: non-finite values, collapse across samples, dead and
-saturated units, activation scale and the loss's batch reduction (the initial loss against what
-the init gives is ``expect.py``'s, since it needs every seed)."""
+saturated units, activation scale, attention collapsed at init (``sequence.py``) and the loss's
+batch reduction (the initial loss against what the init gives is ``expect.py``'s, since it needs
+every seed)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.measure import measured
+from gradcheck.diagnose.sequence import attention_collapse
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network, Pass
 from gradcheck.usercode import invoke
@@ -42,6 +44,7 @@ def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits
     found += dead_units(network, run, traits)
     found += _saturation(network, run, traits)
     found += _scale(network, run)
+    found += attention_collapse(network, run)
     found += _reduction(network, batch, run)
     return found
 
