@@ -148,3 +148,16 @@ def test_roles_are_measured_not_read_from_names():
             assert set(roles.values()) == {"scale"}
         else:
             assert roles == expected
+
+
+@pytest.mark.parametrize("liar, broken", [("liar_cache_mutating", "backward is not idempotent"),
+                                          ("liar_jitter", "forward is not deterministic")])
+def test_a_layer_that_breaks_the_contract_is_a_gradient_error(tmp_path, liar, broken):
+    # Its end-to-end samples may all pass: the check blames it for the broken contract alone.
+    text = (f"plugins: [{TEST_PLUGINS / 'liars.py'}]\nseed: 0\ninput: {{shape: [6], batch: 8}}\n"
+            f"layers:\n{DENSE}  - {{type: {liar}, name: liar}}\n  - {{type: dense, units: 2}}\n"
+            "loss: mse\n")
+    d = diagnose_network(write_yaml(tmp_path, text), probe=False)
+    (found,) = [f for f in d.findings if f.id == "gradient-mismatch"]
+    assert found.layer == "liar" and found.severity == "error" and broken in found.cause
+    assert d.exit_code == 1

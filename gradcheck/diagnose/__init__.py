@@ -128,7 +128,7 @@ class _Diagnose:
             self.gradient_ok = self.diagnosis.gradcheck["passed"]
             # The data decide which ids occur: once, on the config's own.
             loaded = {source.name for source in self.spec.inputs if source.source.file is not None}
-            self.exact += unused_ids(network, run, self.vocab, loaded)
+            self.exact += unused_ids(network, run, loaded)
         if self.probe:
             result.probe = probe_at_seed(self.spec, network, batch, seed, self.gradient_ok)
             result.findings += self._probe_findings(network, result.probe)
@@ -150,10 +150,12 @@ class _Diagnose:
 
     def _recheck(self, network: Network, batch: Batch, sp: SeedProbe) -> list[Finding]:
         """The gradient check again at the weights the user's run ended with: a backward right
-        only near the initial weights (say, only for positive ones) shows once they have moved."""
+        only near the initial weights (say, only for positive ones) shows once they have moved.
+        Not after a run that went non-finite or diverged: weights blown up by 1e20 and more are
+        no place to compare a backward with finite differences."""
         run = sp.user.run
         if (self.diagnosis.gradcheck is None or not self.gradient_ok
-                or run.stopped == "nonfinite" or run.steps_run == 0):
+                or run.outcome in ("nonfinite", "diverging") or run.steps_run == 0):
             return []
         params = graph.parameters(network)
         try:

@@ -92,9 +92,9 @@ def _finding(network: Network, fork: graph.Fork, odd: int, sent, ratio: float) -
                f"{1 / ratio:.2g} x the gradient {sibling} sends")
             + f" (RMS {share:.3g}, its gain from {merge} back to {where} {gain:.3g}): {sibling} "
             "carries all of it, and the layers on the branch do not learn",
-            f"find what blocks {name}: a rectifier pushed off by a negative bias (start biases "
-            "at zero), weights near zero (draw them N(0, 2/fan_in)), or a saturated activation; "
-            "see dead-units and zero-gradient")
+            f"find what blocks the branch {name}, a rectifier pushed off by a negative bias "
+            "(start biases at zero), weights near zero (draw them N(0, 2/fan_in)) or a saturated "
+            "activation; see dead-units and zero-gradient")
     return finding(
         "backward", "exploding-branch", "warn", layer, ratio,
         f"share <= {T.BRANCH_RATIO:g} x its sibling's",

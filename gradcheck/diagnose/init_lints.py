@@ -6,7 +6,8 @@ parameter-free layers only); a scale (batchnorm's gamma, a learned gain) starts 
 one by design and is not judged. The role is measured, never read from a name or a shape, so a
 plugin's ``(C, 1, 1)`` bias is a bias and its gain initialised at 1 is not told to be zero. The
 scale is judged by the layer's forward gain (``behaviour.layer_gain``), never by a fan-in read
-off its backward, which may be the bug. These depend on the initial draw: every probe seed runs
+off its backward, which may be the bug, and only for a layer affine in its inputs (a dense, a
+conv): an LSTM's gates or an attention's softmax shrink the gain by design. These depend on the initial draw: every probe seed runs
 them.
 """
 
@@ -39,8 +40,11 @@ def init_lints(network: Network, traits: list[Traits], rng,
             w = np.asarray(layer.params[pname], dtype=np.float64)
             label = f"{t.name}.{pname}"
             if role == "weight" and w.size > 1:
-                # The forward gain is the layer's, so it is judged once, on its first weight.
-                gain = layer_gain(layer, slots, rng) if pname == weights[0] else None
+                # The forward gain is the layer's, so it is judged once, on its first weight; and
+                # only for a layer affine in its inputs, whose gain He's 2 and LeCun's 1 are the
+                # references for (a gated cell's or an attention's products have none).
+                gain = (layer_gain(layer, slots, rng) if pname == weights[0] and t.affine
+                        else None)
                 alike = (constant_makes_units_alike(layer, pname, slots, rng)
                          if _constant(w) else None)
                 found += _weight(layer, t, label, w, gain, advice.scheme_after(network, k, traits),

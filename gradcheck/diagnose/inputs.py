@@ -37,12 +37,8 @@ class Slots:
 
     @classmethod
     def of(cls, network: Network, k: int, vocab: dict[str, int]) -> Slots:
-        """The inputs of unit ``k`` of ``network``."""
-        return cls.over(network, network.sources[k], vocab)
-
-    @classmethod
-    def over(cls, network: Network, tensors: list[str], vocab: dict[str, int]) -> Slots:
-        """Inputs shaped like ``tensors`` of ``network``."""
+        """The inputs of unit ``k`` of ``network`` (``vocab``: each integer input's)."""
+        tensors = network.sources[k]
         return cls(tuple(network.tensor_shapes[t] for t in tensors),
                    tuple(vocab.get(t) if t in network.integer else None for t in tensors),
                    network.dtype)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.contract import Layer
 from gradcheck.diagnose import graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.findings import Finding, finding
@@ -104,7 +105,10 @@ def attention_collapse(network: Network, run: Pass) -> list[Finding]:
     single keys."""
     found = []
     for k, layer in enumerate(network.layers):
+        if type(layer).attention_weights is Layer.attention_weights:
+            continue  # the contract's default: it does not attend
         with np.errstate(all="ignore"):
+            # Again on the batch: the probes since may have left another input's weights.
             invoke(layer, "forward", layer.forward, *run.args[k])
             got = invoke(layer, "attention_weights", layer.attention_weights)
         if got is None:
@@ -176,30 +180,30 @@ def head_entropy(weights: np.ndarray, allowed: np.ndarray) -> np.ndarray | None:
                      for s, c in zip(per_head, counted)])
 
 
-def unused_ids(network: Network, run: Pass, vocab: dict[str, int],
-               loaded: set[str]) -> list[Finding]:
+def unused_ids(network: Network, run: Pass, loaded: set[str]) -> list[Finding]:
     """Embedding rows that get no gradient because their id never occurs in the batch's ids.
 
-    A row counts when a layer reading the ids has a parameter with one row per id whose total
-    gradient is exactly zero on the rows of the ids that never occur, and not on all of them (a
-    table the other ids train; a tied output layer gives every row a gradient). ``loaded``: the
-    integer inputs read from a file (the user's data: a warning); for ids drawn from the seed
-    the finding is ``info``, saying that the draw leaves them out.
+    A lookup table is found by behaviour: a parameter of a layer reading the ids with a row for
+    every id that occurs (its first axis longer than the largest), whose total gradient is
+    exactly zero on the rows of the ids that never occur, and not on all of them (a tied output
+    layer gives every row a gradient: nothing is said then). ``loaded``: the integer inputs
+    read from a file (the user's data: a warning); for ids drawn from the seed the finding is
+    ``info``, saying that the draw leaves them out.
     """
     found = []
     totals = dict(zip([(k, n) for k, n, _ in graph.parameters(network)],
                       graph.total_gradients(network, run.grads)))
     for name in sorted(network.integer):
-        size = vocab[name]
-        missing = np.setdiff1d(np.arange(size), run.tensors[name])
-        if not missing.size:
-            continue
+        ids = run.tensors[name]
         for k in sorted({unit for unit, _ in network.readers(name) if unit < len(network.layers)}):
-            for pname, grad in ((n, totals.get((k, n))) for n in network.layers[k].params):
-                if grad is None or grad.ndim < 1 or grad.shape[0] != size:
+            for pname in network.layers[k].params:
+                grad = totals.get((k, pname))
+                if grad is None or grad.ndim < 1 or grad.shape[0] <= int(np.max(ids)):
                     continue
+                size = grad.shape[0]
+                missing = np.setdiff1d(np.arange(size), ids)
                 silent = ~np.any(grad.reshape(size, -1), axis=1)
-                if silent[missing].all() and not silent.all():
+                if missing.size and silent[missing].all() and not silent.all():
                     found.append(_unused(network, k, pname, name, missing, size,
                                          name in loaded))
     return found
