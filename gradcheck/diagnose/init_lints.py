@@ -7,8 +7,8 @@ one by design and is not judged. The role is measured, never read from a name or
 plugin's ``(C, 1, 1)`` bias is a bias and its gain initialised at 1 is not told to be zero. The
 scale is judged by the layer's forward gain (``behaviour.layer_gain``), never by a fan-in read
 off its backward, which may be the bug, and only for a layer affine in its inputs (a dense, a
-conv): an LSTM's gates or an attention's softmax shrink the gain by design. These depend on the initial draw: every probe seed runs
-them.
+conv): an LSTM's gates or an attention's softmax shrink the gain by design. These depend on the
+initial draw: every probe seed runs them.
 """
 
 from __future__ import annotations
