@@ -26,7 +26,7 @@ import numpy as np
 
 from gradcheck.build import build_network
 from gradcheck.config import load_config
-from gradcheck.diagnose import probe, run_diagnosis, thresholds as T, verdict
+from gradcheck.diagnose import graph, inputs, probe, run_diagnosis, thresholds as T, verdict
 from gradcheck.diagnose.measure import measured, recording, tagged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,8 @@ RULES = {
     "PROGRESS_MIN": ("min", T.PROGRESS_MIN), "DIVERGE_FACTOR": ("max", T.DIVERGE_FACTOR),
     "INPUT_GAIN": ("max", T.INPUT_GAIN), "PROJECT_SLACK": ("max", T.PROJECT_SLACK),
     "WEIGHT_SHARE": ("max", T.WEIGHT_SHARE), "WEIGHT_HUGE": ("max", T.WEIGHT_HUGE),
+    "BRANCH_RATIO": ("max", T.BRANCH_RATIO), "TIME_VANISH_STEP": ("min", T.TIME_VANISH_STEP),
+    "TIME_EXPLODE": ("max", T.TIME_EXPLODE), "ATTENTION_ENTROPY": ("min", T.ATTENTION_ENTROPY),
 }
 
 
@@ -75,10 +77,10 @@ def yardsticks(spec, network, batch) -> None:
     """At the config's own seed: the zeroed-input twin of the user's run, and the reference with
     the slack its fit projection needed to go on (as the diagnosis runs both only for failing
     networks)."""
-    n = min(len(batch.x), T.PROBE_BATCH)
-    x, target = batch.x[:n], batch.target[:n]
+    sub = inputs.head(batch, min(inputs.rows(batch), T.PROBE_BATCH))
+    x, target = sub.x, sub.target
     user = spec.train or probe.REFERENCE
-    params = [p for layer in network.layers for p in layer.params.values()]
+    params = [p for _, _, p in graph.parameters(network)]
     init = [p.copy() for p in params]
 
     def train(*args, **how):
@@ -90,8 +92,8 @@ def yardsticks(spec, network, batch) -> None:
 
     real = train(x, target, user, "configured", spec.seed, exits=False)
     steps = dataclasses.replace(user, steps=real.run.steps_run)
-    zeroed = train(np.zeros_like(x), target, steps, "zeroed-input", spec.seed, until_fit=False,
-                   exits=False)
+    zeroed = train(inputs.zeroed(network, sub).x, target, steps, "zeroed-input", spec.seed,
+                   until_fit=False, exits=False)
     best_real, best_zero = verdict.excess(real.run).min(), verdict.excess(zeroed.run).min()
     if best_zero > 0:
         measured("INPUT_GAIN", best_real / best_zero)

@@ -67,6 +67,17 @@ class Layer:
       axis (names of parameters the layer did not create are ignored). A layer with several
       inputs gives one ``"input"`` tuple that fits each.
 
+    **What diagnose reads.** ``gradcheck diagnose`` learns what a layer does by probing its
+    forward and backward; one optional method tells it what it cannot see from outside:
+
+    - ``attention_weights()``: for an attention layer, the attention weights of the most recent
+      ``forward``, an array (batch, heads, queries, keys) whose rows are each a distribution over
+      the keys that query sees -- or a pair ``(weights, allowed)``, with ``allowed`` a boolean
+      array broadcastable to the weights, False where a mask hides a key from a query (causal or
+      padding masks). The diagnosis compares each head's entropy with log(keys it sees) to find
+      attention that has collapsed onto single keys at initialisation. The default returns None:
+      not an attention layer.
+
     **Context the network provides** (set after ``__init__``, before ``build``):
 
     - ``self.base_dir``: the folder of the YAML file (``None`` when built without one), so that a
@@ -144,6 +155,11 @@ class Layer:
 
     def branch_state(self) -> np.ndarray | None:
         """Discrete branch state of the last forward (first axis = batch), or None if smooth."""
+        return None
+
+    def attention_weights(self):
+        """The attention weights of the last forward, (batch, heads, queries, keys), or a pair
+        (weights, allowed mask); None (the default) for a layer that does not attend."""
         return None
 
     def close(self) -> None:

@@ -119,14 +119,23 @@ class Network:
     def parameters(self, grads: dict) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every distinct parameter array with its total gradient: a shared array once, with
         the gradients of all its uses summed (a transposed use transposed back)."""
+        return [(array, total) for _, _, array, total in self.named_parameters(grads)]
+
+    def named_parameters(self, grads: dict | None = None) -> list[tuple[int, str, np.ndarray,
+                                                                        np.ndarray | None]]:
+        """``(owner unit, name, array, total gradient)`` of every distinct parameter array, in
+        the order ``parameters`` gives them: a shared array once, under the unit that owns it,
+        with the gradients of all its uses in ``grads`` summed (None without ``grads``)."""
         totals: dict[tuple[int, str], list] = {}
         for k, unit in enumerate(self.units):
-            for name, param in unit.params.items():
+            for name in unit.params:
                 owner, owned, transposed = self.shared.get((k, name), (k, name, False))
-                grad = grads[(k, name)].T if transposed else grads[(k, name)]
                 entry = totals.setdefault((owner, owned), [self.units[owner].params[owned], 0.0])
-                entry[1] = entry[1] + grad
-        return [(array, np.asarray(total, dtype=np.float64)) for array, total in totals.values()]
+                if grads is not None:
+                    grad = grads[(k, name)].T if transposed else grads[(k, name)]
+                    entry[1] = entry[1] + grad
+        return [(owner, owned, array, np.asarray(total, dtype=np.float64) if grads is not None
+                 else None) for (owner, owned), (array, total) in totals.items()]
 
     def readers(self, tensor: str) -> list[tuple[int, int]]:
         """(unit, slot) of every unit input that reads ``tensor``."""
@@ -216,13 +225,13 @@ class Network:
         """The scalar loss of ``pred`` against ``target``."""
         return float(invoke(self.loss, "forward", self.loss.forward, pred, target))
 
-    def run(self, batch: Batch, allow_nonfinite: bool = False) -> Pass:
+    def run(self, batch: Batch, allow_nonfinite: bool = False, backward: bool = True) -> Pass:
         """Forward and backward through every unit, validating what each returns (shapes, float
         dtypes, a gradient for every parameter and for every float input).
 
         Non-finite values are a LayerError naming the first unit that produced them, unless
         ``allow_nonfinite``: then the pass stops there (see ``Pass``), so a diagnosis can say
-        where they start.
+        where they start. ``backward`` False stops after the loss (a forward-only pass).
         """
         n = len(self.layers)
         tensors = self.named_inputs(batch.x)
@@ -259,7 +268,8 @@ class Network:
                 raise LayerError(f"the loss {self.loss.name!r} is {result.loss} on the check's "
                                  "data.", hint="run 'gradcheck diagnose' to find the first layer "
                                  "producing NaN/Inf")
-            self._backward(result, allow_nonfinite)
+            if backward:
+                self._backward(result, allow_nonfinite)
         return result
 
     def _outputs_of(self, k: int, out) -> list[np.ndarray]:

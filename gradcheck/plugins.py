@@ -213,7 +213,8 @@ def _check_new_classes(before: set[type], what: str, where: str | None) -> None:
 
 
 # Methods of the contract and how many arguments each takes besides self.
-_LAYER_METHODS = {"build": 2, "forward": 1, "backward": 1, "branch_state": 0}
+_LAYER_METHODS = {"build": 2, "forward": 1, "backward": 1, "branch_state": 0,
+                  "attention_weights": 0}
 # A layer's forward takes one argument per input and its backward one per output: at least one,
 # as many as its signature asks for.
 _ONE_OR_MORE = ("forward", "backward")

@@ -15,17 +15,17 @@ import re
 import pytest
 
 from conftest import CONFIGS, ROOT, TEST_PLUGINS
-from test_diagnose import GRAPHS, diagnosis
+from test_diagnose import diagnosis
 
 from gradcheck.build import build_network
-from gradcheck.config import TOP_KEYS, CheckSpec, TrainSpec, load_config
+from gradcheck.config import INPUT_KEYS, TOP_KEYS, CheckSpec, TrainSpec, load_config
 from gradcheck.diagnose import run_diagnosis
 from gradcheck.diagnose.findings import FINDING_IDS
 from gradcheck.registry import layer_class
 
 PLUGIN = str(TEST_PLUGINS / "diagnose_layers.py")
 SUB_KEYS = {"train": {f.name for f in dataclasses.fields(TrainSpec)},
-            "check": {f.name for f in dataclasses.fields(CheckSpec)}}
+            "check": {f.name for f in dataclasses.fields(CheckSpec)}, "input": set(INPUT_KEYS)}
 BLOCK = re.compile(r"\b(\w+): \{([^{}]*)\}")
 ON_LAYER = re.compile(r"\b(\w+): (\S+) on (\w+)")
 ANY_OPTION = re.compile(r"\b(\w+): ")
@@ -73,6 +73,12 @@ SMALL = {
                             train={"optimizer": "adam", "lr": 0.01, "steps": 100}),
     "decay-large": net([D4, "tanh", D2], train={"optimizer": "sgd", "lr": 0.1,
                                                 "weight_decay": 2.0}),
+    "vanishing-through-time": net([{"type": "diag_faint_rnn", "name": "rnn", "units": 8}, D2],
+                                  input={"shape": [12, 3], "batch": 8}),
+    "exploding-through-time": net([{"type": "diag_amplifying_rnn", "name": "rnn", "units": 8},
+                                   D2], input={"shape": [10, 3], "batch": 8}),
+    "attention-collapse": net([{"type": "diag_dot_attention", "name": "att", "sharpness": 30.0},
+                               D2], input={"shape": [8, 16], "batch": 8}),
 }
 
 
@@ -89,8 +95,7 @@ def fixes():
     """(id, fix, layer classes by name) of every finding of every collected diagnosis: the
     shipped configs' (at their own seed, shared with test_diagnose) and the small networks'."""
     found = []
-    for path in [p for p in sorted(CONFIGS.rglob("*.yaml"))
-                 if "broken" not in p.parts and p.stem not in GRAPHS]:  # until diagnose reads graphs
+    for path in [p for p in sorted(CONFIGS.rglob("*.yaml")) if "broken" not in p.parts]:
         d = diagnosis(path)
         classes = {layer.name: layer_class(layer.type) for layer in load_config(path).layers}
         found += [(f.id, f.fix, classes) for f in d.findings]

@@ -131,6 +131,7 @@ def test_roles_are_measured_not_read_from_names():
     import numpy as np
 
     from gradcheck.diagnose.behaviour import _roles
+    from gradcheck.diagnose.inputs import Slots
     from gradcheck.registry import layer_class
 
     rng = np.random.default_rng(0)
@@ -141,9 +142,22 @@ def test_roles_are_measured_not_read_from_names():
     for name, options, shape, expected in cases:
         layer = layer_class(name)(**options)
         out = layer.build(shape, rng)
-        x = rng.normal(size=(4, *shape))
-        roles = _roles(layer, x, out, rng)
+        slots = Slots((shape,), (None,), np.dtype(np.float64))
+        roles = _roles(layer, slots, slots.draw(rng), [out], rng)
         if expected is None:  # prelu's slope multiplies the negative inputs: a scale
             assert set(roles.values()) == {"scale"}
         else:
             assert roles == expected
+
+
+@pytest.mark.parametrize("liar, broken", [("liar_cache_mutating", "backward is not idempotent"),
+                                          ("liar_jitter", "forward is not deterministic")])
+def test_a_layer_that_breaks_the_contract_is_a_gradient_error(tmp_path, liar, broken):
+    # Its end-to-end samples may all pass: the check blames it for the broken contract alone.
+    text = (f"plugins: [{TEST_PLUGINS / 'liars.py'}]\nseed: 0\ninput: {{shape: [6], batch: 8}}\n"
+            f"layers:\n{DENSE}  - {{type: {liar}, name: liar}}\n  - {{type: dense, units: 2}}\n"
+            "loss: mse\n")
+    d = diagnose_network(write_yaml(tmp_path, text), probe=False)
+    (found,) = [f for f in d.findings if f.id == "gradient-mismatch"]
+    assert found.layer == "liar" and found.severity == "error" and broken in found.cause
+    assert d.exit_code == 1

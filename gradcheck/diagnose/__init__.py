@@ -18,7 +18,7 @@ import numpy as np
 
 from gradcheck.build import build_network
 from gradcheck.config import NetworkSpec, load_config
-from gradcheck.diagnose import advice, expect, measure, passes, seeds, verdict
+from gradcheck.diagnose import advice, expect, graph, inputs, measure, seeds, verdict
 from gradcheck.diagnose.backward import check_backward, gradient_check
 from gradcheck.diagnose.behaviour import layer_traits, tail_traits
 from gradcheck.diagnose.findings import SEVERITIES, Diagnosis, Finding, ProbeRun
@@ -26,6 +26,7 @@ from gradcheck.diagnose.forward import check_forward
 from gradcheck.diagnose.init_lints import init_lints
 from gradcheck.diagnose.lints import run_lints
 from gradcheck.diagnose.probe import SeedProbe, probe_at_seed
+from gradcheck.diagnose.sequence import unused_ids
 from gradcheck.diagnose.symptoms import input_independent, run_findings
 from gradcheck.network import Batch, Network
 
@@ -77,14 +78,18 @@ class _Diagnose:
         network.set_training(True)
         # The first forward runs on the real batch, exactly as 'gradcheck check' does, so layers
         # that fix state on their first call (dropout masks) fix the same state.
-        first = passes.forward(network, batch.x, batch.target)
+        first = network.run(batch, allow_nonfinite=True, backward=False)
         self.rng = np.random.default_rng(np.random.SeedSequence(self.spec.seed, spawn_key=(7,)))
-        self.complete = len(first.acts) == len(network.layers) + 1
-        self.traits = [layer_traits(network, k, self.rng, first.acts[k])
-                       for k in range(min(len(first.acts), len(network.layers)))]
+        self.vocab = inputs.vocabularies(self.spec, network, batch)
+        self.complete = _ran_every_layer(network, first)
+        options = {layer.name: layer.options for layer in self.spec.layers}
+        self.traits = [layer_traits(network, k, self.rng, first.args[k], self.vocab)
+                       for k in range(min(len(first.args), len(network.layers)))]
         for k, t in enumerate(self.traits):
-            t.init_options = advice.init_options(network.layers[k], self.spec.layers[k].options,
-                                                 network.shapes[k], t.roles)
+            layer = network.layers[k]
+            t.init_options = advice.init_options(
+                layer, options.get(layer.name, {}),
+                inputs.Slots.of(network, k, self.vocab).build_shape, t.roles)
         # Findings that do not depend on the seed: the config lints, the gradient checks.
         self.exact = run_lints(self.spec, network, batch, self.traits, self._tail(),
                                self.rng) if self.complete else []
@@ -99,30 +104,31 @@ class _Diagnose:
         return self._conclude(results)
 
     def _tail(self):
-        """Traits of the trailing parameter-free layers (what bounds or normalises the output)."""
-        network, start = self.network, len(self.network.layers)
-        while start > 0 and not any(p.size for p in network.layers[start - 1].params.values()):
-            start -= 1
-        return tail_traits(network, start, self.rng) if start < len(network.layers) else None
+        """Traits of the parameter-free layers the loss reads through (what bounds or
+        normalises the output)."""
+        units = graph.tail(self.network)
+        return tail_traits(self.network, units, self.rng, self.vocab) if units else None
 
     def _at_seed(self, seed: int, network: Network, batch: Batch) -> _SeedResult:
         result = _SeedResult(seed)
-        first = passes.forward(network, batch.x, batch.target)
+        run = network.run(batch, allow_nonfinite=True)
         if len(self.traits) == len(network.layers):
-            result.findings += init_lints(network, self.traits, self.rng)
-        result.findings += check_forward(network, batch, first, self.traits)
-        if not self.complete or not np.isfinite(first.loss):
+            result.findings += init_lints(network, self.traits, self.rng, self.vocab)
+        result.findings += check_forward(network, batch, run, self.traits)
+        if not self.complete or not np.isfinite(run.loss):
             return result
         result.findings += expect.initial_loss(
-            first.loss, expect.standard_initial_loss(network, batch, self.rng),
+            run.loss, expect.standard_initial_loss(network, batch, self.vocab, self.rng),
             network.loss.name)
-        run = passes.complete(network, batch.x, batch.target)
         backward = check_backward(self.spec, network, run, self.traits, self.blockers)
         result.findings += backward
         if seed == self.spec.seed and not any(f.id == "nonfinite-backward" for f in backward):
             grad_findings, self.diagnosis.gradcheck = gradient_check(self.spec, network, batch)
             self.exact += grad_findings
             self.gradient_ok = self.diagnosis.gradcheck["passed"]
+            # The data decide which ids occur: once, on the config's own.
+            loaded = {source.name for source in self.spec.inputs if source.source.file is not None}
+            self.exact += unused_ids(network, run, loaded)
         if self.probe:
             result.probe = probe_at_seed(self.spec, network, batch, seed, self.gradient_ok)
             result.findings += self._probe_findings(network, result.probe)
@@ -144,12 +150,14 @@ class _Diagnose:
 
     def _recheck(self, network: Network, batch: Batch, sp: SeedProbe) -> list[Finding]:
         """The gradient check again at the weights the user's run ended with: a backward right
-        only near the initial weights (say, only for positive ones) shows once they have moved."""
+        only near the initial weights (say, only for positive ones) shows once they have moved.
+        Not after a run that went non-finite or diverged: weights blown up by 1e20 and more are
+        no place to compare a backward with finite differences."""
         run = sp.user.run
         if (self.diagnosis.gradcheck is None or not self.gradient_ok
-                or run.stopped == "nonfinite" or run.steps_run == 0):
+                or run.outcome in ("nonfinite", "diverging") or run.steps_run == 0):
             return []
-        params = passes.param_list(network)
+        params = graph.parameters(network)
         try:
             for (_, _, p), end in zip(params, sp.user.params_end):
                 p[...] = end
@@ -179,6 +187,11 @@ class _Diagnose:
         d.findings = expect.downgrade(self.exact + agreed + verdicts,
                                       [r.probe.user.run for r in probes], len(self.seeds))
         return d
+
+
+def _ran_every_layer(network: Network, run) -> bool:
+    """Whether every layer ran in ``run`` (the last may have made non-finite outputs)."""
+    return all(t in run.tensors for outs in network.outputs for t in outs)
 
 
 def _spread(runs: list[ProbeRun]) -> dict:

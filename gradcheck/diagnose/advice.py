@@ -17,6 +17,7 @@ import inspect
 import numpy as np
 
 from gradcheck.config import TrainSpec
+from gradcheck.diagnose import graph
 
 # What each initialiser of ``gradcheck.layers.init`` draws, for the fix text.
 INIT_FORMULA = {"he": "N(0, 2/fan_in)", "lecun": "N(0, 1/fan_in)"}
@@ -35,7 +36,8 @@ def accepts(layer, option: str) -> bool:
 def init_options(layer, options: dict, input_shape, roles: dict[str, str]) -> dict[str, str]:
     """Which YAML option draws each parameter of ``layer``: ``init`` for its weights and
     ``bias_init`` for its bias, where a fresh instance built with that option set to ``ones``
-    (and the layer's other options) starts the parameter at one -- no default draws that."""
+    (and the layer's other options) on ``input_shape`` (a list of shapes for several inputs)
+    starts the parameter at one -- no default draws that."""
     wanted = {"init": "weight", "bias_init": "bias"}
     found = {}
     for option, role in wanted.items():
@@ -43,7 +45,8 @@ def init_options(layer, options: dict, input_shape, roles: dict[str, str]) -> di
             continue
         try:
             fresh = type(layer)(**{**options, option: "ones"})
-            fresh.build(tuple(input_shape), np.random.default_rng(0))
+            fresh.build(input_shape if isinstance(input_shape, list) else tuple(input_shape),
+                        np.random.default_rng(0))
         except Exception:  # noqa: BLE001 - plugin code may raise anything: then name no option
             continue
         found.update({name: option for name, r in roles.items() if r == role
@@ -81,12 +84,19 @@ def train_block(**settings) -> str:
     return f"train: {{{body}}}"
 
 
-def scheme_after(k: int, traits) -> str:
-    """He init when the first non-linearity after layer ``k`` is an unbounded rectifier, LeCun
-    otherwise (a bounded activation, or none: the output layer)."""
-    for t in traits[k + 1:]:
+def scheme_after(network, k: int, traits) -> str:
+    """He init when the first non-linearity the output of layer ``k`` flows into (through its
+    readers, before any parametric layer) is an unbounded rectifier, LeCun otherwise (a bounded
+    activation, or none: the output layer)."""
+    pending, seen = graph.readers(network, k), set()
+    while pending:
+        j = pending.pop(0)
+        if j in seen or j >= len(traits):  # the loss
+            continue
+        seen.add(j)
+        t = traits[j]
         if t.elementwise and not t.affine and not t.constant:
             return "lecun" if t.bounded is not None else "he"
-        if t.parametric:
-            break
+        if not t.parametric:
+            pending = sorted({*pending, *graph.readers(network, j)})
     return "lecun"

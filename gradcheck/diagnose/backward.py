@@ -1,6 +1,8 @@
 """Backward health on the config's batch: the gradient check first, then non-finite and
-zero gradients, the gradient-norm profile over depth, the size of one optimizer step, decay
-against data, and samples leaking into each other's gradients."""
+zero gradients, the gradient-norm profile over depth, over the branches of a graph (``flow``) and
+through time (``sequence``), the size of one optimizer step, decay against data, and samples
+leaking into each other's gradients. A parameter shared by several
+layers (``share:``) is one parameter here, with the gradient of all its uses."""
 
 from __future__ import annotations
 
@@ -9,15 +11,16 @@ import numpy as np
 from gradcheck.check import run_check
 from gradcheck.settings import settings_for
 from gradcheck.config import NetworkSpec
-from gradcheck.diagnose import advice
+from gradcheck.diagnose import advice, graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.flow import branch_findings
 from gradcheck.diagnose.measure import measured
 from gradcheck.diagnose.optim import first_update
-from gradcheck.diagnose.passes import Pass, param_list
+from gradcheck.diagnose.sequence import through_time
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Batch, Network
+from gradcheck.network import Batch, Network, Pass
 from gradcheck.usercode import invoke
 
 GRADCHECK_SAMPLES = 16
@@ -33,7 +36,19 @@ def gradient_check(spec: NetworkSpec, network: Network, batch: Batch) -> tuple[l
     for layer in report.layers:
         if not layer.root_cause:
             continue
-        worst = max((c for c in layer.checks if c.status == "fail"), key=lambda c: c.max_rel_error)
+        # Wrong end to end, or only when checked alone (the end-to-end samples happened to pass).
+        failing = ([c for c in layer.checks if c.status == "fail"]
+                   or [c for c in layer.isolated_checks if c.status == "fail"])
+        if not failing:  # a broken contract: a forward not deterministic, a backward not
+            # idempotent (the check names it in the layer's problems)
+            found.append(finding(
+                "gradcheck", "gradient-mismatch", "error", layer.name, None,
+                f"relative error <= {settings.tol.rtol:g}",
+                "; ".join(problem["message"] for problem in layer.problems)
+                + "; every other finding is measured with this layer's gradient",
+                f"fix {layer.name}'s forward and backward first; 'gradcheck check' shows why"))
+            continue
+        worst = max(failing, key=lambda c: c.max_rel_error)
         target = "dL/dinput" if worst.target == "input" else f"dL/d{worst.target}"
         found.append(finding(
             "gradcheck", "gradient-mismatch", "error", layer.name, worst.max_rel_error,
@@ -52,37 +67,40 @@ def check_backward(spec: NetworkSpec, network: Network, run: Pass, traits: list[
     found = _nonfinite(network, run)
     if found:
         return found
-    found += _zero(network, run, blockers)
-    found += _profile(network, run)
+    params = [(k, name, p, g) for (k, name, p), g in
+              zip(graph.parameters(network), graph.total_gradients(network, run.grads))]
+    found += _zero(network, params, run, blockers)
+    found += _profile(network, params)
+    found += branch_findings(network, run, traits)
+    found += through_time(network, run)
     if spec.train is not None:
-        found += _update_ratio(spec, network, run)
-        found += _regularisation(spec, network, run)
+        found += _update_ratio(spec, network, params)
+        found += _regularisation(spec, network, params)
     found += _batch_mixing(network, run, traits)
     return found
 
 
 def _nonfinite(network: Network, run: Pass) -> list[Finding]:
     for k in range(len(network.layers), -1, -1):
-        unit = network.units[k]
-        arrays = [("dL/dinput", run.grad_in.get(k))]
+        unit, sources = network.units[k], network.sources[k]
+        arrays = [("dL/dinput" if len(sources) == 1 else f"dL/d{graph.label(network, t)}", g)
+                  for t, g in zip(sources, run.arg_grads.get(k, []))]
         arrays += [(f"dL/d{n}", g) for (j, n), g in run.grads.items() if j == k]
         for label, g in arrays:
             if g is not None and not np.all(np.isfinite(g)):
                 return [finding(
                     "backward", "nonfinite-backward", "error", unit.name,
-                    float(np.mean(~np.isfinite(g))),
-                                 "0 NaN/Inf", f"{unit.name} is the first unit, in backward order, "
-                                 f"whose {label} holds NaN/Inf although the gradient it received "
-                                 "is finite", f"guard {unit.name}'s backward against overflow and "
-                                 "division by zero")]
+                    float(np.mean(~np.isfinite(g))), "0 NaN/Inf",
+                    f"{unit.name} is the first unit, in backward order, whose {label} holds "
+                    "NaN/Inf although the gradient it received is finite",
+                    f"guard {unit.name}'s backward against overflow and division by zero")]
     return []
 
 
-def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
-    params = param_list(network)
-    zero = [(k, n) for k, n, _ in params if not np.any(run.grads[(k, n)])]
+def _zero(network: Network, params: list, run: Pass, blockers: list[str]) -> list[Finding]:
+    zero = [(k, n) for k, n, _, g in params if not np.any(g)]
     if zero:
-        labels = ", ".join(f"{network.layers[k].name}.{n}" for k, n in zero)
+        labels = ", ".join(graph.param_label(network, k, n) for k, n in zero)
         why = (f": {', '.join(blockers)} has a zero Jacobian and blocks them" if blockers else
                ": nothing reaches them (dead units or a zero Jacobian downstream)")
         return [finding("backward", "zero-gradient", "error", network.layers[zero[0][0]].name,
@@ -103,18 +121,17 @@ def _zero(network: Network, run: Pass, blockers: list[str]) -> list[Finding]:
     return []
 
 
-def _weights(network: Network, run: Pass) -> list[tuple[str, float, float]]:
+def _weights(network: Network, params: list) -> list[tuple[str, float, float]]:
     """(layer name, |g|, mean |g|) of each parametric layer's largest parameter, forward order."""
-    best: dict[int, tuple[str, float, float]] = {}
-    for k, name, p in param_list(network):
-        if k not in best or p.size > network.layers[k].params[best[k][0]].size:
-            g = run.grads[(k, name)]
-            best[k] = (name, float(np.linalg.norm(g)), float(np.mean(np.abs(g))))
+    best: dict[int, tuple[int, float, float]] = {}
+    for k, _, p, g in params:
+        if k not in best or p.size > best[k][0]:
+            best[k] = (p.size, float(np.linalg.norm(g)), float(np.mean(np.abs(g))))
     return [(network.layers[k].name, norm, mean) for k, (_, norm, mean) in sorted(best.items())]
 
 
-def _profile(network: Network, run: Pass) -> list[Finding]:
-    layers = [w for w in _weights(network, run) if w[1] > 0]
+def _profile(network: Network, params: list) -> list[Finding]:
+    layers = [w for w in _weights(network, params) if w[1] > 0]
     if len(layers) < 2:
         return []
     (first, g_first, _), (last, g_last, _) = layers[0], layers[-1]
@@ -138,13 +155,13 @@ def _profile(network: Network, run: Pass) -> list[Finding]:
     return []
 
 
-def _update_ratio(spec: NetworkSpec, network: Network, run: Pass) -> list[Finding]:
+def _update_ratio(spec: NetworkSpec, network: Network, params: list) -> list[Finding]:
     ratios = []
-    for k, name, p in param_list(network):
-        norm, g = float(np.linalg.norm(p)), run.grads[(k, name)]
+    for k, name, p, g in params:
+        norm = float(np.linalg.norm(p))
         if norm > 0 and np.any(g):
-            step = first_update(spec.train, np.asarray(p, np.float64), np.asarray(g, np.float64))
-            ratios.append((float(np.linalg.norm(step)) / norm, f"{network.layers[k].name}.{name}",
+            step = first_update(spec.train, np.asarray(p, np.float64), g)
+            ratios.append((float(np.linalg.norm(step)) / norm, graph.param_label(network, k, name),
                            network.layers[k].name))
     if not ratios:
         return []
@@ -184,18 +201,18 @@ def _momentum(opt) -> str:
             f"{1 / (1 - opt.momentum):.3g} x that")
 
 
-def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Finding]:
+def _regularisation(spec: NetworkSpec, network: Network, params: list) -> list[Finding]:
     decay = spec.train.weight_decay
     if not decay:
         return []
     worst = None
-    for k, name, p in param_list(network):
-        data = float(np.linalg.norm(run.grads[(k, name)]))
+    for k, name, p, g in params:
+        data = float(np.linalg.norm(g))
         reg = decay * float(np.linalg.norm(p))
         if data > 0:
             measured("REG_DOMINATES", reg / data)
         if data > 0 and reg / data >= T.REG_DOMINATES and (worst is None or reg / data > worst[0]):
-            worst = (reg / data, f"{network.layers[k].name}.{name}", network.layers[k].name)
+            worst = (reg / data, graph.param_label(network, k, name), network.layers[k].name)
     if worst is None:
         return []
     return [finding(
@@ -207,21 +224,27 @@ def _regularisation(spec: NetworkSpec, network: Network, run: Pass) -> list[Find
 
 
 def _batch_mixing(network: Network, run: Pass, traits: list[Traits]) -> list[Finding]:
-    if len(run.acts[0]) < 2:
-        return []
     for k, layer in enumerate(network.layers):
-        if traits[k].batch_coupled or getattr(layer, "mixes_batch", False):
+        args = run.args[k]
+        floats = [j for j, t in enumerate(network.sources[k]) if t not in network.integer]
+        if len(args[0]) < 2 or not floats or traits[k].batch_coupled or getattr(
+                layer, "mixes_batch", False):
             continue
-        x = run.acts[k]
         rng = np.random.default_rng(k)
-        grad_out = np.zeros_like(run.acts[k + 1])
-        grad_out[0] = rng.normal(size=grad_out[0].shape)
+        grad_out = []
+        for t in network.outputs[k]:
+            g = np.zeros_like(run.tensors[t])
+            g[0] = rng.normal(size=g[0].shape)
+            grad_out.append(g)
         with np.errstate(all="ignore"):
             try:
-                invoke(layer, "forward", layer.forward, x)
-                grad = np.asarray(invoke(layer, "backward", layer.backward, grad_out))
+                invoke(layer, "forward", layer.forward, *args)
+                got = invoke(layer, "backward", layer.backward, *grad_out)
             except GradcheckError:
                 continue
+        got = list(got) if len(args) > 1 else [got]
+        grad = np.concatenate([np.asarray(got[j], dtype=np.float64).reshape(len(args[0]), -1)
+                               for j in floats], axis=1)
         scale = float(np.max(np.abs(grad), initial=0.0))
         leak = float(np.max(np.abs(grad[1:]), initial=0.0))
         if scale > 0:

@@ -2,9 +2,12 @@
 
 The registry has no privileged members, so the lints must work for plugin layers exactly as for
 built-ins. Each probe calls only the public contract (``forward``/``backward``/``params``/
-``training``) on random inputs of the layer's input shape and records a trait: affine, elementwise,
-bounded (and its range), constant, zero Jacobian, normalising over axis 1, coupling samples, the
-share of units a training-mode layer drops, and the role each parameter plays in the output.
+``training``) on random inputs of the layer's input shapes (``inputs.Slots``: a layer with several
+inputs gets them all, token ids drawn from their vocabulary and never perturbed) and records a
+trait: affine, elementwise, bounded (and its range), constant, zero Jacobian, normalising over axis
+1, coupling samples, the share of units a training-mode layer drops, and the role each parameter
+plays in the output. A trait about real values ("affine in its inputs") is about the real-valued
+inputs only.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from typing import Callable
 
 import numpy as np
 
+from gradcheck.diagnose.inputs import PROBE_BATCH, Slots
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Network
 from gradcheck.usercode import invoke
-
-PROBE_BATCH = 4
 
 
 @dataclasses.dataclass
@@ -45,13 +47,18 @@ class Traits:
     init_options: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _quiet(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray | None]:
-    """``fn`` with numpy warnings silenced and any failure turned into None (trait unknown)."""
+def _quiet(fn: Callable) -> Callable[[list[np.ndarray]], np.ndarray | None]:
+    """``fn`` on a list of inputs, with numpy warnings silenced, several outputs flattened side
+    by side per sample, and any failure turned into None (trait unknown)."""
 
-    def call(x):
+    def call(args):
         with np.errstate(all="ignore"):
             try:
-                return np.asarray(fn(x), dtype=np.float64)
+                out = fn(*args)
+                if isinstance(out, tuple):
+                    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(len(o), -1)
+                                           for o in out], axis=1)
+                return np.asarray(out, dtype=np.float64)
             except GradcheckError:
                 return None
 
@@ -65,28 +72,33 @@ def _close(a, b, rtol: float = 1e-9) -> bool:
     return bool(np.all(np.abs(a - b) <= rtol * scale))
 
 
-def map_traits(fn, input_shape, dtype, rng, name: str) -> Traits:
-    """Probe the map ``fn`` (batch, *input_shape) -> (batch, ...) for its traits."""
+def _forward(layer) -> Callable:
+    return lambda *args: invoke(layer, "forward", layer.forward, *args)
+
+
+def map_traits(fn, slots: Slots, rng, name: str) -> Traits:
+    """Probe the map ``fn(*inputs)`` (inputs as ``slots`` describes) for its traits."""
     f = _quiet(fn)
     traits = Traits(name)
-    x1 = rng.normal(size=(PROBE_BATCH, *input_shape)).astype(dtype)
-    x2 = rng.normal(size=x1.shape).astype(dtype)
-    y1, y2 = f(x1), f(x2)
+    a1 = slots.draw(rng)
+    a2 = slots.redraw(a1, rng)
+    y1, y2 = f(a1), f(a2)
     if y1 is None or y2 is None or not (np.all(np.isfinite(y1)) and np.all(np.isfinite(y2))):
         return traits
-    # Affine: f(t x1 + (1-t) x2) = t f(x1) + (1-t) f(x2), inside and outside the segment.
-    traits.affine = all(_close(f((t * x1 + (1 - t) * x2).astype(dtype)), t * y1 + (1 - t) * y2,
-                               1e-7) for t in (0.3, 1.7))
-    traits.constant = _close(y1, y2, 1e-12)
-    x3 = x1.copy()
-    x3[0] += rng.normal(size=x3[0].shape).astype(dtype)
-    y3 = f(x3)
+    if slots.floats:
+        # Affine: f(t a1 + (1-t) a2) = t f(a1) + (1-t) f(a2), inside and outside the segment.
+        traits.affine = all(_close(f(slots.mix(a1, lambda j, a: t * a + (1 - t) * a2[j])),
+                                   t * y1 + (1 - t) * y2, 1e-7) for t in (0.3, 1.7))
+        traits.constant = _close(y1, y2, 1e-12)
+    else:  # ids only: constant if other ids give the same output
+        traits.constant = _close(y1, f(slots.draw(rng)), 1e-12)
+    y3 = f(slots.moved_sample(a1, rng))
     traits.batch_coupled = y3 is not None and not _close(y3[1:], y1[1:], 1e-13)
-    if y1.shape == x1.shape and not traits.batch_coupled:
-        traits.elementwise = _is_elementwise(f, x1, y1, rng)
+    if slots.single_float and y1.shape == a1[0].shape and not traits.batch_coupled:
+        traits.elementwise = _is_elementwise(f, a1[0], y1, rng)
     if y1.ndim >= 2 and np.all(y1 >= -1e-12) and np.allclose(y1.sum(axis=1), 1.0, atol=1e-9):
         traits.normalizes = True
-    traits.bounded = _range(f, x1, y1)
+    traits.bounded = _range(f, slots, a1, y1) if slots.floats else None
     return traits
 
 
@@ -95,7 +107,7 @@ def _is_elementwise(f, x, y, rng) -> bool:
     for j in rng.choice(flat.shape[1], size=min(3, flat.shape[1]), replace=False):
         moved = flat.copy()
         moved[0, j] += 0.5
-        out = f(moved.reshape(x.shape))
+        out = f([moved.reshape(x.shape)])
         if out is None:
             return False
         changed = np.abs(out.reshape(len(x), -1) - y.reshape(len(x), -1)) > 0
@@ -105,11 +117,12 @@ def _is_elementwise(f, x, y, rng) -> bool:
     return True
 
 
-def _range(f, x, y) -> tuple[float, float] | None:
-    """(min, max) of the output if it stays bounded as the input grows 1000-fold, else None."""
+def _range(f, slots: Slots, args, y) -> tuple[float, float] | None:
+    """(min, max) of the output if it stays bounded as the real inputs grow 1000-fold, else
+    None."""
     outputs = [y]
     for scale in (10.0, 1e4):
-        out = f((x * scale).astype(x.dtype))
+        out = f(slots.mix(args, lambda j, a: a * scale))
         if out is None or not np.all(np.isfinite(out)):
             return None
         outputs.append(out)
@@ -119,30 +132,36 @@ def _range(f, x, y) -> tuple[float, float] | None:
     return float(min(o.min() for o in outputs)), float(max(o.max() for o in outputs))
 
 
-def layer_traits(network: Network, k: int, rng, x_real: np.ndarray) -> Traits:
+def layer_traits(network: Network, k: int, rng, real: list[np.ndarray],
+                 vocab: dict[str, int]) -> Traits:
     """Traits of layer ``k``, including those only its backward and its modes reveal.
 
-    ``x_real`` is the input the layer receives on the config's batch: the share a dropout-like
-    layer drops is measured on it, with the masks the check itself uses.
+    ``real`` are the inputs the layer receives on the config's batch: the share a dropout-like
+    layer drops is measured on them, with the masks the check itself uses. ``vocab``: the
+    vocabulary of each integer input.
     """
     layer = network.layers[k]
-    in_shape, out_shape = network.shapes[k], network.shapes[k + 1]
-    traits = map_traits(lambda x: invoke(layer, "forward", layer.forward, x), in_shape,
-                        network.dtype, rng, layer.name)
+    slots = Slots.of(network, k, vocab)
+    out_shapes = [network.tensor_shapes[t] for t in network.outputs[k]]
+    traits = map_traits(_forward(layer), slots, rng, layer.name)
     traits.parametric = any(np.size(p) for p in layer.params.values())
-    x = rng.normal(size=(PROBE_BATCH, *in_shape)).astype(network.dtype)
+    args = slots.draw(rng)
     with np.errstate(all="ignore"):
         try:
-            invoke(layer, "forward", layer.forward, x)
-            grad_out = rng.normal(size=(PROBE_BATCH, *out_shape)).astype(network.dtype)
-            grad_in = invoke(layer, "backward", layer.backward, grad_out)
-            traits.zero_jacobian = (not np.any(grad_in) and
-                                    not any(np.any(g) for g in layer.grads.values()))
+            invoke(layer, "forward", layer.forward, *args)
+            grad_out = [rng.normal(size=(PROBE_BATCH, *shape)).astype(network.dtype)
+                        for shape in out_shapes]
+            got = invoke(layer, "backward", layer.backward, *grad_out)
+            grad_in = list(got) if len(args) > 1 and isinstance(got, tuple) else [got]
+            traits.zero_jacobian = (
+                not any(j < len(grad_in) and grad_in[j] is not None and np.any(grad_in[j])
+                        for j in slots.floats)
+                and not any(np.any(g) for g in layer.grads.values()))
             if traits.parametric:
-                traits.roles = _roles(layer, x, out_shape, rng)
-            if not traits.parametric and out_shape == in_shape:
-                traits.drop_share = _drop_share(layer, x_real)
-                traits.drop_sample = int(np.count_nonzero(x_real))
+                traits.roles = _roles(layer, slots, args, out_shapes, rng)
+            if not traits.parametric and slots.single_float and out_shapes == [slots.shapes[0]]:
+                traits.drop_share = _drop_share(layer, real[0])
+                traits.drop_sample = int(np.count_nonzero(real[0]))
         except GradcheckError:
             pass
         finally:
@@ -150,20 +169,21 @@ def layer_traits(network: Network, k: int, rng, x_real: np.ndarray) -> Traits:
     return traits
 
 
-def _roles(layer, x, out_shape, rng) -> dict[str, str]:
-    """The role of every non-empty parameter of ``layer`` (see ``Traits.roles``) on inputs ``x``."""
-    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
-    other = rng.normal(size=x.shape).astype(x.dtype)
-    entries = _entries_per_output(layer, x, out_shape)
+def _roles(layer, slots: Slots, args, out_shapes, rng) -> dict[str, str]:
+    """The role of every non-empty parameter of ``layer`` (see ``Traits.roles``) on inputs
+    ``args``."""
+    f = _quiet(_forward(layer))
+    other = slots.draw(rng)
+    entries = _entries_per_output(layer, args, out_shapes, slots.dtype)
     roles = {}
     for name, p in layer.params.items():
         if not p.size or name not in entries:
             continue
-        before = f(x), f(other)
+        before = f(args), f(other)
         saved = p.copy()
         try:
             p += (rng.normal(size=p.shape) * max(float(np.max(np.abs(saved))), 1.0)).astype(p.dtype)
-            after = f(x), f(other)
+            after = f(args), f(other)
         finally:
             p[...] = saved
         if any(a is None for a in (*before, *after)):
@@ -171,21 +191,20 @@ def _roles(layer, x, out_shape, rng) -> dict[str, str]:
         shift, shift_other = after[0] - before[0], after[1] - before[1]
         # Input-independent change: the same shift for two unrelated batches.
         bias = bool(np.any(shift)) and _close(shift, shift_other, 1e-7)
-        if not bias and entries[name] > 1 and np.issubdtype(x.dtype, np.floating):
-            bias = _moves_the_zero_state(layer, f, name, x, rng)
+        if not bias and entries[name] > 1 and slots.floats:
+            bias = _moves_the_zero_state(layer, f, name, slots.zeros(args), rng)
         roles[name] = "bias" if bias else "scale" if entries[name] <= 1 else "weight"
     return roles
 
 
-def _moves_the_zero_state(layer, f, name: str, x, rng) -> bool:
-    """Whether parameter ``name`` alone moves the output when the input and every other
-    parameter are 0: a bias inside a nonlinearity (an RNN's or a GRU's gate bias) does, a weight,
-    which multiplies the input or a state the input drives, does not."""
+def _moves_the_zero_state(layer, f, name: str, zero: list[np.ndarray], rng) -> bool:
+    """Whether parameter ``name`` alone moves the output when the real inputs (``zero``) and
+    every other parameter are 0: a bias inside a nonlinearity (an RNN's or a GRU's gate bias)
+    does, a weight, which multiplies the input or a state the input drives, does not."""
     saved = {n: p.copy() for n, p in layer.params.items()}
     try:
         for p in layer.params.values():
             p[...] = 0
-        zero = np.zeros_like(x)
         rest = f(zero)
         layer.params[name][...] = rng.normal(size=saved[name].shape).astype(saved[name].dtype)
         moved = f(zero)
@@ -195,14 +214,14 @@ def _moves_the_zero_state(layer, f, name: str, x, rng) -> bool:
     return rest is not None and moved is not None and not _close(rest, moved, 1e-9)
 
 
-def constant_makes_units_alike(layer, name: str, input_shape, dtype, rng,
+def constant_makes_units_alike(layer, name: str, slots: Slots, rng,
                                samples: int = 16) -> bool | None:
     """Whether parameter ``name``, as it is (constant), makes output units compute the same
     thing: fewer distinct output columns (centred over a batch of standard-normal inputs) than
     with ``name`` drawn at random. A constant dense or conv weight does; a zero query bias of an
     attention layer or a zero gate bias of a GRU does not. None if it cannot be measured."""
-    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
-    x = rng.normal(size=(samples, *input_shape)).astype(dtype)
+    f = _quiet(_forward(layer))
+    x = slots.draw(rng, samples)
     param = layer.params[name]
     saved = param.copy()
     alike = f(x)
@@ -223,26 +242,30 @@ def _distinct_columns(y: np.ndarray) -> int:
     return len(np.unique(np.round(columns.T / scale, 9), axis=0))
 
 
-def layer_gain(layer, input_shape, dtype, rng, samples: int = 32) -> float | None:
-    """The mean square of f(x) - f(0) over standard-normal inputs x of ``input_shape``: how the
-    layer scales the variance of what flows through it, by its forward alone (fan_in x mean(W^2)
-    for a dense or an unpadded conv; He init gives 2, LeCun 1). None if it cannot be measured."""
-    f = _quiet(lambda v: invoke(layer, "forward", layer.forward, v))
-    x = rng.normal(size=(samples, *input_shape)).astype(dtype)
-    y, y0 = f(x), f(np.zeros_like(x))
+def layer_gain(layer, slots: Slots, rng, samples: int = 32) -> float | None:
+    """The mean square of f(x) - f(0) over standard-normal real inputs x (the ids drawn and
+    kept): how the layer scales the variance of what flows through it, by its forward alone
+    (fan_in x mean(W^2) for a dense or an unpadded conv; He init gives 2, LeCun 1). None if it
+    cannot be measured, or the layer reads ids only."""
+    if not slots.floats:
+        return None
+    f = _quiet(_forward(layer))
+    x = slots.draw(rng, samples)
+    y, y0 = f(x), f(slots.zeros(x))
     if y is None or y0 is None or not (np.all(np.isfinite(y)) and np.all(np.isfinite(y0))):
         return None
     return float(np.mean((y - y0) ** 2))
 
 
-def _entries_per_output(layer, x, out_shape) -> dict[str, int]:
-    """Per parameter, how many of its entries one central output element of sample 0 depends on
-    (a dense's fan_in, a conv's C*kh*kw, 1 for a per-unit scale or bias)."""
-    invoke(layer, "forward", layer.forward, x)
-    one_hot = np.zeros((len(x), *out_shape), dtype=x.dtype)
-    centre = (0,) + tuple(d // 2 for d in out_shape[1:]) if len(out_shape) > 1 else (0,)
-    one_hot[(0, *centre)] = 1.0
-    invoke(layer, "backward", layer.backward, one_hot)
+def _entries_per_output(layer, args, out_shapes, dtype) -> dict[str, int]:
+    """Per parameter, how many of its entries one central element of sample 0 of the first
+    output depends on (a dense's fan_in, a conv's C*kh*kw, 1 for a per-unit scale or bias)."""
+    invoke(layer, "forward", layer.forward, *args)
+    grads = [np.zeros((len(args[0]), *shape), dtype=dtype) for shape in out_shapes]
+    shape = out_shapes[0]
+    centre = (0,) + tuple(d // 2 for d in shape[1:]) if len(shape) > 1 else (0,)
+    grads[0][(0, *centre)] = 1.0
+    invoke(layer, "backward", layer.backward, *grads)
     return {name: int(np.count_nonzero(g)) for name, g in layer.grads.items()}
 
 
@@ -260,7 +283,10 @@ def _drop_share(layer, x) -> float | None:
     return float(np.mean(trained[live] == 0)) if live.any() else None
 
 
-def tail_traits(network: Network, start: int, rng) -> Traits:
-    """Traits of the composite map from layer ``start`` to the network output."""
-    return map_traits(lambda x: network.forward(x, start=start), network.shapes[start],
-                      network.dtype, rng, network.layers[start].name)
+def tail_traits(network: Network, units: list[int], rng, vocab: dict[str, int]) -> Traits:
+    """Traits of the composite map through the tail layers ``units`` (``graph.tail``: each
+    reads the one before) to the tensor the loss reads."""
+    start, source = units[0], network.sources[units[0]][0]
+    last = network.outputs[units[-1]][0]
+    return map_traits(lambda x: network.run_units({source: x}, units)[last],
+                      Slots.of(network, start, vocab), rng, network.layers[start].name)

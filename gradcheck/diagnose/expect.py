@@ -1,10 +1,10 @@
 """What to expect of the initial loss, and what the training evidence contradicts.
 
 The initial loss is compared with what the network's own init gives on standard-normal inputs of
-its shape (with the config's targets), at every probe seed and with the same initial weights --
-not with a fixed band around ln(classes): a default He output layer starts LeNet at about
-2 x ln(10) and trains in 10 steps. A loss far above that expectation says the *data* push the
-network into a confident start (raw 0-255 pixels, say).
+its shape (uniform ids for token inputs; with the config's targets), at every probe seed and with
+the same initial weights -- not with a fixed band around ln(classes): a default He output layer
+starts LeNet at about 2 x ln(10) and trains in 10 steps. A loss far above that expectation says
+the *data* push the network into a confident start (raw 0-255 pixels, say).
 
 Findings that predict slow or unstable training from the initial state (init scale, initial loss,
 update ratio, ...) are downgraded to ``info`` when the user's run fits the batch at every probe
@@ -17,23 +17,25 @@ import dataclasses
 
 import numpy as np
 
-from gradcheck.diagnose import passes
+from gradcheck.diagnose import inputs
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.findings import Finding, ProbeRun, finding
 from gradcheck.diagnose.measure import measured
 from gradcheck.network import Batch, Network
 
 CONTRADICTED_BY_FIT = frozenset({"init-scale", "init-not-centred", "init-bias", "initial-loss",
-                                 "activation-scale", "grad-profile", "update-ratio"})
+                                 "activation-scale", "grad-profile", "exploding-branch",
+                                 "update-ratio"})
 
 
-def standard_initial_loss(network: Network, batch: Batch, rng) -> float:
+def standard_initial_loss(network: Network, batch: Batch, vocab: dict[str, int], rng) -> float:
     """The mean initial loss over ``INIT_LOSS_BATCHES`` batches of standard-normal inputs shaped
-    like ``batch.x`` (so a sum-reduced loss and batch statistics see the same batch size)."""
+    like ``batch``'s (so a sum-reduced loss and batch statistics see the same batch size), token
+    ids drawn uniformly from ``vocab``."""
     losses = []
     for _ in range(T.INIT_LOSS_BATCHES):
-        x = rng.normal(size=batch.x.shape).astype(batch.x.dtype)
-        losses.append(passes.forward(network, x, batch.target).loss)
+        drawn = inputs.standard(network, batch, vocab, rng)
+        losses.append(network.run(drawn, allow_nonfinite=True, backward=False).loss)
     return float(np.mean(losses))
 
 

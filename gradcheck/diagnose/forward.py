@@ -1,19 +1,20 @@
 """Forward health on one probe seed's batch: non-finite values, collapse across samples, dead and
-saturated units, activation scale and the loss's batch reduction (the initial loss against what
-the init gives is ``expect.py``'s, since it needs every seed)."""
+saturated units, activation scale, attention collapsed at init (``sequence.py``) and the loss's
+batch reduction (the initial loss against what the init gives is ``expect.py``'s, since it needs
+every seed)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.diagnose import advice
+from gradcheck.diagnose import advice, graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.measure import measured
-from gradcheck.diagnose.passes import Pass
+from gradcheck.diagnose.sequence import attention_collapse
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Batch, Network
+from gradcheck.network import Batch, Network, Pass
 from gradcheck.usercode import invoke
 
 
@@ -29,12 +30,9 @@ def spread(a: np.ndarray) -> float:
     return 0.0 if rms == 0 else float(np.median(flat.std(axis=0)) / rms)
 
 
-def _names(network: Network, k: int) -> str:
-    return "input" if k == 0 else network.layers[k - 1].name
-
-
 def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits]) -> list[Finding]:
-    """All forward-health findings for one clean forward ``run`` on ``batch``."""
+    """All forward-health findings for one forward ``run`` on ``batch`` (``Network.run``, which
+    stops at the first layer whose output is not finite)."""
     found = _nonfinite(network, run)
     if found:
         return found
@@ -46,43 +44,48 @@ def check_forward(network: Network, batch: Batch, run: Pass, traits: list[Traits
     found += dead_units(network, run, traits)
     found += _saturation(network, run, traits)
     found += _scale(network, run)
+    found += attention_collapse(network, run)
     found += _reduction(network, batch, run)
     return found
 
 
 def _nonfinite(network: Network, run: Pass) -> list[Finding]:
-    for k, a in enumerate(run.acts):
+    for tensor, a in run.tensors.items():  # the inputs, then each output in the order made
         bad = ~np.isfinite(a)
         if bad.any():
             nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
-            where = _names(network, k)
+            where, given = graph.label(network, tensor), tensor in network.input_names
             return [finding(
                 "forward", "nonfinite-forward", "error", where, float(bad.mean()), "0 NaN/Inf",
-                f"{'the input holds' if k == 0 else where + ' outputs'} {nan} NaN and {inf} Inf "
-                "values on the batch" + ("" if k == 0 else " although its input is finite"),
-                "clean the input data" if k == 0 else f"guard {where}'s forward against overflow "
+                f"{graph.words(network, tensor)}{' holds' if given else ''} {nan} NaN and {inf} "
+                "Inf values on the batch" + ("" if given else " although its input is finite"),
+                "clean the input data" if given else f"guard {where}'s forward against overflow "
                 "(exp of large values, division by zero, log of 0)")]
     return []
 
 
 def _collapse(network: Network, run: Pass) -> list[Finding]:
-    if len(run.acts[0]) < 2 or spread(run.acts[0]) < T.COLLAPSE_WARN:
+    inputs = [run.tensors[t] for t in network.input_names]
+    if len(inputs[0]) < 2 or any(spread(a) < T.COLLAPSE_WARN for a in inputs):
         return []
-    for k in range(1, len(run.acts)):
-        s = spread(run.acts[k])
-        measured("COLLAPSE_WARN", s)
-        if s >= T.COLLAPSE_WARN:
-            continue
-        name, before = _names(network, k), _names(network, k - 1)
-        dead = not np.any(run.acts[k])
-        return [finding(
-            "forward", "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name, s,
-            f">= {T.COLLAPSE_WARN:g} (error below {T.COLLAPSE_ERROR:g})",
-            f"{name} is the first layer whose outputs are (near-)identical across samples (spread "
-            f"{s:.2g}; {before} still varies){': they are all zero' if dead else ''}, so "
-            "everything after it cannot tell the samples apart",
-            f"find why {name} ignores its input, a dead rectifier, a saturated or size-1 "
-            "normalisation, or a vanishing init scale before it (see the other findings)")]
+    for k, outs in enumerate(network.outputs):
+        for tensor in outs:
+            s = spread(run.tensors[tensor])
+            measured("COLLAPSE_WARN", s)
+            if s >= T.COLLAPSE_WARN:
+                continue
+            # The first collapsed output in the order layers run: everything it reads varies.
+            name = network.layers[k].name
+            before = " and ".join(graph.label(network, t) for t in network.sources[k])
+            dead = not np.any(run.tensors[tensor])
+            return [finding(
+                "forward", "sample-collapse", "error" if s < T.COLLAPSE_ERROR else "warn", name,
+                s, f">= {T.COLLAPSE_WARN:g} (error below {T.COLLAPSE_ERROR:g})",
+                f"{name} is the first layer whose outputs are (near-)identical across samples "
+                f"(spread {s:.2g}; {before} still varies){': they are all zero' if dead else ''}"
+                ", so everything after it cannot tell the samples apart",
+                f"find why {name} ignores its input, a dead rectifier, a saturated or size-1 "
+                "normalisation, or a vanishing init scale before it (see the other findings)")]
     return []
 
 
@@ -99,7 +102,7 @@ def dead_units(network: Network, run: Pass, traits: list[Traits]) -> list[Findin
     for k, t in enumerate(traits):
         if not t.elementwise or t.affine or t.bounded is not None:
             continue
-        units = np.abs(_units(run.acts[k + 1]))
+        units = np.abs(_units(run.tensors[network.outputs[k][0]]))
         dead = float(np.mean(np.percentile(units, 95, axis=0) < T.DEAD_ACTIVATION))
         # A live rectifier unit is off for one sample with probability ~1/2, so for all of a
         # batch of B with 2^-B: below DEAD_MIN_BATCH samples only a wholly dead layer is telling.
@@ -132,7 +135,7 @@ def _saturation(network: Network, run: Pass, traits: list[Traits]) -> list[Findi
             continue
         layer = network.layers[k]
         fn = lambda v, layer=layer: invoke(layer, "forward", layer.forward, v)  # noqa: E731
-        x = run.acts[k]
+        x = run.args[k][0]
         grid = np.resize(np.linspace(-4.0, 4.0, 81), x.shape).astype(x.dtype)
         peak, gain = _gain(fn, grid), _gain(fn, x)
         if peak is None or gain is None or not np.max(np.abs(peak)) > 0:
@@ -151,8 +154,9 @@ def _saturation(network: Network, run: Pass, traits: list[Traits]) -> list[Findi
 
 
 def _smaller_init(network: Network, k: int, traits: list[Traits]) -> str:
-    """How to make the weights feeding layer ``k`` LeCun-sized (the nearest weight before it)."""
-    for j in range(k - 1, -1, -1):
+    """How to make the weights feeding layer ``k`` LeCun-sized (the nearest weight it reads
+    through)."""
+    for j in reversed(network.ancestors(k)):
         weights = [n for n, r in traits[j].roles.items() if r == "weight"]
         if weights:
             layer = network.layers[j]
@@ -163,23 +167,27 @@ def _smaller_init(network: Network, k: int, traits: list[Traits]) -> str:
 
 def _scale(network: Network, run: Pass) -> list[Finding]:
     found, info = [], None
-    for k in range(0, len(run.acts) - 1):  # the output's scale is the targets' business
-        a = np.asarray(run.acts[k], dtype=np.float64)
-        name, magnitude = _names(network, k), float(np.mean(np.abs(a)))
+    output = network.sources[len(network.layers)][0]  # its scale is the targets' business
+    tensors = [*graph.float_inputs(network),
+               *(t for outs in network.outputs for t in outs if t != output)]
+    for tensor in tensors:
+        a = np.asarray(run.tensors[tensor], dtype=np.float64)
+        name, magnitude = graph.label(network, tensor), float(np.mean(np.abs(a)))
+        given = tensor in network.input_names
         measured("SCALE_ABNORMAL", magnitude)
         if magnitude >= T.SCALE_ABNORMAL:
             found.append(finding(
                 "forward", "activation-scale", "warn", name, magnitude, f"< {T.SCALE_ABNORMAL:g}",
-                f"mean |value| of {'the input' if k == 0 else name + ' outputs'} is "
+                f"mean |value| of {graph.words(network, tensor)} is "
                 f"{magnitude:.3g}; large activations give large gradients and saturate what "
-                "follows", "normalise the inputs to zero mean and unit variance" if k == 0 else
+                "follows", "normalise the inputs to zero mean and unit variance" if given else
                 f"scale down the init of the layers up to {name}"))
             break
         std = float(a.std())
-        if k > 0:
+        if not given:
             measured("SCALE_LOW", std)
             measured("SCALE_HIGH", std)
-        if info is None and k > 0 and not T.SCALE_LOW <= std <= T.SCALE_HIGH:
+        if info is None and not given and not T.SCALE_LOW <= std <= T.SCALE_HIGH:
             info = finding("forward", "activation-scale", "info", name, std,
                            f"std in [{T.SCALE_LOW}, {T.SCALE_HIGH}]",
                            f"{name} outputs have std {std:.3g}, outside the range a fan-in "

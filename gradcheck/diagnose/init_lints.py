@@ -1,47 +1,55 @@
 """Initialisation lints: each parameter judged by the role it plays (``Traits.roles``).
 
 A weight (an output element mixes several of its entries) must be random, zero-centred and scaled
-to its fan-in; a bias should start at zero; a scale (batchnorm's gamma, a learned gain) starts at
+to its fan-in; a bias should start at zero (except in an output layer, one the loss reads through
+parameter-free layers only); a scale (batchnorm's gamma, a learned gain) starts at
 one by design and is not judged. The role is measured, never read from a name or a shape, so a
 plugin's ``(C, 1, 1)`` bias is a bias and its gain initialised at 1 is not told to be zero. The
 scale is judged by the layer's forward gain (``behaviour.layer_gain``), never by a fan-in read
-off its backward, which may be the bug. These depend on the initial draw: every probe seed runs
-them.
+off its backward, which may be the bug, and only for a layer affine in its inputs (a dense, a
+conv): an LSTM's gates or an attention's softmax shrink the gain by design. These depend on the
+initial draw: every probe seed runs them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.diagnose import advice
+from gradcheck.diagnose import advice, graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits, constant_makes_units_alike, layer_gain
 from gradcheck.diagnose.findings import Finding, finding
+from gradcheck.diagnose.inputs import Slots
 from gradcheck.diagnose.measure import measured
 from gradcheck.network import Network
 
 
-def init_lints(network: Network, traits: list[Traits], rng) -> list[Finding]:
+def init_lints(network: Network, traits: list[Traits], rng,
+               vocab: dict[str, int]) -> list[Finding]:
     """Every init finding for ``network``'s current parameters (``traits`` from any seed: the
-    roles are structural)."""
+    roles are structural; ``vocab``: the vocabulary of each integer input)."""
     found = []
-    parametric = [k for k, t in enumerate(traits) if t.parametric]
+    outputs = graph.output_layers(network, {k for k, t in enumerate(traits) if t.parametric})
     for k, t in enumerate(traits):
         layer = network.layers[k]
-        weights = [name for name, role in t.roles.items() if role == "weight"]
-        for pname, role in t.roles.items():
+        slots = Slots.of(network, k, vocab)
+        # A parameter shared from another layer (share:) is judged where it is owned.
+        roles = {name: role for name, role in t.roles.items() if (k, name) not in network.shared}
+        weights = [name for name, role in roles.items() if role == "weight"]
+        for pname, role in roles.items():
             w = np.asarray(layer.params[pname], dtype=np.float64)
             label = f"{t.name}.{pname}"
             if role == "weight" and w.size > 1:
-                # The forward gain is the layer's, so it is judged once, on its first weight.
-                gain = layer_gain(layer, network.shapes[k], network.dtype, rng) if (
-                    pname == weights[0]) else None
-                alike = (constant_makes_units_alike(layer, pname, network.shapes[k],
-                                                    network.dtype, rng)
+                # The forward gain is the layer's, so it is judged once, on its first weight; and
+                # only for a layer affine in its inputs, whose gain He's 2 and LeCun's 1 are the
+                # references for (a gated cell's or an attention's products have none).
+                gain = (layer_gain(layer, slots, rng) if pname == weights[0] and t.affine
+                        else None)
+                alike = (constant_makes_units_alike(layer, pname, slots, rng)
                          if _constant(w) else None)
-                found += _weight(layer, t, label, w, gain, advice.scheme_after(k, traits),
+                found += _weight(layer, t, label, w, gain, advice.scheme_after(network, k, traits),
                                  t.init_options.get(pname), alike is not False)
-            elif role == "bias" and np.any(w) and k != parametric[-1]:
+            elif role == "bias" and np.any(w) and k not in outputs:
                 found.append(finding(
                     "lint", "init-bias", "info", t.name, float(np.abs(w).max()), "0",
                     f"{label} shifts {t.name}'s output whatever the input (a bias) and starts "

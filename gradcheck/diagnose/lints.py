@@ -10,20 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.config import NetworkSpec
-from gradcheck.diagnose import advice
+from gradcheck.diagnose import advice, graph, inputs
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.behaviour import Traits
 from gradcheck.diagnose.findings import Finding, finding
 from gradcheck.diagnose.measure import measured
 from gradcheck.errors import GradcheckError
 from gradcheck.network import Batch, Network
+from gradcheck.usercode import invoke
 
 
 def loss_takes_probabilities(network: Network, batch: Batch) -> bool:
     """Whether the loss refuses (raises, or returns NaN/Inf for) predictions outside [0, 1]."""
     if network.loss.target_kind == "labels":
         return False
-    shape = (len(batch.x), *network.shapes[-1])
+    shape = (inputs.rows(batch), *network.shapes[-1])
     for value in (1.5, -0.5):
         with np.errstate(all="ignore"):
             try:
@@ -39,7 +40,7 @@ def loss_applies_softmax(network: Network, batch: Batch, rng) -> bool:
     """Whether the loss is unchanged when a constant is added to every score of a sample."""
     if network.loss.target_kind != "labels":
         return False
-    pred = rng.normal(size=(len(batch.x), *network.shapes[-1])).astype(network.dtype)
+    pred = rng.normal(size=(inputs.rows(batch), *network.shapes[-1])).astype(network.dtype)
     # Valid for probability losses too.
     pred = np.abs(pred) / np.abs(pred).sum(axis=1, keepdims=True)
     try:
@@ -57,8 +58,8 @@ def run_lints(spec: NetworkSpec, network: Network, batch: Batch, traits: list[Tr
     found += _zero_jacobian(traits, network)
     found += _loss_output(network, batch, tail, rng)
     found += _bounded_regression(network, batch, tail)
-    found += _linear_stack(traits)
-    found += _double_activation(traits)
+    found += _linear_stack(network, traits)
+    found += _double_activation(network, traits)
     found += _train(spec)
     found += _dropout(network, traits)
     return found
@@ -69,7 +70,8 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
     for k, t in enumerate(traits):
         if not (t.constant and t.zero_jacobian):
             continue
-        size = network.shapes[k + 1][0] if network.shapes[k + 1] else 1
+        shape = network.tensor_shapes[network.outputs[k][0]]
+        size = shape[0] if shape else 1
         if t.normalizes:
             found.append(finding(
                 "lint", "softmax-axis-1", "error", t.name, float(size), "normalised axis size >= 2",
@@ -89,7 +91,8 @@ def _zero_jacobian(traits: list[Traits], network: Network) -> list[Finding]:
 
 def _loss_output(network: Network, batch: Batch, tail: Traits | None, rng) -> list[Finding]:
     loss, out = network.loss.name, network.shapes[-1]
-    if network.loss.target_kind == "labels" and int(np.prod(out)) == 1:
+    if network.loss.target_kind == "labels" and invoke(
+            network.loss, "label_shape", network.loss.label_shape, out)[1] == 1:
         return [finding(
                 "lint", "loss-output-mismatch", "error", loss, 1.0, "classes >= 2",
             f"{loss} takes class labels but the network has one output unit: a softmax over one "
@@ -138,31 +141,41 @@ def _bounded_regression(network: Network, batch: Batch, tail: Traits | None) -> 
         "drifts to the target mean", fix)]
 
 
-def _linear_stack(traits: list[Traits]) -> list[Finding]:
-    found, previous = [], None
-    for t in traits:
-        if not t.affine:
-            previous = None
+def _linear_stack(network: Network, traits: list[Traits]) -> list[Finding]:
+    """Two parametric affine layers with only affine layers on a path between them."""
+    found = []
+    for k, t in enumerate(traits):
+        if not (t.affine and t.parametric):
             continue
-        if t.parametric:
-            if previous is not None:
-                found.append(finding(
-                "lint", "no-nonlinearity", "warn", t.name, None, "a non-linear layer between",
-                    f"{previous} and {t.name} are affine maps with only affine layers between "
-                    "them: together they are one linear map, so the second adds parameters but "
-                    "no expressive power",
-                    f"insert a non-linearity (e.g. relu) after {previous}, or merge the two "
-                    "layers"))
-            previous = t.name
+        pending, seen = graph.readers(network, k), set()
+        while pending:
+            j = pending.pop(0)
+            if j in seen or j >= len(traits) or not traits[j].affine:
+                continue
+            seen.add(j)
+            if not traits[j].parametric:
+                pending += graph.readers(network, j)
+                continue
+            found.append(finding(
+                "lint", "no-nonlinearity", "warn", traits[j].name, None,
+                "a non-linear layer between",
+                f"{t.name} and {traits[j].name} are affine maps with only affine layers between "
+                "them: together they are one linear map, so the second adds parameters but no "
+                "expressive power",
+                f"insert a non-linearity (e.g. relu) after {t.name}, or merge the two layers"))
     return found
 
 
-def _double_activation(traits: list[Traits]) -> list[Finding]:
-    return [finding("lint", "double-activation", "info", b.name, None, None,
-                     f"{a.name} and {b.name} are two non-linear elementwise activations in a row",
-                     f"keep one of {a.name} and {b.name}, unless the pair is intended")
-            for a, b in zip(traits, traits[1:])
-            if a.elementwise and b.elementwise and not a.affine and not b.affine]
+def _double_activation(network: Network, traits: list[Traits]) -> list[Finding]:
+    def activation(t: Traits) -> bool:
+        return t.elementwise and not t.affine
+
+    return [finding("lint", "double-activation", "info", traits[j].name, None, None,
+                    f"{a.name} and {traits[j].name} are two non-linear elementwise activations "
+                    "in a row", f"keep one of {a.name} and {traits[j].name}, unless the pair is "
+                    "intended")
+            for k, a in enumerate(traits) if activation(a)
+            for j in graph.readers(network, k) if j < len(traits) and activation(traits[j])]
 
 
 def _train(spec: NetworkSpec) -> list[Finding]:

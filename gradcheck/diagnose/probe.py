@@ -10,14 +10,14 @@ import dataclasses
 import numpy as np
 
 from gradcheck.config import NetworkSpec, TrainSpec
-from gradcheck.diagnose import passes
+from gradcheck.diagnose import graph, inputs
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.findings import ProbeRun
 from gradcheck.diagnose.lints import loss_takes_probabilities
 from gradcheck.diagnose.optim import Optimizer
 from gradcheck.diagnose.verdict import classify, divergence, progress
 from gradcheck.errors import GradcheckError
-from gradcheck.network import Batch, Network
+from gradcheck.network import Batch, Network, Pass
 
 REFERENCE = TrainSpec(optimizer="adam", lr=T.REFERENCE_LR, momentum=0.0, weight_decay=0.0,
                       steps=T.REFERENCE_STEPS)
@@ -29,7 +29,7 @@ class Outcome:
     non-finite, mean |param| per check and the parameters it ended with."""
 
     run: ProbeRun
-    final: passes.Pass | None
+    final: Pass | None
     where: str | None = None
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     params_end: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -77,9 +77,9 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
     takes its whole budget, since what a wrong gradient does to training builds up over the steps
     (R5 fits the batch, then diverges to NaN) -- or once it fails clearly (stalls or diverges).
     """
-    n = min(len(batch.x), T.PROBE_BATCH)
-    x, target = batch.x[:n], batch.target[:n]
-    init = [p.copy() for _, _, p in passes.param_list(network)]
+    sub = inputs.head(batch, min(inputs.rows(batch), T.PROBE_BATCH))
+    x, target = sub.x, sub.target
+    init = [p.copy() for _, _, p in graph.parameters(network)]
     targets = {"configured": target, "reference": _reference_target(network, batch, target)}
     user_spec, user_label = (spec.train, "configured") if spec.train else (REFERENCE, "reference")
     targets["zeroed-input"] = targets[user_label]
@@ -88,7 +88,7 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
         try:
             return train_run(network, inputs, targets[label], train, label, seed, **how)
         finally:
-            for (_, _, p), p0 in zip(passes.param_list(network), init):
+            for (_, _, p), p0 in zip(graph.parameters(network), init):
                 p[...] = p0
 
     try:
@@ -103,7 +103,8 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
         # improving has not yet shown what its input is worth.
         if user.run.outcome == "stalled":
             steps = dataclasses.replace(user_spec, steps=user.run.steps_run)
-            zeroed = run("zeroed-input", steps, np.zeros_like(x), until_fit=False, exits=False)
+            zeroed = run("zeroed-input", steps, inputs.zeroed(network, sub).x, until_fit=False,
+                         exits=False)
     finally:
         network.set_training(True)
     return SeedProbe(seed, user, reference, zeroed, init, targets)
@@ -111,30 +112,36 @@ def probe_at_seed(spec: NetworkSpec, network: Network, batch: Batch, seed: int,
 
 def train_run(network: Network, x, target, spec: TrainSpec, label: str, seed: int,
               until_fit: bool = True, exits: bool = True, project: bool = False) -> Outcome:
-    """Up to ``spec.steps`` updates of ``spec``'s optimizer on (x, target). ``until_fit`` stops
-    once the batch is fitted; ``exits`` stops a run that is failing clearly (frozen, diverging);
-    ``project`` stops one that cannot reach the fit threshold within its budget."""
-    params = passes.param_list(network)
+    """Up to ``spec.steps`` updates of ``spec``'s optimizer on inputs ``x`` (an array, or a dict
+    by name) and ``target``; each distinct parameter array is updated once, with the gradient of
+    all its uses. ``until_fit`` stops once the batch is fitted; ``exits`` stops a run that is
+    failing clearly (frozen, diverging); ``project`` stops one that cannot reach the fit
+    threshold within its budget."""
+    params = graph.parameters(network)
+    labels = [graph.param_label(network, k, n) for k, n, _ in params]
     opt = Optimizer(spec, [p for _, _, p in params])
     metric = "accuracy" if network.loss.target_kind == "labels" else "r2"
     losses: list[float] = []
-    history = {f"{network.layers[k].name}.{n}": [] for k, n, _ in params}
+    history = {name: [] for name in labels}
     out = Outcome(ProbeRun(label, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
                            spec.steps, losses, False, float("nan"), metric, "steps", seed=seed,
                            loss_floor=loss_floor(network, target)),
                   None, None, history)
+    batch = Batch(x, target)
     for step in range(spec.steps + 1):
-        run = passes.complete(network, x, target)
+        run = network.run(batch, allow_nonfinite=True)
         losses.append(run.loss)
-        grads = [run.grads.get((k, n)) for k, n, _ in params]
-        bad = _nonfinite_where(network, run, params, grads)
+        # A finite loss means the backward ran through every unit.
+        grads = (graph.total_gradients(network, run.grads) if np.isfinite(run.loss)
+                 else [None] * len(params))
+        bad = _nonfinite_where(network, run, params, labels, grads)
         if bad is not None:
             out.run.stopped, out.run.nonfinite_step, out.where = "nonfinite", step, bad
             break
         out.final = run
         if step % T.CHECK_PERIOD == 0 or step == spec.steps:
-            for (k, n, p) in params:
-                history[f"{network.layers[k].name}.{n}"].append(float(np.mean(np.abs(p))))
+            for name, (_, _, p) in zip(labels, params):
+                history[name].append(float(np.mean(np.abs(p))))
             out.run.fit, out.run.passed = fit(network, run.pred, target)
             out.fits.append(out.run.fit)
             stop = _stop(out, step, until_fit, exits, project)
@@ -189,7 +196,7 @@ def loss_floor(network: Network, target) -> float:
     return floor if np.isfinite(floor) and floor > 0 else 0.0
 
 
-def _nonfinite_where(network, run, params, grads) -> str | None:
+def _nonfinite_where(network, run, params, labels, grads) -> str | None:
     """Where the step first went non-finite: a parameter, a layer's output, the loss or a
     gradient, or None. (A sum is finite only if every entry is, barring overflow: one sum over
     all gradients screens a healthy step, and only a non-finite one is looked at closely. An
@@ -197,17 +204,17 @@ def _nonfinite_where(network, run, params, grads) -> str | None:
     if np.isfinite(run.loss) and all(g is not None for g in grads) and np.isfinite(
             sum(float(np.sum(g)) for g in grads)):
         return None
-    for (k, n, p) in params:
+    for name, (_, _, p) in zip(labels, params):
         if not _finite(p):
-            return f"{network.layers[k].name}.{n}"
+            return name
     if not np.isfinite(run.loss):
-        for k, a in enumerate(run.acts[1:]):
-            if not np.all(np.isfinite(a)):
+        for k, outs in enumerate(network.outputs):
+            if any(t in run.tensors and not _finite(run.tensors[t]) for t in outs):
                 return f"{network.layers[k].name} (its output)"
         return f"{network.loss.name} (the loss)"
-    for (k, n, _), g in zip(params, grads):
+    for name, g in zip(labels, grads):
         if g is None or not _finite(g):
-            return f"{network.layers[k].name}.{n}"
+            return name
     return None
 
 

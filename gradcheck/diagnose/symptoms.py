@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from gradcheck.diagnose import passes
+from gradcheck.diagnose import graph
 from gradcheck.diagnose import thresholds as T
 from gradcheck.diagnose.findings import Finding, ProbeRun, finding
 from gradcheck.diagnose.forward import dead_units, spread
@@ -83,7 +83,7 @@ def _curve(run: ProbeRun, who: str) -> list[Finding]:
 
 def _weights(network, outcome, who: str, init: list[np.ndarray]) -> list[Finding]:
     found = []
-    for (k, n, _), p0, p in zip(passes.param_list(network), init, outcome.params_end):
+    for (k, n, _), p0, p in zip(graph.parameters(network), init, outcome.params_end):
         name = network.layers[k].name
         label, series = f"{name}.{n}", outcome.history.get(f"{name}.{n}", [])
         if p0.ndim < 2 or p0.size < T.INIT_MIN_SIZE or len(series) < 2:
@@ -119,7 +119,9 @@ def _weights(network, outcome, who: str, init: list[np.ndarray]) -> list[Finding
 
 
 def _collapse(network, pred, target, who: str) -> list[Finding]:
-    name = network.layers[-1].name
+    # The output layer: the one whose output the loss reads.
+    source = graph.loss_source(network)
+    name = network.layers[source].name if source is not None else network.loss.name
     if network.loss.target_kind == "labels":
         if spread(pred) < T.COLLAPSE_WARN:
             return [finding("probe", "collapse-to-constant", "error", name, spread(pred),

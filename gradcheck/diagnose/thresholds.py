@@ -48,6 +48,12 @@ SATURATED_SHARE = 0.5
 # AT omega1 = 10 on mean |a| (warn).
 SCALE_LOW, SCALE_HIGH = 0.304, 3.29
 SCALE_ABNORMAL = 10.0
+# Attention collapse at initialisation (``sequence.py``; Zhai et al. 2023 tie training instability
+# to attention entropy collapsing): per head, the mean entropy of a query's weights over log(keys it
+# sees) below 0.3, i.e. it attends to fewer than keys^0.3 keys in effect (exp(entropy): under 2 of
+# 8). Scores of std s give about 1 - s^2 / (2 ln keys); *measured*: the healthy transformer block
+# 0.60-0.85 at init over seeds 0-9, a head without the 1/sqrt(d) scale or with N(0, 1) weights 0.05.
+ATTENTION_ENTROPY = 0.3
 # Initial loss: TDC dev_ratio 1.0 (|L0 - L_exp| >= 1.0 x L_exp), i.e. L0 >= 2 x L_exp, where L_exp
 # is what the same initial weights give on standard-normal inputs of the network's shape (the mean
 # over INIT_LOSS_BATCHES batches, at each probe seed), not a fixed band around ln(classes): a
@@ -66,6 +72,22 @@ VANISH_MEAN = 1e-7
 ZERO_GRAD_SHARE = 0.7
 # CS3 "~1e-3"; TDC band log10 in [-4, -1]; a step as large as the weight itself (>= 1) is an error.
 UPDATE_HIGH, UPDATE_LOW, UPDATE_ERROR = 1e-1, 1e-4, 1.0
+# Gradient flow per branch (``flow.py``): at a fork, the RMS of what one branch sends back over
+# what a sibling sends, >= 1e3 = one branch is dead or exploding: AT's beta1 = 1e-3 (vanishing:
+# |g_first| / |g_last| < 1e-3) applied between sibling paths, which start at the same tensor and
+# end at the same merge, so no depth separates them.
+BRANCH_RATIO = 1e3
+# Gradients through time (``sequence.py``): r = |dL/dx_first step| / |dL/dx_last step| of a layer
+# that carries its input through time, from the upstream gradient at the last step alone. BPTT is
+# backprop through a T-layer network that shares its weights (Pascanu et al. 2013, sec. 2): the
+# part of the gradient that crosses T - 1 steps is bounded by eta^(T-1), eta = |W_rec| x max|f'|,
+# so it vanishes or explodes geometrically (Bengio et al. 1994). Vanishing: the factor per step
+# r^(1/(T-1)) < 1/4, the bound eta of sigmoid units (max slope 1/4) with |W_rec| <= 1; judged per
+# step since a gated cell at its default init keeps a constant share per step whatever T (*measured*
+# 0.5-0.85 for the built-in rnn, lstm, gru and attention; a recurrence drawn N(0, 0.01^2) 0.03).
+# Exploding: r > 70 over the sequence, AT's beta3 on |g_first| / |g_last| with time as the depth.
+TIME_VANISH_STEP = 0.25
+TIME_EXPLODE = 70.0
 # TDC Overwhelming_Reg: |grad reg| / |grad data| >= 2.
 REG_DOMINATES = 2.0
 # Batch mixing: other samples' dL/dx at most 1e-12 of the sample's own (exact zero up to rounding).

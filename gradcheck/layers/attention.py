@@ -143,6 +143,14 @@ class SelfAttention(Layer):
         self.cache = self._attend(x, ids)
         return self.cache.y
 
+    def attention_weights(self):
+        """A (batch, heads, T, T) of the last forward; with a mask, paired with which keys each
+        query may see (the causal and padding masks, broadcastable to A)."""
+        allowed = self.cache.allowed
+        if allowed is None:
+            return self.cache.weights
+        return self.cache.weights, allowed[:, None] if allowed.ndim == 3 else allowed
+
     def backward(self, grad_out):
         c, p = self.cache, self.params
         features = grad_out.shape[2]
