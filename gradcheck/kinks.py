@@ -70,19 +70,22 @@ def hinge_misfit(values: np.ndarray) -> np.ndarray:
 
 
 def stencil_kinked(values: np.ndarray, step: np.ndarray, error: np.ndarray,
-                   noise_per_point: float) -> np.ndarray:
-    """Which elements' losses bend at one point, enough to explain their finite-difference error.
+                   noise_per_point: float, branched=False) -> np.ndarray:
+    """Which elements' losses bend, enough to explain their finite-difference error.
 
     ``values``: (n, 5) losses on the stencil; ``step``: the full distance 2h of each element;
-    ``error``: |analytic - numeric| at step h; ``noise_per_point``: round-off of one loss value.
-    A loss that is rough everywhere (noise, wiggles) is not a kink: the step sweep judges it.
+    ``error``: |analytic - numeric| at step h; ``noise_per_point``: round-off of one loss value;
+    ``branched``: per element (or for all), whether the unit's branch state changed across the
+    step. A loss that is rough everywhere (noise, wiggles) is not a kink: the step sweep judges
+    it. Where the state changed, several branches may be crossed (a max over tied values), so
+    any bend that explains the error will do; elsewhere it must be one bend.
     """
     bend = misfit(values)
     explains = bend > KINK_MISFIT_FRACTION * error * (step / 2.0)
     above_noise = bend > KINK_NOISE_FACTOR * noise_per_point
     one_bend = hinge_misfit(values) <= np.maximum(HINGE_IMPROVEMENT * bend,
                                                   KINK_NOISE_FACTOR * noise_per_point)
-    return explains & above_noise & one_bend
+    return explains & above_noise & (one_bend | np.asarray(branched, bool))
 
 
 # Least-squares projector onto cubics over the stencil (1 degree of freedom left): a cubic

@@ -265,3 +265,23 @@ def test_a_layer_declining_objective_changes_for_a_target_gets_no_note():
                                             "name": "liar"}]), mode="full")
     assert _target(report, "liar", "W").status == "pass"  # declined: forward's copies
     assert not any("W" in n and "objective_changes" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_branch_states_that_claim_kinks_the_objective_does_not_show_never_pass(seed):
+    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
+                                           {"type": "liar_state_fake_kinks",
+                                            "name": "liar"}], seed), mode="full")
+    assert not report.passed and report.root_causes == ["liar"]
+    check = _target(report, "liar", "input")
+    assert check.status == "fail" and check.failed == check.checked
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_directions_a_lying_branch_state_calls_kinked_still_fail(seed):
+    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
+                                           {"type": "liar_state_fake_kinks",
+                                            "name": "liar"}], seed), mode="directional")
+    assert not report.passed
+    check = _target(report, "liar", "input")
+    assert check.status == "fail"

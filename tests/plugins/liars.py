@@ -320,6 +320,31 @@ class ObjectiveFakeKinks(gradcheck.Layer):
         return changes, np.abs(changes), np.arange(len(flat_indices)) % 2
 
 
+@_liar("state_fake_kinks")
+class StateFakeKinks(gradcheck.Layer):
+    """y = x * s (elementwise, smooth everywhere) whose backward doubles dx, and whose own
+    ``branch_state`` says whether x sums to more than it did on the first call: deterministic
+    for any one x, but it differs at +h and -h of every input element, so a checker that takes
+    a changed state as proof of a kink calls every failure a kink."""
+
+    def build(self, input_shape, rng):
+        self.params["s"] = rng.normal(size=input_shape)
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self.x = x
+        if not hasattr(self, "first_sum"):
+            self.first_sum = float(x.sum())
+        return x * self.params["s"]
+
+    def backward(self, grad_out):
+        self.grads["s"] = (grad_out * self.x).sum(axis=0)
+        return 2.0 * grad_out * self.params["s"]
+
+    def branch_state(self):
+        return np.array([float(self.x.sum()) > self.first_sum])
+
+
 @gradcheck.register_layer("slow_scale")
 class SlowScale(gradcheck.Layer):
     """y = x * s, right, but every forward takes a millisecond and the layer mixes the batch
