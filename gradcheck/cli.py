@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import os
 import sys
 import time
 import traceback
@@ -77,10 +78,25 @@ def run(**extra) -> None:
     tenth of a whole ``gradcheck check`` of a small network (bench/startup.py). Nothing is lost:
     the process ends and the system takes its memory back. In-process callers (tests) use
     ``main``, which freezes nothing."""
+    single_threaded_blas(os.environ)
     try:
         main(**extra)
     finally:
         gc.freeze()
+
+
+# The variables the common BLAS builds (OpenBLAS, MKL, BLIS, OpenMP ones) read when they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "OMP_NUM_THREADS")
+
+
+def single_threaded_blas(environ) -> None:
+    """One BLAS thread per process, unless the user set a count: set before numpy loads (the
+    commands import it lazily). A check's products are small, and it runs its own worker
+    processes (``--jobs``); a BLAS that also spreads each product over every core made a check
+    ~10x slower on a busy 2-core machine (the ResNet block of bench/bench.py: 22 s against 3 s)."""
+    for name in BLAS_THREAD_VARIABLES:
+        environ.setdefault(name, "1")
 
 
 @main.command(epilog=CHECK_EXIT_CODES)

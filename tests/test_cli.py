@@ -124,3 +124,22 @@ def test_text_report_fits_the_terminal_without_truncated_cells(width):
     assert table_lines and all(len(line) <= width for line in table_lines)
     assert not any("…" in line for line in table_lines)
     assert "root cause" in out.getvalue() and "inherited from act" in out.getvalue()
+
+
+def test_the_command_runs_blas_on_one_thread_unless_the_user_set_a_count(monkeypatch):
+    import gc
+    import os
+
+    import gradcheck.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "main", lambda **_: seen.update(os.environ))
+    for name in cli.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    try:
+        cli.run()
+    finally:
+        gc.unfreeze()
+    assert seen["OPENBLAS_NUM_THREADS"] == "4"  # the user's count wins
+    assert all(seen[name] == "1" for name in cli.BLAS_THREAD_VARIABLES[1:])
