@@ -22,13 +22,15 @@ demo: $(STAMP)
 	$(BIN)/gradcheck check configs/broken/plugin_buggy.yaml --color always; test $$? -eq 1
 
 # One pytest worker per core (pytest-xdist): the diagnose seed sweeps dominate and split evenly.
+# One BLAS thread per worker, as the gradcheck command runs (more only oversubscribe the cores).
+BLAS_ONE_THREAD := OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_NUM_THREADS=1
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BLAS_ONE_THREAD) $(BIN)/python -m pytest -n auto
 
 # Slow and random: fresh hypothesis examples on every run (20x as many) and the sweeps marked
 # `deep`. Not part of CI; run it before a release or after touching a verdict.
 test-deep: $(STAMP)
-	GRADCHECK_DEEP=1 $(BIN)/python -m pytest -n auto
+	$(BLAS_ONE_THREAD) GRADCHECK_DEEP=1 $(BIN)/python -m pytest -n auto
 
 # Bench only: torch is the reference, pinned, and never a dependency of gradcheck itself. Single
 # threaded on both sides; OPENBLAS_CORETYPE/L2_SIZE (set on some machines for old OpenBLAS builds)
