@@ -19,10 +19,11 @@ import numpy as np
 
 from gradcheck import modes
 from gradcheck.build import build_network
-from gradcheck.compare import Comparison, estimate_seconds
+from gradcheck.compare import Comparison, estimate_seconds, pass_slices
 from gradcheck.conclude import add_directions, conclude
 from gradcheck.config import load_config
 from gradcheck.engine.local import input_target, slot_of
+from gradcheck.fanout import Fanout
 from gradcheck.engine.verify import Verifier
 from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
@@ -82,25 +83,32 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     deadline = started + settings.max_seconds if settings.max_seconds is not None else None
     comparison.ticker = Ticker(progress, sum(len(idx) for _, _, idx in plan), deadline)
     directional_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(4,)))
+
+    def make_probe(t: int):
+        k, name, _ = plan[t]
+        return comparison.probe(network.units[k], clean.args[k],
+                                upstream_of(network, clean, batch, k), name)
+
     by_unit: dict[int, list[TargetReport]] = {}
     stopped = False
-    for k, name, indices in plan:
-        unit = network.units[k]
-        comparison.ticker.what = f"{unit.name}.{name}"
-        analytic = _analytic(clean, k, name)
-        if stopped or k in problems:
-            checked = _not_compared(name, analytic.shape, "the check was stopped before this "
-                                    "target" if stopped else "not compared: this unit breaks "
-                                    "the contract (see its problems)")
-        else:
-            checked, stopped = comparison.target(
-                unit, clean.args[k], upstream_of(network, clean, batch, k), name, indices,
-                analytic, decay_term=decay_term(network, k, name, settings))
-            note_sharing(network, k, name, checked)
-            if "directional" in settings.effective_mode.split("+") and not stopped:
-                add_directions(checked, network, clean, batch, k, name, analytic, settings,
-                               directional_rng)
-        by_unit.setdefault(k, []).append(checked)
+    with Fanout(plan, settings.jobs, comparison, make_probe, lambda t: plan[t][0] not in problems,
+                network.units) as fanout:
+        for t, (k, name, indices) in enumerate(plan):
+            unit = network.units[k]
+            comparison.ticker.what = f"{unit.name}.{name}"
+            analytic = _analytic(clean, k, name)
+            if stopped or k in problems:
+                checked = _not_compared(name, analytic.shape, "the check was stopped before "
+                                        "this target" if stopped else "not compared: this unit "
+                                        "breaks the contract (see its problems)")
+            else:
+                checked, stopped = _compare(fanout, comparison, make_probe(t), indices,
+                                            analytic, decay_term(network, k, name, settings))
+                note_sharing(network, k, name, checked)
+                if "directional" in settings.effective_mode.split("+") and not stopped:
+                    add_directions(checked, network, clean, batch, k, name, analytic, settings,
+                                   directional_rng)
+            by_unit.setdefault(k, []).append(checked)
     layers = [LayerReport(name=unit.name, type=type_name(unit), index=k,
                           checks=by_unit.get(k, []), is_loss=k == len(network.layers),
                           problems=problems.get(k, []), inputs=list(network.sources[k]))
@@ -111,8 +119,28 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     conclude(network, clean, batch, settings, report, comparison)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
+    report.events.extend(fanout.events)
     report.events.append(memory.describe(settings.effective_mode))
     return report
+
+
+def _compare(fanout: Fanout, comparison: Comparison, probe, indices: np.ndarray,
+             analytic: np.ndarray, decay) -> tuple[TargetReport, bool]:
+    """The report of ``probe``'s target over ``indices``, its passes evaluated by ``fanout``
+    (``Comparison.target`` in one process); and whether the deadline stopped it."""
+    steps = comparison.steps(probe, indices)
+    parts, stopped = [], False
+    for part in pass_slices(len(indices)):
+        got = fanout.evaluate(probe, indices[part], steps[0][part],
+                              comparison.ticker.out_of_time)
+        if got is None:
+            stopped = True
+            break
+        parts.append(got)
+        comparison.ticker(len(got.plus))
+    report = comparison.report(probe, indices, analytic, parts, steps, stopped,
+                               decay_term=decay)
+    return report, stopped
 
 
 def targets(network: Network, clean):

@@ -62,6 +62,9 @@ class LocalProbe:
             self.array = unit.params[name]  # may be a transposed view of a shared parameter
         self.stateful = has_branch_state(unit)
         self.declined: set[str] = set()  # optional methods that offer nothing for this target
+        # Shortcuts this probe has computed with (``--jobs``: a worker's pass is redone when a
+        # pass before it refused one of them).
+        self.tried: set[str] = set()
         clean = self.plain_output()
         if self.is_loss:
             self.clean, self.clean_dtypes = clean, []
@@ -145,8 +148,11 @@ class LocalProbe:
         # Which elements the verifier compares with forward: a spread sample of this call's,
         # each verified in the pass that computes it (so several passes are sampled).
         self._to_verify = np.zeros(len(idx), dtype=bool)
-        self._to_verify[self.verifier.positions(len(idx))] = True
+        first = int(idx[0]) if len(idx) else 0
+        self._to_verify[self.verifier.positions(len(idx), self.label, first)] = True
         while True:
+            if route is not None:
+                self.tried.add(route.method)
             try:
                 change, scale, kinked = self._passes(route, pairs, values)
                 break

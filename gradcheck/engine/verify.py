@@ -14,6 +14,8 @@ layer did nothing wrong, it just does not treat stacked rows as independent samp
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 VERIFY_ELEMENTS = 8
@@ -41,10 +43,11 @@ class Verifier:
     def __init__(self, dtype, rtol: float, seed: int):
         self.dtype = np.dtype(dtype)
         self.rtol = rtol
-        self.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9,)))
+        self.seed = seed
         self._refused: set[tuple[int, str]] = set()
         self.notes: list[str] = []   # for the report (text and JSON)
         self.events: list[str] = []  # for -v
+        self.refusals: list[Distrusted] = []  # in the order they were made
 
     def usable(self, unit, method: str) -> bool:
         return (id(unit), method) not in self._refused
@@ -55,16 +58,23 @@ class Verifier:
         if key in self._refused:
             return
         self._refused.add(key)
+        self.refusals.append(failure)
         (self.events if failure.quiet else self.notes).append(failure.message)
 
-    def positions(self, n: int) -> np.ndarray:
+    def positions(self, n: int, label: str, first: int) -> np.ndarray:
         """Which of ``n`` elements of a pass to verify: one drawn in each of up to
-        ``VERIFY_ELEMENTS`` equal strata, so they spread over the whole pass."""
+        ``VERIFY_ELEMENTS`` equal strata, so they spread over the whole pass. The draw is a
+        function of the pass alone (the target's ``label``, its ``first`` element and ``n``),
+        not of the passes before it: a pass verifies the same elements whichever process runs
+        it, and in whatever order (``--jobs``)."""
         k = min(n, VERIFY_ELEMENTS)
         if k == 0:
             return np.arange(0)
+        # crc32, not hash(): Python salts string hashes per process.
+        key = (9, zlib.crc32(label.encode()), int(first), int(n))
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
         edges = np.linspace(0, n, k + 1).astype(int)
-        return np.array([int(self.rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])])
+        return np.array([int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])])
 
     def agree(self, got: np.ndarray, expected: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Per element: whether a shortcut's objective change ``got`` equals the one ``forward``
