@@ -39,7 +39,9 @@ def check_network(source: str | Path | dict, **options) -> Report:
     """Load a network (YAML path or dict), build it and check every gradient.
 
     ``options`` override the config's ``check:`` block (mode, eps, rtol, atol, samples,
-    directions, max_seconds, nondet_tol); a bad value raises ConfigError naming it. Raises
+    directions, max_seconds, nondet_tol) and set ``jobs`` (processes comparing gradients: 1
+    unless given, ``"auto"`` for every available core); a bad value raises ConfigError naming
+    it. Raises
     ``GradcheckError`` subclasses for problems in the user's input.
     """
     spec = load_config(source)
@@ -54,7 +56,9 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     """Compare analytic and finite-difference gradients for every target of ``network``.
 
     ``progress(done, total, what)``, when given, is called as the check advances (the CLI draws
-    a progress bar with it; the library itself never prints). Buffers (running statistics) are
+    a progress bar with it; the library itself never prints). ``settings.jobs`` processes
+    compare the gradients (``gradcheck.fanout``), with the same report whatever their number.
+    Buffers (running statistics) are
     never perturbed, and are left as they were before the check.
     """
     buffers = network.buffer_state()

@@ -93,6 +93,9 @@ class Fanout:
         if self._workers is not None:
             self._workers.close()
             self._workers = None
+        if self.redone:
+            self.events.append(f"jobs: {self.redone} pass(es) redone in this process: their "
+                               "worker used a shortcut an earlier pass had refused")
         if self._began is None or self.started or self.count == 1:
             return
         if self.auto:

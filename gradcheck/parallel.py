@@ -11,6 +11,7 @@ worker is stopped, and closes its units, when the work ends or fails: no process
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -52,13 +53,20 @@ class Workers:
     def __init__(self, count: int, work, units=()):
         context = multiprocessing.get_context("fork")
         self._conns, self._procs = [], []
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            proc = context.Process(target=_serve, args=(theirs, work, list(units)), daemon=True)
-            proc.start()
-            theirs.close()
-            self._conns.append(ours)
-            self._procs.append(proc)
+        # Frozen objects are never visited by a collection: a worker's garbage collector leaves
+        # the pages it shares with this process alone instead of copying all of them.
+        gc.freeze()
+        try:
+            for _ in range(count):
+                ours, theirs = context.Pipe()
+                proc = context.Process(target=_serve, args=(theirs, work, list(units)),
+                                       daemon=True)
+                proc.start()
+                theirs.close()
+                self._conns.append(ours)
+                self._procs.append(proc)
+        finally:
+            gc.unfreeze()
 
     def __enter__(self) -> Workers:
         return self

@@ -340,3 +340,14 @@ class SlowScale(gradcheck.Layer):
     def backward(self, grad_out):
         self.grads["s"] = (grad_out * self.x).sum(axis=0)
         return grad_out * self.params["s"]
+
+
+@_liar("objective_past_pass")
+class ObjectivePastPass(_ObjectiveScaled):
+    """objective_changes and backward wrong at W elements from flat index 256 on: right in the
+    first pass of a full check (256 elements), wrong in every later one. Under --jobs a worker
+    that computed the first pass goes on to a third with a shortcut another worker refused in
+    the second."""
+
+    def wrong(self, flat_indices, values):
+        return flat_indices >= 256
