@@ -20,7 +20,7 @@ import numpy as np
 from gradcheck import modes
 from gradcheck.build import build_network
 from gradcheck.compare import Comparison, estimate_seconds, pass_slices
-from gradcheck.conclude import add_directions, conclude
+from gradcheck.conclude import add_directions, conclude, safety_net
 from gradcheck.config import load_config
 from gradcheck.engine.local import input_target, slot_of
 from gradcheck.fanout import Fanout
@@ -93,10 +93,16 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
         return comparison.probe(network.units[k], clean.args[k],
                                 upstream_of(network, clean, batch, k), name)
 
+    def end_to_end() -> dict:
+        return safety_net(network, clean, batch, settings)
+
     by_unit: dict[int, list[TargetReport]] = {}
     stopped = False
+    # The safety net runs after the comparison (``conclude``); with workers, one computes it
+    # ahead, in the shadow of the last passes.
+    ahead = end_to_end if settings.effective_mode in ("full", "sample") and not problems else None
     with Fanout(plan, settings.jobs, comparison, make_probe, lambda t: plan[t][0] not in problems,
-                network.units) as fanout:
+                network.units, ahead) as fanout:
         for t, (k, name, indices) in enumerate(plan):
             unit = network.units[k]
             comparison.ticker.what = f"{unit.name}.{name}"
@@ -113,6 +119,7 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
                     add_directions(checked, network, clean, batch, k, name, analytic, settings,
                                    directional_rng)
             by_unit.setdefault(k, []).append(checked)
+        computed_ahead = None if stopped else fanout.ahead_result()
     layers = [LayerReport(name=unit.name, type=type_name(unit), index=k,
                           checks=by_unit.get(k, []), is_loss=k == len(network.layers),
                           problems=problems.get(k, []), inputs=list(network.sources[k]))
@@ -120,7 +127,7 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     report = Report(network=network.name, settings=settings.as_dict(), layers=layers,
                     complete=not stopped, warnings=list(network.warnings),
                     not_differentiable=sorted(network.integer))
-    conclude(network, clean, batch, settings, report, comparison)
+    conclude(network, clean, batch, settings, report, comparison, computed_ahead)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
     report.events.extend(fanout.events)

@@ -37,6 +37,9 @@ from gradcheck.errors import GradcheckError
 from gradcheck.settings import JOBS_GAIN_SECONDS
 
 
+AHEAD = -1  # the work item of ``Fanout.ahead``
+
+
 @dataclasses.dataclass
 class Outcome:
     """What a worker sends back for one pass: the objective values (or the error it met), the
@@ -54,14 +57,19 @@ class Fanout:
     probe, steps)`` target by target, in plan order; use as a context manager (the workers stop
     at its end, also on error)."""
 
-    def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=()):
+    def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
+                 ahead=None):
         self.plan = plan
         self.units = list(units)  # reopened in each worker (``Workers``)
+        self.ahead = ahead  # work after the comparison a worker may do ahead (``ahead_result``)
         self.comparison = comparison
         self.make_probe = make_probe  # t -> LocalProbe of target t
         # Every pass of every compared target, in the order one process runs them.
         self.items = [(t, part) for t, (_, _, indices) in enumerate(plan) if compare(t)
                       for part in pass_slices(len(indices))]
+        self.passes = len(self.items)
+        if ahead is not None:
+            self.items.append((AHEAD, None))
         self.position = 0
         self.events: list[str] = []
         self.redone = 0
@@ -103,7 +111,7 @@ class Fanout:
                                f"{time.perf_counter() - self._began:.2f} s: workers start only "
                                f"after {JOBS_GAIN_SECONDS:g} s, sooner they cost more than they save")
         else:
-            self.events.append(f"jobs: 1, {len(self.items)} pass(es) to compare: nothing to "
+            self.events.append(f"jobs: 1, {self.passes} pass(es) to compare: nothing to "
                                "share between processes")
 
     def evaluate(self, probe: LocalProbe, indices: np.ndarray, steps: np.ndarray,
@@ -126,8 +134,16 @@ class Fanout:
         self.position += 1
         return self._merge(probe, got[1], indices, steps)
 
+    def ahead_result(self):
+        """What ``ahead()`` returned in a worker, once every pass is merged; None when no
+        worker ran it (one process, a deadline, or an error there: the caller computes it)."""
+        if self._results is None:
+            return None
+        got = next(self._results, None)
+        return None if got is None else got[1]
+
     def _should_start(self) -> bool:
-        left = len(self.items) - self.position
+        left = self.passes - self.position
         if self.count == 1 or left < 2:
             return False
         return not self.auto or time.perf_counter() - self._began >= JOBS_GAIN_SECONDS
@@ -138,7 +154,7 @@ class Fanout:
         self._results = self._workers.map(self.items[self.position:], stop=out_of_time)
         elapsed = time.perf_counter() - self._began
         self.events.append(f"jobs: {count} worker processes, from pass {self.position + 1} of "
-                           f"{len(self.items)} ({elapsed:.2f} s into the comparison)")
+                           f"{self.passes} ({elapsed:.2f} s into the comparison)")
         self.started = True
 
     def _merge(self, probe: LocalProbe, outcome: Outcome, indices, steps) -> Perturbed:
@@ -154,8 +170,13 @@ class Fanout:
 
     # -- in a worker process -----------------------------------------------------------------------
 
-    def _work(self, item) -> Outcome:
+    def _work(self, item):
         t, part = item
+        if t == AHEAD:
+            try:
+                return self.ahead()
+            except GradcheckError:
+                return None  # met again, and raised, where the caller computes it
         verifier = self.comparison.verifier
         made = len(verifier.refusals)
         tried: set[str] = set()

@@ -216,3 +216,23 @@ def test_verification_positions_depend_on_the_pass_alone():
     assert all(not np.array_equal(o, first) for o in others)
     # Spread: one in each of 8 equal strata of the pass.
     assert list(first // 32) == list(range(8))
+
+
+@needs_fork
+def test_a_worker_computes_the_safety_net_ahead_and_the_parent_uses_it(monkeypatch):
+    import gradcheck.conclude
+
+    calls = []
+    original = gradcheck.conclude.safety_net
+
+    def counted(*args, **kwargs):
+        calls.append(os.getpid())  # a worker's append lands in its own copy of the list
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gradcheck.conclude, "safety_net", counted)
+    config = _liar_net(0) | {"layers": [{"type": "dense", "units": 40}]}
+    one = gradcheck.check_network(config, mode="full", jobs=1)
+    assert calls == [os.getpid()] and one.end_to_end["directions"] > 0
+    two = gradcheck.check_network(config, mode="full", jobs=2)
+    assert calls == [os.getpid()], "the parent computed the safety net again"
+    assert two.end_to_end == one.end_to_end
