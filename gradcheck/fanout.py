@@ -52,10 +52,12 @@ class Outcome:
 
 
 class Fanout:
-    """The passes of every target in ``plan`` ((unit index, name, indices) triples), evaluated
-    through ``comparison`` for the targets ``compare(t)`` admits. Iterate over ``passes(t,
-    probe, steps)`` target by target, in plan order; use as a context manager (the workers stop
-    at its end, also on error)."""
+    """The passes of every target in ``plan`` ((unit index, name, indices) triples) that
+    ``compare(t)`` admits, run by ``jobs`` processes (1, N or "auto"). The caller asks for them
+    in plan order, one ``evaluate`` per pass, with ``make_probe(t)``'s probe of each target;
+    ``ahead()``, when given, is work a worker may do once the passes are handed out
+    (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
+    ``events``: what ``-v`` says about the processes."""
 
     def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
                  ahead=None):
@@ -107,9 +109,10 @@ class Fanout:
         if self._began is None or self.started or self.count == 1:
             return
         if self.auto:
-            self.events.append(f"jobs: 1 (auto), the comparison took "
-                               f"{time.perf_counter() - self._began:.2f} s: workers start only "
-                               f"after {JOBS_GAIN_SECONDS:g} s, sooner they cost more than they save")
+            took = time.perf_counter() - self._began
+            self.events.append(f"jobs: 1 (auto), the comparison took {took:.2f} s: workers "
+                               f"start only after {JOBS_GAIN_SECONDS:g} s, sooner they cost "
+                               "more than they save")
         else:
             self.events.append(f"jobs: 1, {self.passes} pass(es) to compare: nothing to "
                                "share between processes")
