@@ -85,9 +85,9 @@ def test_a_shortcut_refused_in_a_later_pass_gives_the_same_verdict_with_workers(
 def test_a_pass_computed_with_a_shortcut_refused_before_it_is_redone_in_the_parent():
     # The first pass (elements 0-255) trusts objective_changes and goes on to the third pass,
     # while the other worker refuses it in the (longer) second: the third pass is redone.
-    redone = [report for report in (gradcheck.check_network(_liar_net(seed), mode="full",
-                                                            jobs=2) for seed in range(3))
-              if any("redone in this process" in e for e in report.events)]
+    # Which worker takes the third pass is the scheduler's choice: a few seeds, until one does.
+    redone = any(any("redone in this process" in e for e in gradcheck.check_network(
+        _liar_net(seed), mode="full", jobs=2).events) for seed in range(10))
     assert redone, "no run redid a pass: the test no longer reaches the merge rule"
 
 
