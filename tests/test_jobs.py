@@ -18,7 +18,7 @@ import yaml
 import gradcheck
 from conftest import CONFIGS, TEST_PLUGINS, gone, logged_pids, write_yaml
 from gradcheck import parallel
-from gradcheck.engine.verify import Verifier
+from gradcheck.engine.verify import Distrusted, Verifier
 from gradcheck.errors import ConfigError
 
 MISBEHAVING = Path(__file__).resolve().parent / "external" / "misbehaving_client.py"
@@ -236,3 +236,32 @@ def test_a_worker_computes_the_safety_net_ahead_and_the_parent_uses_it(monkeypat
     two = gradcheck.check_network(config, mode="full", jobs=2)
     assert calls == [os.getpid()], "the parent computed the safety net again"
     assert two.end_to_end == one.end_to_end
+
+
+@needs_fork
+def test_without_the_redo_a_worker_would_compute_with_a_refused_shortcut(monkeypatch):
+    """The merge rule is what makes the report equal: switched off, a third pass computed
+    with a shortcut the second pass refused gives other bits than forward."""
+    from gradcheck.fanout import Fanout
+    from gradcheck.render.json import render_json
+
+    def config(seed):
+        return _liar_net(seed) | {"layers": [{"type": "liar_objective_second_pass",
+                                              "name": "liar"}]}
+
+    expected = {seed: render_json(gradcheck.check_network(config(seed), mode="full", jobs=1))
+                for seed in range(10)}
+    assert all(json.loads(one)["passed"] for one in expected.values())
+    for seed in range(10):
+        assert render_json(gradcheck.check_network(config(seed), mode="full",
+                                                   jobs=2)) == expected[seed]
+    monkeypatch.setattr(Fanout, "_merge", _merge_without_redo)
+    differs = any(render_json(gradcheck.check_network(config(seed), mode="full", jobs=2))
+                  != expected[seed] for seed in range(10))
+    assert differs, "no run differed: the test no longer shows what the redo is for"
+
+
+def _merge_without_redo(self, probe, outcome, indices, steps):
+    for method, message, quiet in outcome.refusals:
+        self.comparison.verifier.refuse(probe.unit, Distrusted(method, message, quiet))
+    return outcome.perturbed

@@ -351,3 +351,18 @@ class ObjectivePastPass(_ObjectiveScaled):
 
     def wrong(self, flat_indices, values):
         return flat_indices >= 256
+
+
+@_liar("objective_second_pass")
+class ObjectiveSecondPass(_ObjectiveScaled):
+    """A right backward; objective_changes wrong only in the second pass of a full check (W
+    elements 256-767) and right, to rounding, elsewhere. One process refuses it in the second
+    pass and computes the third with forward; a worker that computed the first pass and goes on
+    to the third would, unless its pass is redone, use it there and pass its verification."""
+
+    def wrong(self, flat_indices, values):
+        return (flat_indices >= 256) & (flat_indices < 768)
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.true_grad(grad_out)
+        return grad_out @ self.params["W"].T
