@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,12 @@ needs_fork = pytest.mark.skipif(not parallel.can_fork(), reason="worker processe
 
 
 def _copy(config: Path, folder: Path, seed: int) -> Path:
-    """``config`` and the plugins beside it, copied into ``folder`` with its seed set."""
-    for plugin in config.parent.glob("*.py"):
-        shutil.copy(plugin, folder / plugin.name)
+    """``config`` written into ``folder`` with its seed set, its plugins named by their paths
+    (loaded from where they are: a copy would be another module, registering the same names)."""
     spec = yaml.safe_load(config.read_text())
     spec["seed"] = seed
+    if "plugins" in spec:
+        spec["plugins"] = [str(config.parent / plugin) for plugin in spec["plugins"]]
     return write_yaml(folder, yaml.safe_dump(spec), config.name)
 
 
