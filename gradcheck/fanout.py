@@ -17,8 +17,8 @@ same elements wherever it runs. Judging, the report of each target and the direc
 stay in this process, target by target, while the workers compute the passes after it.
 
 ``jobs="auto"`` starts workers (one per available core) only once the comparison has run
-``settings.JOBS_GAIN_SECONDS`` with passes still to go: a comparison that ends sooner would
-lose more to starting them than it could gain. An explicit number starts them from the first pass.
+``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again (projected from the
+time per element so far): a shorter comparison would lose more to starting them than it gains. An explicit number starts them from the first pass.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class Fanout:
         if self.auto:
             took = time.perf_counter() - self._began
             self.events.append(f"jobs: 1 (auto), the comparison took {took:.2f} s: workers "
-                               f"start only after {JOBS_GAIN_SECONDS:g} s, sooner they cost "
-                               "more than they save")
+                               f"start only after {JOBS_GAIN_SECONDS:g} s with as much left, "
+                               "sooner they cost more than they save")
         else:
             self.events.append(f"jobs: 1, {self.passes} pass(es) to compare: nothing to "
                                "share between processes")
@@ -149,7 +149,15 @@ class Fanout:
         left = self.passes - self.position
         if self.count == 1 or left < 2:
             return False
-        return not self.auto or time.perf_counter() - self._began >= JOBS_GAIN_SECONDS
+        if not self.auto:
+            return True
+        elapsed = time.perf_counter() - self._began
+        if elapsed < JOBS_GAIN_SECONDS:
+            return False
+        # The time left, projected from the time per element so far, must be worth it too.
+        sizes = [part.stop - part.start for _, part in self.items[:self.passes]]
+        done = sum(sizes[:self.position])
+        return elapsed / max(1, done) * sum(sizes[self.position:]) >= JOBS_GAIN_SECONDS
 
     def _start(self, out_of_time) -> None:
         count = min(self.count, len(self.items) - self.position)

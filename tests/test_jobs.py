@@ -152,10 +152,12 @@ def test_an_external_layer_gets_a_child_per_worker_and_none_outlives_the_check(r
 def test_a_deadline_stops_the_workers_keeps_a_prefix_and_leaves_no_process(tmp_path):
     path = _external_net(tmp_path)
     spec = yaml.safe_load(path.read_text())
-    spec["layers"][1]["units"] = 4000  # 12,000 weights: passes of up to 4,096 elements
+    # 2,000 input elements of the external layer, each a round trip to its child: seconds.
+    spec["input"]["shape"] = [1000]
+    spec["layers"][1]["units"] = 30
     write_yaml(tmp_path, yaml.safe_dump(spec))
     before = _children()
-    report = gradcheck.check_network(path, mode="full", jobs=2, max_seconds=0.3)
+    report = gradcheck.check_network(path, mode="full", jobs=2, max_seconds=0.5)
     assert report.verdict == "incomplete" and not report.complete
     checks = [c for layer in report.layers for c in layer.checks]
     whole = [c.checked == int(np.prod(c.shape)) for c in checks]
