@@ -18,7 +18,10 @@ stay in this process, target by target, while the workers compute the passes aft
 
 ``jobs="auto"`` starts workers (one per available core) only once the comparison has run
 ``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again (projected from the
-time per element so far): a shorter comparison would lose more to starting them than it gains. An explicit number starts them from the first pass.
+time per element so far): a shorter comparison would lose more to starting them than it
+gains. An explicit number starts them from the first pass. With workers, one of them also
+computes the end-to-end safety net (``conclude.safety_net``) ahead, once every pass is handed
+out; the caller uses it unless a unit measured a precision band.
 """
 
 from __future__ import annotations
