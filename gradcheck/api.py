@@ -28,7 +28,7 @@ from gradcheck.usercode import seed_rng
 def check_layer(layer: str | type | Layer, input_shape, *, batch: int = 3, seed: int = 0,
                 dtype: str = "float64", mode: str | None = None, eps: float | None = None,
                 rtol: float | None = None, atol: float | None = None, samples: int | None = None,
-                **layer_options) -> Report:
+                jobs: int | str | None = None, **layer_options) -> Report:
     """Check the gradients of one layer and return the Report.
 
     ``layer`` is a registered name (``"conv2d"``), a ``gradcheck.Layer`` subclass (registered or
@@ -36,11 +36,13 @@ def check_layer(layer: str | type | Layer, input_shape, *, batch: int = 3, seed:
     are the layer's own options (``units=3``), as in YAML; they are not accepted with an instance.
     The input is drawn standard normal and the upstream gradient G = ``target`` normal, both
     from ``seed``, exactly as a one-layer YAML network under ``loss: projection`` would have them.
-    ``mode``/``eps``/``rtol``/``atol``/``samples`` override the defaults as on the command
-    line. Raises ``GradcheckError`` subclasses for a bad layer or options.
+    ``mode``/``eps``/``rtol``/``atol``/``samples``/``jobs`` override the defaults as on the
+    command line (``jobs``: 1 unless given). Raises ``GradcheckError`` subclasses for a bad
+    layer or options.
     """
     input_shape = _shape(input_shape)
-    check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples}
+    check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples,
+                     "jobs": jobs}
     unit, name = _instance(layer, layer_options)
     return _check_unit(unit, name, input_shape, batch, seed, dtype, check_options)
 
@@ -49,7 +51,7 @@ def check_function(forward, backward, x, params=(), *, args=(), kwargs=None,
                    mixes_batch: bool = True, name: str | None = None, seed: int = 0,
                    dtype: str = "float64", mode: str | None = None, eps: float | None = None,
                    rtol: float | None = None, atol: float | None = None,
-                   samples: int | None = None) -> Report:
+                   samples: int | None = None, jobs: int | str | None = None) -> Report:
     """Check a course-style pair of Python functions and return the Report.
 
     ``out, cache = forward(x, *params, *args, **kwargs)`` and ``dx, *dparams = backward(dout,
@@ -66,7 +68,8 @@ def check_function(forward, backward, x, params=(), *, args=(), kwargs=None,
     layer = Function(forward, backward, params=_named_params(forward, params), args=args,
                      kwargs=kwargs, mixes_batch=mixes_batch)
     name = name or getattr(forward, "__name__", None) or "function"
-    check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples}
+    check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples,
+                     "jobs": jobs}
     return _check_unit(layer, name, x.shape[1:], x.shape[0], seed, dtype, check_options, x=x)
 
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from gradcheck import modes
 from gradcheck.build import build_network
-from gradcheck.compare import Comparison, estimate_seconds
-from gradcheck.conclude import add_directions, conclude
+from gradcheck.compare import Comparison, estimate_seconds, pass_slices
+from gradcheck.conclude import add_directions, conclude, safety_net
 from gradcheck.config import load_config
 from gradcheck.engine.local import input_target, slot_of
+from gradcheck.fanout import Fanout
 from gradcheck.engine.verify import Verifier
 from gradcheck.network import Batch, Network
 from gradcheck.probes import contract_problems
@@ -38,7 +39,9 @@ def check_network(source: str | Path | dict, **options) -> Report:
     """Load a network (YAML path or dict), build it and check every gradient.
 
     ``options`` override the config's ``check:`` block (mode, eps, rtol, atol, samples,
-    directions, max_seconds, nondet_tol); a bad value raises ConfigError naming it. Raises
+    directions, max_seconds, nondet_tol) and set ``jobs`` (processes comparing gradients: 1
+    unless given, ``"auto"`` for every available core); a bad value raises ConfigError naming
+    it. Raises
     ``GradcheckError`` subclasses for problems in the user's input.
     """
     spec = load_config(source)
@@ -53,7 +56,9 @@ def run_check(network: Network, batch: Batch, settings: CheckSettings,
     """Compare analytic and finite-difference gradients for every target of ``network``.
 
     ``progress(done, total, what)``, when given, is called as the check advances (the CLI draws
-    a progress bar with it; the library itself never prints). Buffers (running statistics) are
+    a progress bar with it; the library itself never prints). ``settings.jobs`` processes
+    compare the gradients (``gradcheck.fanout``), with the same report whatever their number.
+    Buffers (running statistics) are
     never perturbed, and are left as they were before the check.
     """
     buffers = network.buffer_state()
@@ -82,25 +87,39 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     deadline = started + settings.max_seconds if settings.max_seconds is not None else None
     comparison.ticker = Ticker(progress, sum(len(idx) for _, _, idx in plan), deadline)
     directional_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(4,)))
+
+    def make_probe(t: int):
+        k, name, _ = plan[t]
+        return comparison.probe(network.units[k], clean.args[k],
+                                upstream_of(network, clean, batch, k), name)
+
+    def end_to_end() -> dict:
+        return safety_net(network, clean, batch, settings)
+
     by_unit: dict[int, list[TargetReport]] = {}
     stopped = False
-    for k, name, indices in plan:
-        unit = network.units[k]
-        comparison.ticker.what = f"{unit.name}.{name}"
-        analytic = _analytic(clean, k, name)
-        if stopped or k in problems:
-            checked = _not_compared(name, analytic.shape, "the check was stopped before this "
-                                    "target" if stopped else "not compared: this unit breaks "
-                                    "the contract (see its problems)")
-        else:
-            checked, stopped = comparison.target(
-                unit, clean.args[k], upstream_of(network, clean, batch, k), name, indices,
-                analytic, decay_term=decay_term(network, k, name, settings))
-            note_sharing(network, k, name, checked)
-            if "directional" in settings.effective_mode.split("+") and not stopped:
-                add_directions(checked, network, clean, batch, k, name, analytic, settings,
-                               directional_rng)
-        by_unit.setdefault(k, []).append(checked)
+    # The safety net runs after the comparison (``conclude``); with workers, one computes it
+    # ahead, in the shadow of the last passes.
+    ahead = end_to_end if settings.effective_mode in ("full", "sample") and not problems else None
+    with Fanout(plan, settings.jobs, comparison, make_probe, lambda t: plan[t][0] not in problems,
+                network.units, ahead) as fanout:
+        for t, (k, name, indices) in enumerate(plan):
+            unit = network.units[k]
+            comparison.ticker.what = f"{unit.name}.{name}"
+            analytic = _analytic(clean, k, name)
+            if stopped or k in problems:
+                checked = _not_compared(name, analytic.shape, "the check was stopped before "
+                                        "this target" if stopped else "not compared: this unit "
+                                        "breaks the contract (see its problems)")
+            else:
+                checked, stopped = _compare(fanout, comparison, make_probe(t), indices,
+                                            analytic, decay_term(network, k, name, settings))
+                note_sharing(network, k, name, checked)
+                if "directional" in settings.effective_mode.split("+") and not stopped:
+                    add_directions(checked, network, clean, batch, k, name, analytic, settings,
+                                   directional_rng)
+            by_unit.setdefault(k, []).append(checked)
+        computed_ahead = None if stopped else fanout.ahead_result()
     layers = [LayerReport(name=unit.name, type=type_name(unit), index=k,
                           checks=by_unit.get(k, []), is_loss=k == len(network.layers),
                           problems=problems.get(k, []), inputs=list(network.sources[k]))
@@ -108,11 +127,31 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     report = Report(network=network.name, settings=settings.as_dict(), layers=layers,
                     complete=not stopped, warnings=list(network.warnings),
                     not_differentiable=sorted(network.integer))
-    conclude(network, clean, batch, settings, report, comparison)
+    conclude(network, clean, batch, settings, report, comparison, computed_ahead)
     report.notes.extend(verifier.notes)
     report.events.extend(verifier.events)
+    report.events.extend(fanout.events)
     report.events.append(memory.describe(settings.effective_mode))
     return report
+
+
+def _compare(fanout: Fanout, comparison: Comparison, probe, indices: np.ndarray,
+             analytic: np.ndarray, decay) -> tuple[TargetReport, bool]:
+    """The report of ``probe``'s target over ``indices``, its passes evaluated by ``fanout``
+    (``Comparison.target`` in one process); and whether the deadline stopped it."""
+    steps = comparison.steps(probe, indices)
+    parts, stopped = [], False
+    for part in pass_slices(len(indices)):
+        got = fanout.evaluate(probe, indices[part], steps[0][part],
+                              comparison.ticker.out_of_time)
+        if got is None:
+            stopped = True
+            break
+        parts.append(got)
+        comparison.ticker(len(got.plus))
+    report = comparison.report(probe, indices, analytic, parts, steps, stopped,
+                               decay_term=decay)
+    return report, stopped
 
 
 def targets(network: Network, clean):

@@ -10,7 +10,7 @@ import click
 
 from gradcheck.render.formats import FORMATS
 from gradcheck.settings import (DEFAULT_BUDGET_SECONDS, DEFAULT_DIRECTIONS, DEFAULT_SAMPLES,
-                                MODES)
+                                JOBS_GAIN_SECONDS, MODES)
 
 
 def _options(*options):
@@ -79,6 +79,12 @@ def _float64_default(field: str) -> str:
     return f"{getattr(tolerance.DEFAULTS[np.dtype(np.float64)], field):g}"
 
 
+def _jobs_value(ctx, param, value):
+    """``--jobs``: a number as an int, anything else as given (``CheckSettings`` validates it:
+    'auto' or an integer >= 1)."""
+    return int(value) if isinstance(value, str) and value.strip().lstrip("-").isdigit() else value
+
+
 def settings_options(command):
     """The options that become ``CheckSettings`` (validated there, which owns the defaults):
     each arrives as a keyword of the same name, None when not given."""
@@ -104,6 +110,12 @@ def settings_options(command):
             f"Absolute tolerance floor [float64: {_float64_default('atol')}].")),
         click.option("--samples", type=int,
                      help=f"Elements per tensor in sample mode [{DEFAULT_SAMPLES}]."),
+        click.option("--jobs", metavar="N|auto", default="auto", show_default=True,
+                     envvar="GRADCHECK_JOBS", show_envvar=True, callback=_jobs_value,
+                     help="Processes comparing gradients: auto, every available core once the "
+                     f"comparison has run {JOBS_GAIN_SECONDS:g} s with about as much left (a "
+                     "quicker check stays in one process; -v says which); N, exactly N from the "
+                     "start; 1, this process alone. The report is the same whatever the number."),
         click.option("--nondet-tol", "nondet_tol", type=float,
                      help="How far two forwards on the same input may differ (a "
                      "nondeterministic kernel) [0: bit for bit]."))(command)

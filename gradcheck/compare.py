@@ -85,14 +85,23 @@ class Comparison:
         self.verifier = verifier
         self.ticker = ticker
 
+    def probe(self, unit, args, upstream, name: str) -> LocalProbe:
+        """The objective of target ``name`` of ``unit`` (inputs ``args``, upstream gradients or
+        loss target ``upstream``)."""
+        return LocalProbe(unit, args, upstream, name, self.dtype, self.verifier,
+                          f"{unit.name}.{name}")
+
+    def steps(self, probe: LocalProbe, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step of each element at ``indices`` and the largest allowed (``element_steps``)."""
+        return element_steps(probe.array, indices, self.tol.eps)
+
     def target(self, unit, args, upstream, name: str, indices: np.ndarray, analytic: np.ndarray,
                *, decay_term=None) -> tuple[TargetReport, bool]:
         """The report of target ``name`` of ``unit`` (inputs ``args``, upstream gradients or loss
         target ``upstream``) over the elements at ``indices``; and whether a deadline stopped
         it before every one was compared."""
-        probe = LocalProbe(unit, args, upstream, name, self.dtype, self.verifier,
-                           f"{unit.name}.{name}")
-        steps, cap = element_steps(probe.array, indices, self.tol.eps)
+        probe = self.probe(unit, args, upstream, name)
+        steps, cap = self.steps(probe, indices)
         parts, done, stopped = [], 0, False
         for part in pass_slices(len(indices)):
             if self.ticker is not None and self.ticker.out_of_time():
@@ -102,19 +111,31 @@ class Comparison:
             done = min(len(indices), part.stop)
             if self.ticker is not None:
                 self.ticker(done - part.start)
+        report = self.report(probe, indices, analytic, parts, (steps, cap), stopped,
+                             decay_term=decay_term)
+        return report, stopped
+
+    def report(self, probe: LocalProbe, indices: np.ndarray, analytic: np.ndarray,
+               parts: list[Perturbed], steps: tuple[np.ndarray, np.ndarray], stopped: bool, *,
+               decay_term=None) -> TargetReport:
+        """The report of ``probe``'s target from ``parts``, the passes evaluated over the first
+        elements of ``indices`` (all of them unless ``stopped``), at ``steps`` (the steps and
+        their caps); failing elements are looked at again through ``probe`` (``judge``)."""
+        first = Perturbed.join(parts)
+        done = len(first.plus)
         compared = indices[:done]
         flat = np.asarray(analytic, dtype=np.float64).reshape(-1)
-        verdicts = judge(probe.evaluate, flat[compared], compared, Perturbed.join(parts),
-                         steps[:done], cap[:done], self.tol, self.dtype)
+        verdicts = judge(probe.evaluate, flat[compared], compared, first, steps[0][:done],
+                         steps[1][:done], self.tol, self.dtype)
+        unit, name = probe.unit, probe.name
         shape = tuple(probe.array.shape)
-        report = target_report(name, shape, verdicts, analytic,
-                               is_input=slot_of(name) is not None,
-                               compared="layer", decay_term=decay_term,
-                               of=len(indices) if stopped else None,
-                               axis_names=target_axis_names(unit, _declared(name), shape),
-                               param=None if slot_of(name) is not None else unit.params[name],
-                               upstream=_same_shaped(probe, shape))
-        return report, stopped
+        return target_report(name, shape, verdicts, analytic,
+                             is_input=slot_of(name) is not None,
+                             compared="layer", decay_term=decay_term,
+                             of=len(indices) if stopped else None,
+                             axis_names=target_axis_names(unit, _declared(name), shape),
+                             param=None if slot_of(name) is not None else unit.params[name],
+                             upstream=_same_shaped(probe, shape))
 
     def alone(self, unit, args: list, rng, select, integer: list[bool],
               decay_terms=None) -> list[TargetReport]:
@@ -163,6 +184,7 @@ def estimate_seconds(network, clean, target: np.ndarray, comparison: Comparison,
                            comparison.verifier, f"{unit.name}.{name}")
         picked = np.sort(rng.choice(size, size=min(size, CALIBRATION_ELEMENTS), replace=False))
         steps, _ = element_steps(probe.array, picked, comparison.tol.eps)
+        _ = probe.clean  # the clean forward, once per target: not part of an element's cost
         started = time.perf_counter()
         probe.evaluate(picked, steps)
         total += (time.perf_counter() - started) / len(picked) * size

@@ -16,14 +16,18 @@ from gradcheck.report import Report, TargetReport, worst_status
 NEEDS_ISOLATION = ("fail", "inconclusive")
 
 
-def conclude(network, clean, batch, settings, report: Report, comparison) -> None:
-    """Finish ``report`` (see the module docstring)."""
+def conclude(network, clean, batch, settings, report: Report, comparison,
+             end_to_end: dict | None = None) -> None:
+    """Finish ``report`` (see the module docstring). ``end_to_end``: the safety net computed
+    ahead by a ``--jobs`` worker (``safety_net`` with no precision band), used when no unit
+    measured one."""
     _weight_decay(network, clean, settings, report)
     mode = settings.effective_mode
     problems = any(layer.problems for layer in report.layers)
     band = _precision_band(report)
     if report.complete and not problems and mode in ("full", "sample"):
-        report.end_to_end = _safety_net(network, clean, batch, settings, band)
+        report.end_to_end = (end_to_end if end_to_end is not None and band is None
+                             else safety_net(network, clean, batch, settings, band))
     safety_failed = bool(report.end_to_end and report.end_to_end["failed"])
     if safety_failed or any(layer.status in NEEDS_ISOLATION for layer in report.layers):
         _isolate(network, clean, settings, report, comparison)
@@ -99,7 +103,7 @@ def add_directions(check: TargetReport, network, clean, batch, k: int, name: str
                            "no single element stands out: the error is spread over many")
 
 
-def _safety_net(network, clean, batch, settings, band) -> dict:
+def safety_net(network, clean, batch, settings, band=None) -> dict:
     """Random directions moving every parameter (each shared array once) and every network
     input that holds real values, at once."""
     arrays, grads, floors, overrides = [], [], [], {}

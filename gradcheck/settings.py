@@ -20,6 +20,9 @@ DEFAULT_SAMPLES = 32
 DEFAULT_DIRECTIONS = 4
 # auto mode's budget when no --max-seconds is given: full when its estimate fits, else sample.
 DEFAULT_BUDGET_SECONDS = 60.0
+# jobs="auto": how long the comparison runs in one process before workers start
+# (``gradcheck.fanout``). Starting two costs this process about 0.01-0.03 s (bench/jobs.py).
+JOBS_GAIN_SECONDS = 0.05
 STEP_RULE = ("h = eps * max(|x_i|, s) per element, s = the tensor's RMS (1 for an all-zero "
              "tensor); never above max(|x_i|, s) / 10")
 
@@ -53,6 +56,16 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _jobs(value) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"expected an integer >= 1 or 'auto', got {value!r}.", path="jobs",
+                          hint="jobs is how many processes compare gradients: 1 for this "
+                               "process alone, 'auto' for every available core")
+    return int(value)
+
+
 # Each option's validator: value -> normalised value, or a ConfigError naming the option.
 VALIDATORS = {
     "mode": lambda v: _choice("mode", v, MODES),
@@ -66,6 +79,7 @@ VALIDATORS = {
     "seed": lambda v: _integer("seed", v, 0),
     "dtype": lambda v: _choice("dtype", v, DTYPES),
     "weight_decay": lambda v: _number("weight_decay", v, nonnegative=True),
+    "jobs": _jobs,
 }
 # The options a YAML ``check:`` block may set (seed, dtype and weight_decay live elsewhere).
 CHECK_KEYS = ("mode", "eps", "rtol", "atol", "samples", "directions", "max_seconds", "nondet_tol")
@@ -82,7 +96,10 @@ class CheckSettings:
     ``max_seconds``, when given, is a hard stop and auto mode's budget; ``nondet_tol`` is how far
     two forwards on the same input may differ (0: bit for bit). ``mode`` is what is asked for;
     ``resolved`` (set by the check) what auto mode chose, and ``resolved_by`` why when it is not
-    ``full``: ``"memory"`` when a full check would not fit (``resources.fit``), else time."""
+    ``full``: ``"memory"`` when a full check would not fit (``resources.fit``), else time.
+    ``jobs``: how many processes compare gradients (``gradcheck.fanout``; ``"auto"``: every
+    available core once the comparison is long enough to gain); it changes how fast a report
+    comes, never what it says, so the report's ``settings`` leave it out."""
 
     mode: str = "auto"
     eps: float | None = None
@@ -95,6 +112,7 @@ class CheckSettings:
     seed: int = 0
     dtype: str = "float64"
     weight_decay: float = 0.0
+    jobs: int | str = 1
     resolved: str | None = None
     resolved_by: str | None = None
 

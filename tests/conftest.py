@@ -84,6 +84,14 @@ def _no_color_leak(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _one_job(monkeypatch):
+    """The command runs in one process unless a test asks for --jobs: forking workers in every
+    CLI test would slow the suite down (tests/test_jobs.py tests the default, auto)."""
+    monkeypatch.setenv("GRADCHECK_JOBS", "1")
+    yield
+
+
 def require_tool(*names: str, install: str) -> str:
     """The path of the first of ``names`` on PATH. Without one, the test is skipped, or fails
     under GRADCHECK_REQUIRE_EXTERNAL_TOOLS=1 (set by .ci/run, so that CI cannot skip silently)."""

@@ -42,6 +42,36 @@ def test_a_workers_gradcheck_error_is_raised_in_the_parent_as_it_was():
     assert info.value.message == "layer 'x': item 3 is wrong." and info.value.hint == "fix it"
 
 
+def _late_items_fail_first(item):
+    # Item 5 fails at once, while items 0-4 take a while: the failure arrives first.
+    if item == 5:
+        raise LayerError("layer 'x': item 5 is wrong.")
+    time.sleep(0.05)
+    return item
+
+
+def test_a_workers_error_is_raised_in_its_items_turn_after_the_results_before_it():
+    got = []
+    with Workers(2, _late_items_fail_first) as workers:
+        with pytest.raises(LayerError, match="item 5"):
+            for item, _ in workers.map(range(8)):
+                got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def _large(item):
+    return bytes(4 * 2**20)  # far more than a pipe holds
+
+
+def test_closing_reads_what_a_busy_worker_still_sends_instead_of_waiting_on_it():
+    workers = Workers(2, _large)
+    results = workers.map(range(6))
+    next(results)  # the other worker is still sending its result when we stop
+    started = time.monotonic()
+    workers.close()
+    assert time.monotonic() - started < 5.0
+
+
 class _Unpicklable(Exception):
     def __init__(self, a, b):
         super().__init__(a)

@@ -133,3 +133,17 @@ def test_the_program_freezes_its_objects_on_exit_and_main_does_not():
                             timeout=120)
     verdicts = [line for line in result.stdout.splitlines() if line.startswith(("main", "run"))]
     assert verdicts == ["main False", "run True"], result.stdout + result.stderr
+
+
+def test_a_check_that_starts_no_worker_loads_no_multiprocessing(tmp_path, monkeypatch):
+    """--jobs auto (the default) on a small network stays in one process, and pays nothing for
+    the machinery of several; a check that starts workers does load it (the probe can fail)."""
+    monkeypatch.setenv("GRADCHECK_JOBS", "auto")
+    tiny = tmp_path / "tiny.yaml"  # a comparison of a few milliseconds, even on a busy machine
+    tiny.write_text("input: {shape: [3], batch: 2}\nlayers: [{type: dense, units: 2}]\n"
+                    "loss: mse\n")
+    small = imported("cli", "check", str(tiny), "--format", "json", tmp=tmp_path)
+    assert not loaded(small, "multiprocessing")
+    forked = imported("cli", "check", str(tiny), "--format", "json", "--jobs", "2",
+                      tmp=tmp_path)
+    assert loaded(forked, "multiprocessing")

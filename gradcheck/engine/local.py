@@ -13,6 +13,8 @@ one copy at a time. Every perturbation is undone in a ``finally``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gradcheck.contract import Loss
@@ -62,13 +64,28 @@ class LocalProbe:
             self.array = unit.params[name]  # may be a transposed view of a shared parameter
         self.stateful = has_branch_state(unit)
         self.declined: set[str] = set()  # optional methods that offer nothing for this target
+        # Shortcuts this probe has computed with (``--jobs``: a worker's pass is redone when a
+        # pass before it refused one of them).
+        self.tried: set[str] = set()
+
+    @functools.cached_property
+    def _clean_pass(self):
+        """The unit's outputs (float64 copies) at the clean point and their dtypes: computed at
+        the first evaluation, so a probe only reporting on passes evaluated elsewhere (by a
+        ``--jobs`` worker) costs no forward."""
         clean = self.plain_output()
         if self.is_loss:
-            self.clean, self.clean_dtypes = clean, []
-        else:
-            self.clean_dtypes = [y.dtype for y in clean]
-            # Copies: a layer may return a view of its input (flatten), which perturbations change.
-            self.clean = [np.array(y, dtype=np.float64, copy=True) for y in clean]
+            return clean, []
+        # Copies: a layer may return a view of its input (flatten), which perturbations change.
+        return [np.array(y, dtype=np.float64, copy=True) for y in clean], [y.dtype for y in clean]
+
+    @property
+    def clean(self):
+        return self._clean_pass[0]
+
+    @property
+    def clean_dtypes(self) -> list:
+        return self._clean_pass[1]
 
     @property
     def x(self) -> np.ndarray:
@@ -135,6 +152,7 @@ class LocalProbe:
         (h; the stored values are x +- h in the unit's dtype)."""
         idx = np.asarray(indices, dtype=np.intp).reshape(-1)
         steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
+        _ = self.clean  # computed (once) before any element moves
         base = Writable(self.array).get(idx).astype(np.float64)
         hi = (base + steps).astype(self.array.dtype)
         lo = (base - steps).astype(self.array.dtype)
@@ -145,8 +163,11 @@ class LocalProbe:
         # Which elements the verifier compares with forward: a spread sample of this call's,
         # each verified in the pass that computes it (so several passes are sampled).
         self._to_verify = np.zeros(len(idx), dtype=bool)
-        self._to_verify[self.verifier.positions(len(idx))] = True
+        first = int(idx[0]) if len(idx) else 0
+        self._to_verify[self.verifier.positions(len(idx), self.label, first)] = True
         while True:
+            if route is not None:
+                self.tried.add(route.method)
             try:
                 change, scale, kinked = self._passes(route, pairs, values)
                 break

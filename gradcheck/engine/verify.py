@@ -14,6 +14,8 @@ layer did nothing wrong, it just does not treat stacked rows as independent samp
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 VERIFY_ELEMENTS = 8
@@ -41,10 +43,11 @@ class Verifier:
     def __init__(self, dtype, rtol: float, seed: int):
         self.dtype = np.dtype(dtype)
         self.rtol = rtol
-        self.rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9,)))
+        self.seed = seed
         self._refused: set[tuple[int, str]] = set()
         self.notes: list[str] = []   # for the report (text and JSON)
         self.events: list[str] = []  # for -v
+        self.refusals: list[Distrusted] = []  # in the order they were made
 
     def usable(self, unit, method: str) -> bool:
         return (id(unit), method) not in self._refused
@@ -55,16 +58,27 @@ class Verifier:
         if key in self._refused:
             return
         self._refused.add(key)
+        self.refusals.append(failure)
         (self.events if failure.quiet else self.notes).append(failure.message)
 
-    def positions(self, n: int) -> np.ndarray:
+    def positions(self, n: int, label: str, first: int) -> np.ndarray:
         """Which of ``n`` elements of a pass to verify: one drawn in each of up to
-        ``VERIFY_ELEMENTS`` equal strata, so they spread over the whole pass."""
+        ``VERIFY_ELEMENTS`` equal strata, so they spread over the whole pass. The draw is a
+        function of the pass alone (the target's ``label``, its ``first`` element and ``n``),
+        not of the passes before it: a pass verifies the same elements whichever process runs
+        it, and in whatever order (``--jobs``)."""
         k = min(n, VERIFY_ELEMENTS)
         if k == 0:
             return np.arange(0)
-        edges = np.linspace(0, n, k + 1).astype(int)
-        return np.array([int(self.rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])])
+        # crc32, not hash(): Python salts string hashes per process.
+        key = (9, zlib.crc32(label.encode()), int(first), int(n))
+        # The sequence's own words, not a Generator built on it: building one would cost more
+        # than the draw (a pass may be a handful of elements). A 64-bit word modulo a stratum's
+        # width is uniform to within 2**-40 for any pass a check holds.
+        words = np.random.SeedSequence(self.seed, spawn_key=key).generate_state(k, np.uint64)
+        edges = np.linspace(0, n, k + 1).astype(np.int64)
+        widths = (edges[1:] - edges[:-1]).astype(np.uint64)
+        return edges[:-1] + (words % widths).astype(np.int64)
 
     def agree(self, got: np.ndarray, expected: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Per element: whether a shortcut's objective change ``got`` equals the one ``forward``

@@ -365,3 +365,29 @@ class SlowScale(gradcheck.Layer):
     def backward(self, grad_out):
         self.grads["s"] = (grad_out * self.x).sum(axis=0)
         return grad_out * self.params["s"]
+
+
+@_liar("objective_past_pass")
+class ObjectivePastPass(_ObjectiveScaled):
+    """objective_changes and backward wrong at W elements from flat index 256 on: right in the
+    first pass of a full check (256 elements), wrong in every later one. Under --jobs a worker
+    that computed the first pass goes on to a third with a shortcut another worker refused in
+    the second."""
+
+    def wrong(self, flat_indices, values):
+        return flat_indices >= 256
+
+
+@_liar("objective_second_pass")
+class ObjectiveSecondPass(_ObjectiveScaled):
+    """A right backward; objective_changes wrong only in the second pass of a full check (W
+    elements 256-767) and right, to rounding, elsewhere. One process refuses it in the second
+    pass and computes the third with forward; a worker that computed the first pass and goes on
+    to the third would, unless its pass is redone, use it there and pass its verification."""
+
+    def wrong(self, flat_indices, values):
+        return (flat_indices >= 256) & (flat_indices < 768)
+
+    def backward(self, grad_out):
+        self.grads["W"] = self.true_grad(grad_out)
+        return grad_out @ self.params["W"].T

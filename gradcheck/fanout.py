@@ -1,0 +1,210 @@
+"""The comparison stage of a check: every target of the plan compared with its own unit's
+objective, pass by pass (``compare.pass_slices``), in this process or, with ``--jobs``, fanned
+out to forked worker processes (``gradcheck.parallel``), with the same result to the bit.
+
+A work item is one pass of one target. A worker evaluates it (``LocalProbe.evaluate``) and sends
+back the perturbed objective values, which shortcuts it computed with and which it refused. This
+process takes the items in plan order, as one process would have run them, and for each:
+
+- if a shortcut the item computed with was refused by an item before it (a worker does not see
+  the refusals of the others), the item is evaluated again here, where every refusal before it
+  is known: exactly what one process would have computed;
+- else its refusals are made here, in order, so the report's notes come in the same order;
+- a worker's error is raised in its item's turn: the error one process would have met first.
+
+Verification positions depend on the pass alone (``Verifier.positions``), so a pass verifies the
+same elements wherever it runs. Judging, the report of each target and the directional checks
+stay in this process, target by target, while the workers compute the passes after it.
+
+``jobs="auto"`` starts workers (one per available core) only once the comparison has run
+``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again (projected from the
+time per element so far): a shorter comparison would lose more to starting them than it
+gains. An explicit number starts them from the first pass. With workers, one of them also
+computes the end-to-end safety net (``conclude.safety_net``) ahead, once every pass is handed
+out; the caller uses it unless a unit measured a precision band.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from gradcheck import parallel
+from gradcheck.compare import Comparison, pass_slices
+from gradcheck.engine.base import Perturbed
+from gradcheck.engine.local import LocalProbe
+from gradcheck.engine.verify import Distrusted
+from gradcheck.errors import GradcheckError
+from gradcheck.settings import JOBS_GAIN_SECONDS
+
+
+AHEAD = -1  # the work item of ``Fanout.ahead``
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a worker sends back for one pass: the objective values (or the error it met), the
+    shortcuts it computed with, and the refusals it made (method, message, quiet)."""
+
+    perturbed: Perturbed | None
+    error: GradcheckError | None
+    tried: set[str]
+    refusals: list[tuple[str, str, bool]]
+
+
+class Fanout:
+    """The passes of every target in ``plan`` ((unit index, name, indices) triples) that
+    ``compare(t)`` admits, run by ``jobs`` processes (1, N or "auto"). The caller asks for them
+    in plan order, one ``evaluate`` per pass, with ``make_probe(t)``'s probe of each target;
+    ``ahead()``, when given, is work a worker may do once the passes are handed out
+    (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
+    ``events``: what ``-v`` says about the processes."""
+
+    def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
+                 ahead=None):
+        self.plan = plan
+        self.units = list(units)  # reopened in each worker (``Workers``)
+        self.ahead = ahead  # work after the comparison a worker may do ahead (``ahead_result``)
+        self.comparison = comparison
+        self.make_probe = make_probe  # t -> LocalProbe of target t
+        # Every pass of every compared target, in the order one process runs them.
+        self.items = [(t, part) for t, (_, _, indices) in enumerate(plan) if compare(t)
+                      for part in pass_slices(len(indices))]
+        self.passes = len(self.items)
+        if ahead is not None:
+            self.items.append((AHEAD, None))
+        self.position = 0
+        self.events: list[str] = []
+        self.redone = 0
+        self._workers = None
+        self._results = None
+        self._began = None
+        self.started = False
+        self._cached: tuple[int, LocalProbe, np.ndarray] | None = None  # a worker's probe
+        self.count, self.auto = self._count(jobs)
+
+    def _count(self, jobs) -> tuple[int, bool]:
+        """How many processes may work, and whether to decide by the time taken (auto)."""
+        if jobs == 1:
+            return 1, False
+        if not parallel.can_fork():
+            self.events.append("jobs: 1, this system cannot fork worker processes")
+            return 1, False
+        if jobs == "auto":
+            cores = parallel.available_cores()
+            if cores == 1:
+                self.events.append("jobs: 1 (auto), one core is available")
+            return cores, cores > 1
+        return jobs, False
+
+    def __enter__(self) -> Fanout:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+        if self.redone:
+            self.events.append(f"jobs: {self.redone} pass(es) redone in this process: their "
+                               "worker used a shortcut an earlier pass had refused")
+        if self._began is None or self.started or self.count == 1:
+            return
+        if self.auto:
+            took = time.perf_counter() - self._began
+            self.events.append(f"jobs: 1 (auto), the comparison took {took:.2f} s: workers "
+                               f"start only after {JOBS_GAIN_SECONDS:g} s with as much left, "
+                               "sooner they cost more than they save")
+        else:
+            self.events.append(f"jobs: 1, {self.passes} pass(es) to compare: nothing to "
+                               "share between processes")
+
+    def evaluate(self, probe: LocalProbe, indices: np.ndarray, steps: np.ndarray,
+                 out_of_time) -> Perturbed | None:
+        """The next pass of the plan, which is of ``probe``'s target over ``indices`` at
+        ``steps``; None when ``out_of_time()`` stopped the check before it."""
+        if self._began is None:
+            self._began = time.perf_counter()
+        if self._results is None:
+            if out_of_time():
+                return None
+            if self._should_start():
+                self._start(out_of_time)
+            else:
+                self.position += 1
+                return probe.evaluate(indices, steps)
+        got = next(self._results, None)
+        if got is None:
+            return None
+        self.position += 1
+        return self._merge(probe, got[1], indices, steps)
+
+    def ahead_result(self):
+        """What ``ahead()`` returned in a worker, once every pass is merged; None when no
+        worker ran it (one process, a deadline, or an error there: the caller computes it)."""
+        if self._results is None:
+            return None
+        got = next(self._results, None)
+        return None if got is None else got[1]
+
+    def _should_start(self) -> bool:
+        left = self.passes - self.position
+        if self.count == 1 or left < 2:
+            return False
+        if not self.auto:
+            return True
+        elapsed = time.perf_counter() - self._began
+        if elapsed < JOBS_GAIN_SECONDS:
+            return False
+        # The time left, projected from the time per element so far, must be worth it too.
+        sizes = [part.stop - part.start for _, part in self.items[:self.passes]]
+        done = sum(sizes[:self.position])
+        return elapsed / max(1, done) * sum(sizes[self.position:]) >= JOBS_GAIN_SECONDS
+
+    def _start(self, out_of_time) -> None:
+        count = min(self.count, len(self.items) - self.position)
+        self._workers = parallel.Workers(count, self._work, self.units)
+        self._results = self._workers.map(self.items[self.position:], stop=out_of_time)
+        elapsed = time.perf_counter() - self._began
+        self.events.append(f"jobs: {count} worker processes, from pass {self.position + 1} of "
+                           f"{self.passes} ({elapsed:.2f} s into the comparison)")
+        self.started = True
+
+    def _merge(self, probe: LocalProbe, outcome: Outcome, indices, steps) -> Perturbed:
+        verifier = self.comparison.verifier
+        if any(not verifier.usable(probe.unit, method) for method in outcome.tried):
+            self.redone += 1
+            return probe.evaluate(indices, steps)
+        if outcome.error is not None:
+            raise outcome.error
+        for method, message, quiet in outcome.refusals:
+            verifier.refuse(probe.unit, Distrusted(method, message, quiet))
+        return outcome.perturbed
+
+    # -- in a worker process -----------------------------------------------------------------------
+
+    def _work(self, item):
+        t, part = item
+        if t == AHEAD:
+            try:
+                return self.ahead()
+            except GradcheckError:
+                return None  # met again, and raised, where the caller computes it
+        verifier = self.comparison.verifier
+        made = len(verifier.refusals)
+        tried: set[str] = set()
+        try:
+            if self._cached is None or self._cached[0] != t:
+                probe = self.make_probe(t)
+                self._cached = (t, probe, self.comparison.steps(probe, self.plan[t][2])[0])
+            _, probe, steps = self._cached
+            probe.tried.clear()
+            try:
+                perturbed, error = probe.evaluate(self.plan[t][2][part], steps[part]), None
+            finally:
+                tried = set(probe.tried)
+        except GradcheckError as exc:
+            perturbed, error = None, exc
+        refusals = [(f.method, f.message, f.quiet) for f in verifier.refusals[made:]]
+        return Outcome(perturbed, error, tried, refusals)

@@ -1,0 +1,269 @@
+"""--jobs: the same report to the byte from one process and from several, refusals merged in
+plan order, a worker's error raised as one process raises it, no process outliving a check, and
+auto picking one process for a check too small to gain."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import gradcheck
+from conftest import CONFIGS, TEST_PLUGINS, gone, logged_pids, write_yaml
+from gradcheck import parallel
+from gradcheck.engine.verify import Distrusted, Verifier
+from gradcheck.errors import ConfigError
+
+MISBEHAVING = Path(__file__).resolve().parent / "external" / "misbehaving_client.py"
+needs_fork = pytest.mark.skipif(not parallel.can_fork(), reason="worker processes need fork")
+
+
+def _copy(config: Path, folder: Path, seed: int) -> Path:
+    """``config`` written into ``folder`` with its seed set, its plugins named by their paths
+    (loaded from where they are: a copy would be another module, registering the same names)."""
+    spec = yaml.safe_load(config.read_text())
+    spec["seed"] = seed
+    if "plugins" in spec:
+        spec["plugins"] = [str(config.parent / plugin) for plugin in spec["plugins"]]
+    return write_yaml(folder, yaml.safe_dump(spec), config.name)
+
+
+def _json(run_cli, path: Path, *args) -> tuple[int, str]:
+    result = run_cli("check", path, "--format", "json", "--mode", "full", *args)
+    assert result.exit_code in (0, 1), result.stdout + result.stderr
+    return result.exit_code, result.stdout
+
+
+# lenet: convolutions with max-pool and ReLU kinks; resnet_block: a graph; plugin: a plugin
+# layer; plugin_buggy: a buggy plugin, so failures, patterns and blame come from the workers.
+IDENTITY_CONFIGS = ["lenet.yaml", "resnet_block.yaml", "plugin.yaml", "broken/plugin_buggy.yaml"]
+
+
+@needs_fork
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("config", IDENTITY_CONFIGS)
+def test_the_json_report_is_the_same_bytes_whatever_the_number_of_jobs(run_cli, tmp_path, config,
+                                                                       seed):
+    path = _copy(CONFIGS / config, tmp_path, seed)
+    code, one = _json(run_cli, path, "--jobs", "1")
+    several = [2, 3] if seed == 0 else [2]
+    for jobs in several:
+        assert _json(run_cli, path, "--jobs", str(jobs)) == (code, one), f"--jobs {jobs}"
+    report = json.loads(one)
+    assert "jobs" not in report["settings"]
+    if "buggy" in config:
+        assert code == 1 and report["root_causes"] and any(
+            c.get("pattern") for layer in report["layers"] for c in layer["checks"])
+
+
+def _liar_net(seed: int) -> dict:
+    # A 40 x 40 W: passes of 256, 512 and 832 elements; the shortcut lies from the second on.
+    return {"seed": seed, "plugins": [str(TEST_PLUGINS / "liars.py")],
+            "input": {"shape": [40], "batch": 3},
+            "layers": [{"type": "liar_objective_past_pass", "name": "liar"}], "loss": "mse"}
+
+
+@needs_fork
+@pytest.mark.parametrize("seed", range(10))
+def test_a_shortcut_refused_in_a_later_pass_gives_the_same_verdict_with_workers(seed):
+    from gradcheck.render.json import render_json
+
+    one = gradcheck.check_network(_liar_net(seed), mode="full", jobs=1)
+    two = gradcheck.check_network(_liar_net(seed), mode="full", jobs=2)
+    assert not one.passed and one.root_causes == ["liar"]
+    assert any("'liar': objective_changes disagrees with forward" in n for n in one.notes)
+    assert render_json(two) == render_json(one)
+
+
+@needs_fork
+def test_a_pass_computed_with_a_shortcut_refused_before_it_is_redone_in_the_parent():
+    # The first pass (elements 0-255) trusts objective_changes and goes on to the third pass,
+    # while the other worker refuses it in the (longer) second: the third pass is redone.
+    # Which worker takes the third pass is the scheduler's choice: a few seeds, until one does.
+    redone = any(any("redone in this process" in e for e in gradcheck.check_network(
+        _liar_net(seed), mode="full", jobs=2).events) for seed in range(10))
+    assert redone, "no run redid a pass: the test no longer reaches the merge rule"
+
+
+def _raising_net(folder: Path, external: bool = False) -> Path:
+    layers = [{"type": "raises_late", "name": "late", "units": 200, "after": 300}]
+    if external:
+        layers.insert(0, {"type": "external", "name": "ext",
+                          "command": [sys.executable, str(MISBEHAVING), "ok"]})
+    spec = {"plugins": [str(TEST_PLUGINS / "jobs_layers.py")], "input": {"shape": [3],
+            "batch": 2}, "layers": layers, "loss": "mse"}
+    return write_yaml(folder, yaml.safe_dump(spec))
+
+
+def _children() -> set[int]:
+    """The live (not zombie) processes whose parent is this one."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+@needs_fork
+@pytest.mark.parametrize("external", [False, True])
+def test_a_worker_error_is_the_error_of_one_process_and_leaves_no_process(run_cli, tmp_path,
+                                                                         external):
+    path = _raising_net(tmp_path, external)
+    before = _children()
+    one = run_cli("check", path, "--mode", "full", "--jobs", "1")
+    two = run_cli("check", path, "--mode", "full", "--jobs", "2")
+    assert one.exit_code == two.exit_code == 2
+    assert "W element past 300 perturbed" in one.stderr and two.stderr == one.stderr
+    assert _children() <= before
+    if external:
+        assert all(gone(pid) for pid in logged_pids(tmp_path))
+
+
+def _external_net(folder: Path) -> Path:
+    spec = {"input": {"shape": [3], "batch": 2}, "layers": [
+        {"type": "external", "name": "ext", "command": [sys.executable, str(MISBEHAVING), "ok"]},
+        {"type": "dense", "name": "fc", "units": 300}], "loss": "mse"}
+    return write_yaml(folder, yaml.safe_dump(spec))
+
+
+@needs_fork
+def test_an_external_layer_gets_a_child_per_worker_and_none_outlives_the_check(run_cli, tmp_path):
+    path = _external_net(tmp_path)
+    before = _children()
+    code, one = _json(run_cli, path, "--jobs", "1")
+    assert len(logged_pids(tmp_path)) == 1
+    assert _json(run_cli, path, "--jobs", "2") == (code, one) and code == 0
+    pids = logged_pids(tmp_path)
+    assert len(pids) == 1 + 1 + 2, "one child for each check's own process, one per worker"
+    assert all(gone(pid) for pid in pids) and _children() <= before
+
+
+@needs_fork
+def test_a_deadline_stops_the_workers_keeps_a_prefix_and_leaves_no_process(tmp_path):
+    path = _external_net(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    # 2,000 input elements of the external layer, each a round trip to its child: seconds.
+    spec["input"]["shape"] = [1000]
+    spec["layers"][1]["units"] = 30
+    write_yaml(tmp_path, yaml.safe_dump(spec))
+    before = _children()
+    report = gradcheck.check_network(path, mode="full", jobs=2, max_seconds=0.5)
+    assert report.verdict == "incomplete" and not report.complete
+    checks = [c for layer in report.layers for c in layer.checks]
+    whole = [c.checked == int(np.prod(c.shape)) for c in checks]
+    # What was compared is a prefix of the plan: whole targets, at most one in part, then none.
+    cut = whole.index(False)
+    assert all(c.checked == 0 for c in checks[cut + 1:])
+    assert all(gone(pid) for pid in logged_pids(tmp_path)) and _children() <= before
+
+
+def test_auto_keeps_a_tiny_check_in_one_process_and_says_so_under_v(run_cli, tmp_path):
+    path = write_yaml(tmp_path, "input: {shape: [3], batch: 2}\nlayers: [{type: dense, "
+                      "units: 2}]\nloss: mse\n")
+    result = run_cli("check", path, "-v", "--jobs", "auto")
+    assert result.exit_code == 0
+    if parallel.can_fork() and parallel.available_cores() > 1:
+        assert "jobs: 1 (auto), the comparison took" in result.stderr
+    result = run_cli("check", path, "-v", env={"GRADCHECK_JOBS": "auto"})
+    assert "jobs: 1 (auto)" in result.stderr
+
+
+def test_without_fork_the_check_runs_in_one_process_and_says_so(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "can_fork", lambda: False)
+    started = []
+    monkeypatch.setattr(parallel, "Workers", lambda *a, **k: started.append(a))
+    path = write_yaml(tmp_path, "input: {shape: [30], batch: 2}\nlayers: [{type: dense, "
+                      "units: 30}]\nloss: mse\n")
+    result = run_cli("check", path, "-v", "--jobs", "4", "--mode", "full")
+    assert result.exit_code == 0 and not started
+    assert "jobs: 1, this system cannot fork worker processes" in result.stderr
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "two", None])
+def test_a_bad_jobs_value_is_a_config_error_naming_it(value):
+    if value is None:  # None means "not given": the default, one process
+        assert gradcheck.check_layer("dense", (3,), units=2, jobs=None).passed
+        return
+    with pytest.raises(ConfigError) as info:
+        gradcheck.check_layer("dense", (3,), units=2, jobs=value)
+    assert info.value.path == "jobs"
+
+
+def test_a_bad_jobs_option_exits_2_naming_it(run_cli, tmp_path):
+    path = write_yaml(tmp_path, "input: {shape: [3], batch: 2}\nlayers: [{type: dense, "
+                      "units: 2}]\nloss: mse\n")
+    result = run_cli("check", path, "--jobs", "0")
+    assert result.exit_code == 2 and "jobs" in result.stderr
+
+
+def test_verification_positions_depend_on_the_pass_alone():
+    verifier = Verifier(np.float64, 1e-5, seed=3)
+    first = verifier.positions(256, "fc.W", 512)
+    verifier.positions(100, "fc.b", 0)  # another pass in between changes nothing
+    assert np.array_equal(verifier.positions(256, "fc.W", 512), first)
+    again = Verifier(np.float64, 1e-5, seed=3).positions(256, "fc.W", 512)
+    assert np.array_equal(again, first)
+    others = [verifier.positions(256, "fc.W", 768), verifier.positions(256, "fc.b", 512),
+              Verifier(np.float64, 1e-5, seed=4).positions(256, "fc.W", 512)]
+    assert all(not np.array_equal(o, first) for o in others)
+    # Spread: one in each of 8 equal strata of the pass.
+    assert list(first // 32) == list(range(8))
+
+
+@needs_fork
+def test_a_worker_computes_the_safety_net_ahead_and_the_parent_uses_it(monkeypatch):
+    import gradcheck.conclude
+
+    calls = []
+    original = gradcheck.conclude.safety_net
+
+    def counted(*args, **kwargs):
+        calls.append(os.getpid())  # a worker's append lands in its own copy of the list
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gradcheck.conclude, "safety_net", counted)
+    config = _liar_net(0) | {"layers": [{"type": "dense", "units": 40}]}
+    one = gradcheck.check_network(config, mode="full", jobs=1)
+    assert calls == [os.getpid()] and one.end_to_end["directions"] > 0
+    two = gradcheck.check_network(config, mode="full", jobs=2)
+    assert calls == [os.getpid()], "the parent computed the safety net again"
+    assert two.end_to_end == one.end_to_end
+
+
+@needs_fork
+def test_without_the_redo_a_worker_would_compute_with_a_refused_shortcut(monkeypatch):
+    """The merge rule is what makes the report equal: switched off, a third pass computed
+    with a shortcut the second pass refused gives other bits than forward."""
+    from gradcheck.fanout import Fanout
+    from gradcheck.render.json import render_json
+
+    def config(seed):
+        return _liar_net(seed) | {"layers": [{"type": "liar_objective_second_pass",
+                                              "name": "liar"}]}
+
+    expected = {seed: render_json(gradcheck.check_network(config(seed), mode="full", jobs=1))
+                for seed in range(10)}
+    assert all(json.loads(one)["passed"] for one in expected.values())
+    for seed in range(10):
+        assert render_json(gradcheck.check_network(config(seed), mode="full",
+                                                   jobs=2)) == expected[seed]
+    monkeypatch.setattr(Fanout, "_merge", _merge_without_redo)
+    differs = any(render_json(gradcheck.check_network(config(seed), mode="full", jobs=2))
+                  != expected[seed] for seed in range(10))
+    assert differs, "no run differed: the test no longer shows what the redo is for"
+
+
+def _merge_without_redo(self, probe, outcome, indices, steps):
+    for method, message, quiet in outcome.refusals:
+        self.comparison.verifier.refuse(probe.unit, Distrusted(method, message, quiet))
+    return outcome.perturbed
