@@ -122,3 +122,26 @@ def test_every_worker_reopens_and_closes_the_units_and_ends(tmp_path):
 
 def test_available_cores_is_at_least_one():
     assert available_cores() >= 1
+
+
+def _finish_time(item):
+    time.sleep(0.02)
+    return time.monotonic()
+
+
+def test_workers_keep_working_while_the_caller_is_busy_with_a_result():
+    # The caller spends 0.3 s on the first result; the workers must not wait for it to ask
+    # for the next (with one item each, sent only when the caller asked, two would finish).
+    with Workers(2, _finish_time) as workers:
+        results = workers.map(range(40))
+        next(results)
+        time.sleep(0.3)
+        resumed = time.monotonic()
+        finished = [done for _, done in results]
+    assert sum(done < resumed for done in finished) >= 10
+
+
+def test_items_sharing_a_key_give_the_same_results_as_without():
+    with Workers(2, _square_slowly) as workers:
+        keyed = [value for _, (value, _) in workers.map(range(30), key=lambda item: item // 7)]
+    assert keyed == [i * i for i in range(30)]
