@@ -134,25 +134,61 @@ def checked(config: dict, mode: str = "full", jobs: int = 1):
     return report
 
 
-# A full check in a fresh interpreter, for its peak resident memory.
+# A full check in a fresh interpreter, for its peak resident memory: VmHWM, the high-water mark
+# of this process's own memory (getrusage's ru_maxrss of a child counts the pages of the process
+# it was forked from, here one holding torch and its Jacobians).
 PEAK_CHILD = """
 import json, sys
 from gradcheck.check import check_network
 from gradcheck.resources import reuse_freed_memory
 reuse_freed_memory()
 check_network(json.loads(sys.argv[1]), mode="full", jobs=1)
+status = open("/proc/self/status").read()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 """
+
+# Full-check times with 1 and 2 jobs, in a fresh interpreter that never imports torch: a worker
+# is a fork of the checking process, and forking one that holds torch (0.5-4 GB here) costs what
+# a user's ``gradcheck check`` process (about 60 MB) never pays.
+TIMES_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+from gradcheck.check import check_network
+from gradcheck.resources import reuse_freed_memory
+reuse_freed_memory()
+config = json.loads(sys.argv[1])
+elements = check_network(config, mode="full", jobs=1).counts()["checked"]
+best = {1: float("inf"), 2: float("inf")}
+for _ in range(int(sys.argv[3])):
+    for jobs in best:
+        started = time.perf_counter()
+        report = check_network(config, mode="full", jobs=jobs)
+        best[jobs] = min(best[jobs], time.perf_counter() - started)
+        if not report.passed:
+            raise SystemExit("bench network failed its check")
+print(json.dumps({"elements": elements, "1": best[1], "2": best[2]}))
+"""
+
+
+def child_output(script: str, *argv) -> str:
+    result = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True,
+                            text=True)
+    if result.returncode:
+        raise SystemExit(f"a bench child exited {result.returncode}: {result.stderr[-600:]}")
+    return result.stdout
 
 
 def peak_rss_mb(config: dict) -> float:
     """Peak RSS (MB) of a process that imports gradcheck and runs one full check of
     ``config``: what a user's ``gradcheck check`` holds at its peak."""
-    proc = subprocess.Popen([sys.executable, "-c", PEAK_CHILD, json.dumps(config)])
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"the peak-RSS child exited {proc.returncode}")
-    return usage.ru_maxrss / 1024.0  # kilobytes on Linux
+    return int(child_output(PEAK_CHILD, json.dumps(config)).split()[-1]) / 1024.0  # kB
+
+
+def full_times(config: dict) -> tuple[int, dict[int, float]]:
+    """Elements compared, and the best full-check seconds with 1 and with 2 jobs (alternating,
+    REPEATS rounds), measured in a fresh interpreter without torch."""
+    got = json.loads(child_output(TIMES_CHILD, json.dumps(config), ROOT, REPEATS))
+    return got["elements"], {1: got["1"], 2: got["2"]}
 
 
 def met(ok: bool) -> str:
@@ -243,9 +279,7 @@ def engine_table() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     verdicts = []
     for name, config in NETWORKS.items():
-        elements = checked(config).counts()["checked"]
-        times = interleaved_best({1: lambda: checked(config, jobs=1),
-                                  2: lambda: checked(config, jobs=2)})
+        elements, times = full_times(config)
         slow = torch_slow_seconds(name, config)
         ratio, speedup = slow / times[1], times[1] / times[2]
         verdicts.append(f"{name} torch slow / full >= {RATIO_TARGETS[name]:g}x "
