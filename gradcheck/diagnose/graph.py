@@ -13,7 +13,9 @@ import dataclasses
 
 import numpy as np
 
+from gradcheck.errors import GradcheckError
 from gradcheck.network import Network
+from gradcheck.usercode import invoke
 
 
 def maker(network: Network, tensor: str) -> int | None:
@@ -152,3 +154,16 @@ def branch_name(network: Network, fork: Fork, branch: Branch) -> str:
     if not branch.units:
         return f"the skip from {label(network, fork.tensor)}"
     return " -> ".join(network.layers[k].name for k in branch.units)
+
+
+def input_gradients(layer, args: list, upstream: list) -> list | None:
+    """The gradients ``layer`` hands back for each of its inputs ``args`` under the upstream
+    gradients ``upstream`` (one per output), after a forward on ``args``: a list, one per input;
+    None if the layer raises (a probe of a broken layer reports nothing, the check reports it)."""
+    with np.errstate(all="ignore"):
+        try:
+            invoke(layer, "forward", layer.forward, *args)
+            got = invoke(layer, "backward", layer.backward, *upstream)
+        except GradcheckError:
+            return None
+    return list(got) if len(args) > 1 else [got]
