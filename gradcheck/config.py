@@ -357,13 +357,19 @@ def _inputs(r: _Reader, value, base_dir: Path) -> tuple[InputSpec, ...]:
 def _layer_entry(r: _Reader, entry, path: str, default_name: str,
                  is_loss: bool = False) -> LayerSpec:
     if isinstance(entry, str):
+        _type_name(r, entry, path, is_loss)
         return LayerSpec(entry, default_name, {}, path)
     if not isinstance(entry, dict):
         r.fail(path, f"expected a layer type name or a mapping with 'type:', found {_describe(entry)}.")
     if "type" not in entry:
         r.fail(path, "missing 'type:'.", "write e.g. {type: dense, units: 10}")
-    kind = r.string(entry["type"], _child(path, "type"))
+    kind = _type_name(r, r.string(entry["type"], _child(path, "type")), _child(path, "type"),
+                      is_loss)
     name = r.string(entry["name"], _child(path, "name")) if "name" in entry else default_name
+    if not name.isidentifier():
+        # Other layers refer to it in inputs: and share: (``layer.k`` names an output).
+        r.fail(_child(path, "name"), f"layer name {name!r} is not a name other layers can "
+               "refer to.", "use letters, digits and _, not starting with a digit, e.g. fc_1")
     wired = ("input",) if is_loss else ("inputs", "share")
     options = {k: v for k, v in entry.items() if k not in ("type", "name", *wired)}
     for key in options:
@@ -372,6 +378,15 @@ def _layer_entry(r: _Reader, entry, path: str, default_name: str,
     inputs = wiring.read_inputs(r, entry, path, is_loss)
     share = {} if is_loss else wiring.read_share(r, entry, path)
     return LayerSpec(kind, name, options, path, inputs, share)
+
+
+def _type_name(r: _Reader, kind: str, path: str, is_loss: bool) -> str:
+    """``kind``, if it can name a registered type at all (registered names are identifiers)."""
+    if not kind.isidentifier():
+        what = "loss" if is_loss else "layer"
+        r.fail(path, f"unknown {what} type {kind!r}: type names are identifiers such as "
+               f"{'mse' if is_loss else 'dense'}.", "'gradcheck layers' lists them all")
+    return kind
 
 
 def _layers(r: _Reader, value) -> tuple[LayerSpec, ...]:

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 
-_REFERENCE = re.compile(r"^([A-Za-z_]\w*)(?:\.(\d+))?$")
+def is_reference(ref) -> bool:
+    """Whether ``ref`` can name a tensor: an identifier (as layer and input names are), with
+    ``.k`` for the k-th output of a layer with several."""
+    if not isinstance(ref, str):
+        return False
+    base, dot, output = ref.partition(".")
+    return base.isidentifier() and (not dot or (output.isascii() and output.isdigit()))
 
 
 def split_reference(ref: str) -> tuple[str, int | None]:
     """``"split1.0"`` -> ("split1", 0); ``"conv2"`` -> ("conv2", None)."""
-    match = _REFERENCE.match(ref)
-    if match is None:
+    if not is_reference(ref):
         raise ValueError(ref)
-    return match.group(1), None if match.group(2) is None else int(match.group(2))
+    base, dot, output = ref.partition(".")
+    return base, int(output) if dot else None
 
 
 def read_inputs(r, entry: dict, path: str, is_loss: bool) -> tuple[str, ...] | None:
@@ -40,7 +45,7 @@ def read_inputs(r, entry: dict, path: str, is_loss: bool) -> tuple[str, ...] | N
     if not isinstance(refs, list) or not refs:
         r.fail(where, "expected a list of tensor names such as [conv2, skip].")
     for i, ref in enumerate(refs):
-        if not isinstance(ref, str) or not _REFERENCE.match(ref):
+        if not is_reference(ref):
             r.fail(f"{where}[{i}]" if not isinstance(value, str) else where,
                    f"{ref!r} is not a tensor name: a network input, a layer name, or "
                    "'layer.k' for the k-th output of a layer with several.")

@@ -42,6 +42,13 @@ def _error(tmp_path, text) -> GradcheckError:
     (GOOD + "plugins: [nowhere.py]\n", "does not exist", None),
     (GOOD.replace("{type: dense, units: 3}", "{type: dense, name: a, units: 3}\n  - "
                   "{type: dense, name: a, units: 3}"), "used twice", None),
+    # Names other layers could not refer to (a fuzzed config crashed in the wiring on these).
+    (GOOD.replace("{type: dense, units: 3}", "'0'\n  - {type: dense, units: 3}"),
+     "unknown layer type '0'", "net.yaml:3"),
+    (GOOD.replace("{type: dense, units: 3}", "{type: dense, name: my fc, units: 3}"),
+     "layer name 'my fc' is not a name", "net.yaml:3"),
+    (GOOD.replace("{type: dense, units: 3}", "{type: dense, name: fc.1, units: 3}"),
+     "layer name 'fc.1' is not a name", "net.yaml:3"),
 ])
 def test_bad_config_is_located_and_explained(tmp_path, text, needle, location):
     message = str(_error(tmp_path, text))
@@ -75,3 +82,13 @@ def test_python_file_given_as_network_is_explained(tmp_path):
     path.write_text("import gradcheck\n")
     with pytest.raises(ConfigError, match="Python file.*plugins:"):
         load_config(path)
+
+
+def test_a_layer_type_or_name_in_any_script_is_wired_like_any_other(tmp_path):
+    # A default name made from an unknown non-ASCII type reached the wiring and crashed there.
+    message = str(_error(tmp_path, GOOD.replace("{type: dense, units: 3}", "'À'\n  - relu")))
+    assert "unknown layer type 'À'" in message
+    text = GOOD.replace("{type: dense, units: 3}", "{type: dense, name: couche_é, units: 3}\n"
+                        "  - {type: dense, units: 2, inputs: [couche_é]}")
+    network, _ = build_network(load_config(write_yaml(tmp_path, text)))
+    assert [unit.name for unit in network.units][:2] == ["couche_é", "dense_2"]

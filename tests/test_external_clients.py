@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import gradcheck
@@ -135,6 +135,14 @@ def test_client_agrees_with_central_differences(client, setup):
 
 # -- the buggy twins: wrong exactly where their bug is, and caught there -----------------------
 
+def _mirror_visible(setup) -> bool:
+    """Whether a kernel gradient filed under its mirrored element can differ from the right one:
+    not when a 1x1 image meets a 3x3 kernel with padding 1 (one output, which sees the image
+    only through the kernel's centre, its own mirror image). No check can see a bug there."""
+    shape, options = setup["input_shape"], setup["options"]
+    return not (shape[1:] == (1, 1) and options["kernel"] == 2 * options["padding"] + 1)
+
+
 @FEW
 @given(setup=conv_setups(min_kernel=2, min_padding=1))
 def test_buggy_twin_is_wrong_in_one_gradient_only(client, setup):
@@ -146,6 +154,7 @@ def test_buggy_twin_is_wrong_in_one_gradient_only(client, setup):
     _assert_close(grad_b, right_b, "db")
     if name == "cpp":
         # R3's bug: the gradient of kernel element (u, v) is filed under (K-1-u, K-1-v).
+        assume(_mirror_visible(setup))
         _assert_close(grad_x, right_x, "dx")
         _assert_close(grad_w, right_w[:, :, ::-1, ::-1], "dW, mirrored")
         assert not np.allclose(grad_w, right_w)
@@ -165,6 +174,7 @@ def test_buggy_twin_is_wrong_in_one_gradient_only(client, setup):
 @given(setup=conv_setups(min_kernel=2, min_padding=1))
 def test_gradcheck_passes_the_client_and_blames_its_twin_in_the_right_gradient(client, setup):
     name, command = client
+    assume(name != "cpp" or _mirror_visible(setup))
     blamed = {"cpp": "W", "octave": "input"}[name]
     for variant in ("correct", "buggy"):
         report = gradcheck.check_layer("external", setup["input_shape"], batch=setup["batch"],

@@ -86,8 +86,12 @@ def test_objective_changes_equal_forwards_differences(kind, options, shape, seed
         round_off = 64 * np.finfo(np.float64).eps * np.sum(np.abs(g * layer.forward(x)))
         np.testing.assert_allclose(changes, expected, rtol=1e-7, atol=round_off)
         if kind == "batchnorm" and training:
-            # The channel's clean sum(|G * y|): every output of it moves, each a little.
-            assert np.all((magnitudes <= 2 * sizes + 1e-12) & (sizes <= 2 * magnitudes + 1e-12))
+            # The channel's clean sum(|G * y|): every output of it moves, each a little -- at
+            # the engine's small steps. A value far off moves them a lot (batch 2 at step 0.5:
+            # 2.8x), and the magnitude only sizes the round-off of a small step's change.
+            if step <= 1e-3:
+                assert np.all((magnitudes <= 2 * sizes + 1e-12)
+                              & (sizes <= 2 * magnitudes + 1e-12))
         else:
             np.testing.assert_allclose(magnitudes, sizes, rtol=1e-7, atol=1e-9 * sizes.max())
         if layer.branch_state() is not None and name == "input":
