@@ -67,7 +67,9 @@ def check_function(forward, backward, x, params=(), *, args=(), kwargs=None,
                           f"*input_shape), got {x.dtype} of shape {x.shape}.")
     layer = Function(forward, backward, params=_named_params(forward, params), args=args,
                      kwargs=kwargs, mixes_batch=mixes_batch)
-    name = name or getattr(forward, "__name__", None) or "function"
+    # Named after forward, where its name can name a layer (a lambda's "<lambda>" cannot).
+    named = getattr(forward, "__name__", None)
+    name = name or (named if isinstance(named, str) and named.isidentifier() else "function")
     check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples,
                      "jobs": jobs}
     return _check_unit(layer, name, x.shape[1:], x.shape[0], seed, dtype, check_options, x=x)
@@ -122,7 +124,8 @@ def _instance(layer, options: dict) -> tuple[Layer, str]:
             raise ConfigError(f"options {sorted(options)} cannot be applied to an already "
                               f"constructed {type(layer).__name__}.",
                               hint="pass the class and the options, or construct it with them")
-        return layer, getattr(layer, "name", None) or type(layer).__name__
+        own = getattr(layer, "name", None)
+        return layer, own if isinstance(own, str) and own.isidentifier() else type(layer).__name__
     else:
         raise LayerError(f"check_layer expects a layer name, a gradcheck.Layer subclass or "
                          f"instance, got {type(layer).__name__}.")

@@ -51,6 +51,7 @@ def test_list_params_are_named_after_forwards_arguments_and_a_dict_keeps_its_nam
     report = gradcheck.check_function(lambda x, *p: pairs("affine_forward")(x, *p),
                                       pairs("affine_backward"), x, (w, b))
     assert list(statuses(report)) == ["param0", "param1", "input"]
+    assert report.layers[0].name == "function"  # a lambda's "<lambda>" cannot name a layer
 
 
 def test_the_users_arrays_are_restored_after_the_check():
