@@ -35,6 +35,7 @@ from gradcheck.build import build_network
 from gradcheck.check import check_network
 from gradcheck.config import load_config
 from gradcheck.resources import reuse_freed_memory
+from startup import best_of  # bench/startup.py, next to this file
 
 ROOT = Path(__file__).resolve().parent.parent
 GRADCHECK = Path(sys.executable).with_name("gradcheck")
@@ -95,15 +96,9 @@ REPEAT_BELOW_SECONDS = 15.0
 
 
 def interleaved_best(runs: dict) -> dict[str, float]:
-    """The best wall time of each of ``runs`` (name -> function) over REPEATS rounds that call
-    each once, in turn."""
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(REPEATS):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
+    """The best wall time of each of ``runs`` (name -> function returning None) over REPEATS
+    rounds that call each once, in turn (bench/startup.py's rule)."""
+    return best_of(REPEATS, runs)[0]
 
 
 def median_seconds(fn) -> float:
@@ -125,13 +120,12 @@ def parameter_count(config: dict) -> int:
     return sum(p.size for p in distinct.values())
 
 
-def checked(config: dict, mode: str = "full", jobs: int = 1):
-    """A check of ``config``; raises if it did not pass (a bench of a failing check means
-    nothing)."""
-    report = check_network(config, mode=mode, jobs=jobs)
+def checked(config: dict, mode: str = "full") -> None:
+    """A check of ``config`` in this process; raises if it did not pass (a bench of a failing
+    check means nothing)."""
+    report = check_network(config, mode=mode)
     if not report.passed:
         raise SystemExit(f"bench network failed its check: {report.verdict}")
-    return report
 
 
 # A full check in a fresh interpreter, for its peak resident memory: VmHWM, the high-water mark
@@ -151,22 +145,18 @@ print(next(line.split()[1] for line in status.splitlines() if line.startswith("V
 # is a fork of the checking process, and forking one that holds torch (0.5-4 GB here) costs what
 # a user's ``gradcheck check`` process (about 60 MB) never pays.
 TIMES_CHILD = """
-import json, sys, time
+import json, sys
 sys.path.insert(0, sys.argv[2])
+from jobs import best_times
 from gradcheck.check import check_network
 from gradcheck.resources import reuse_freed_memory
 reuse_freed_memory()
 config = json.loads(sys.argv[1])
-elements = check_network(config, mode="full", jobs=1).counts()["checked"]
-best = {1: float("inf"), 2: float("inf")}
-for _ in range(int(sys.argv[3])):
-    for jobs in best:
-        started = time.perf_counter()
-        report = check_network(config, mode="full", jobs=jobs)
-        best[jobs] = min(best[jobs], time.perf_counter() - started)
-        if not report.passed:
-            raise SystemExit("bench network failed its check")
-print(json.dumps({"elements": elements, "1": best[1], "2": best[2]}))
+report = check_network(config, mode="full", jobs=1)
+if not report.passed:
+    raise SystemExit("bench network failed its check")
+best = best_times(config, 2, int(sys.argv[3]))
+print(json.dumps({"elements": report.counts()["checked"], "1": best[1], "2": best[2]}))
 """
 
 
@@ -187,7 +177,7 @@ def peak_rss_mb(config: dict) -> float:
 def full_times(config: dict) -> tuple[int, dict[int, float]]:
     """Elements compared, and the best full-check seconds with 1 and with 2 jobs (alternating,
     REPEATS rounds), measured in a fresh interpreter without torch."""
-    got = json.loads(child_output(TIMES_CHILD, json.dumps(config), ROOT, REPEATS))
+    got = json.loads(child_output(TIMES_CHILD, json.dumps(config), ROOT / "bench", REPEATS))
     return got["elements"], {1: got["1"], 2: got["2"]}
 
 

@@ -33,6 +33,21 @@ def timed(config: dict, jobs) -> tuple[float, str, list[str]]:
     return time.perf_counter() - started, render_json(report), report.events
 
 
+def best_times(config: dict, jobs: int, repeats: int) -> dict[int, float]:
+    """The best seconds of a full check of ``config`` with 1 and with ``jobs`` processes, over
+    ``repeats`` rounds that run each once, in turn; exits if their JSON reports differ."""
+    best = {1: float("inf"), jobs: float("inf")}
+    reports = {}
+    for _ in range(repeats):
+        for count in best:
+            seconds, reports[count], _ = timed(config, count)
+            best[count] = min(best[count], seconds)
+    if reports[1] != reports[jobs]:
+        sys.exit(f"{config.get('name', 'network')}: the JSON reports of jobs 1 and jobs {jobs} "
+                 "differ")
+    return best
+
+
 def auto_choice(events: list[str]) -> str:
     said = [e for e in events if e.startswith("jobs:")]
     return said[0].split(",")[0].removeprefix("jobs: ") if said else "1"
@@ -49,14 +64,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, layers in NETWORKS.items():
         config = dict(layers, name=name, seed=0)
-        best = {1: float("inf"), args.jobs: float("inf")}
-        reports = {}
-        for _ in range(args.repeats):
-            for jobs in best:
-                seconds, reports[jobs], _ = timed(config, jobs)
-                best[jobs] = min(best[jobs], seconds)
-        if reports[1] != reports[args.jobs]:
-            sys.exit(f"{name}: the JSON reports of jobs 1 and jobs {args.jobs} differ")
+        best = best_times(config, args.jobs, args.repeats)
         _, _, events = timed(config, "auto")
         ratio = best[1] / best[args.jobs]
         print(f"| {name} | {best[1]:.2f} s | {best[args.jobs]:.2f} s | {ratio:.2f}x | "

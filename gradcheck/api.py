@@ -67,12 +67,16 @@ def check_function(forward, backward, x, params=(), *, args=(), kwargs=None,
                           f"*input_shape), got {x.dtype} of shape {x.shape}.")
     layer = Function(forward, backward, params=_named_params(forward, params), args=args,
                      kwargs=kwargs, mixes_batch=mixes_batch)
-    # Named after forward, where its name can name a layer (a lambda's "<lambda>" cannot).
-    named = getattr(forward, "__name__", None)
-    name = name or (named if isinstance(named, str) and named.isidentifier() else "function")
+    name = name or _layer_name(getattr(forward, "__name__", None), "function")
     check_options = {"mode": mode, "eps": eps, "rtol": rtol, "atol": atol, "samples": samples,
                      "jobs": jobs}
     return _check_unit(layer, name, x.shape[1:], x.shape[0], seed, dtype, check_options, x=x)
+
+
+def _layer_name(candidate, fallback: str) -> str:
+    """``candidate`` where it can name a layer (an identifier, as YAML requires: a lambda's
+    "<lambda>" or an instance's "my dense" cannot), else ``fallback``."""
+    return candidate if isinstance(candidate, str) and candidate.isidentifier() else fallback
 
 
 def _check_unit(unit: Layer, name: str, input_shape: tuple[int, ...], batch: int, seed: int,
@@ -124,8 +128,7 @@ def _instance(layer, options: dict) -> tuple[Layer, str]:
             raise ConfigError(f"options {sorted(options)} cannot be applied to an already "
                               f"constructed {type(layer).__name__}.",
                               hint="pass the class and the options, or construct it with them")
-        own = getattr(layer, "name", None)
-        return layer, own if isinstance(own, str) and own.isidentifier() else type(layer).__name__
+        return layer, _layer_name(getattr(layer, "name", None), type(layer).__name__)
     else:
         raise LayerError(f"check_layer expects a layer name, a gradcheck.Layer subclass or "
                          f"instance, got {type(layer).__name__}.")

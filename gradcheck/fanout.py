@@ -165,8 +165,7 @@ class Fanout:
     def _start(self, out_of_time) -> None:
         count = min(self.count, len(self.items) - self.position)
         self._workers = parallel.Workers(count, self._work, self.units)
-        self._results = self._workers.map(self.items[self.position:], stop=out_of_time,
-                                          key=lambda item: item[0])
+        self._results = self._workers.map(self.items[self.position:], stop=out_of_time)
         elapsed = time.perf_counter() - self._began
         self.events.append(f"jobs: {count} worker processes, from pass {self.position + 1} of "
                            f"{self.passes} ({elapsed:.2f} s into the comparison)")

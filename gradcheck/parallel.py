@@ -27,6 +27,10 @@ STOP_SECONDS = 10.0
 # sent one (measured on N3 with 2 jobs: one item each left the workers idle a third of the time,
 # waiting for the caller to ask for the next result).
 IN_FLIGHT = 2
+# How far, in items per worker, the workers may run ahead of the caller: results wait in this
+# process until the caller takes them, so this bounds the memory they hold (about one target's
+# passes for a check, as one process holds while it judges a target).
+AHEAD_PER_WORKER = 8
 # How often the thread that feeds the workers looks up from waiting, to see whether it must end.
 POLL_SECONDS = 0.05
 
@@ -84,7 +88,7 @@ class Workers:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def map(self, items, stop=None, key=None):
+    def map(self, items, stop=None):
         """Yield ``(item, work(item))`` in the order of ``items``, as soon as each and all before
         it are done. ``stop()``, when it returns True, ends the dispatch of new items; what was
         already sent still arrives. A worker's exception is raised here, in its item's turn (an
@@ -93,10 +97,9 @@ class Workers:
         Items are sent and results received by a thread of their own (``_Pump``), not when the
         caller asks for the next result: a caller busy with one result (judging a target) never
         leaves a worker idle, and each worker holds IN_FLIGHT items, so it starts the next the
-        moment it sends a result. Items with the same ``key(item)`` go to the worker that had
-        the last one, while it has room (a worker reuses what it set up for that key)."""
+        moment it sends a result."""
         items = list(items)
-        self._pump = _Pump(self._conns, items, stop, key)
+        self._pump = _Pump(self._conns, items, stop)
         for following in range(len(items)):
             got = self._pump.take(following)
             if got is None:
@@ -144,14 +147,15 @@ class _Pump:
     item sent has come back (or ``stop()`` ended the dispatch), when a worker fails outside
     any item, or at ``finish()``."""
 
-    def __init__(self, conns, items, stop, key=None):
+    def __init__(self, conns, items, stop):
         self._conns, self._items, self._stop = conns, items, stop
-        self._key = key if key is not None else (lambda item: None)
         self._ready = threading.Condition()
         self._done: dict[int, tuple[bool, object]] = {}
         self._ended = False
         self._failure: BaseException | None = None
         self._quit = False
+        self._taken = 0  # items the caller has taken
+        self._window = AHEAD_PER_WORKER * len(conns)
         self._thread = threading.Thread(target=self._run, name="gradcheck-workers", daemon=True)
         self._thread.start()
 
@@ -161,6 +165,8 @@ class _Pump:
             while index not in self._done and not self._ended:
                 self._ready.wait()
             if index in self._done:
+                self._taken = index + 1
+                self._ready.notify_all()
                 return self._done.pop(index)
             if self._failure is not None:
                 raise self._failure
@@ -175,27 +181,27 @@ class _Pump:
         from multiprocessing.connection import wait
 
         outstanding = dict.fromkeys(self._conns, 0)
-        last_key: dict = {}
         sent, dispatching, failure = 0, True, None
         try:
             while not self._quit:
-                while dispatching and sent < len(self._items):
-                    item_key = self._key(self._items[sent])
-                    room = [conn for conn, n in outstanding.items() if n < IN_FLIGHT]
-                    if not room:
+                while dispatching and sent < min(len(self._items), self._taken + self._window):
+                    conn = min(outstanding, key=outstanding.get)
+                    if outstanding[conn] >= IN_FLIGHT:
                         break
-                    same = [conn for conn in room if last_key.get(conn) == item_key]
-                    conn = same[0] if same else min(room, key=outstanding.get)
                     if self._stop is not None and self._stop():
                         dispatching = False
                         break
                     conn.send((sent, self._items[sent]))
-                    last_key[conn] = item_key
                     outstanding[conn] += 1
                     sent += 1
                 busy = [conn for conn, n in outstanding.items() if n]
                 if not busy:
-                    break
+                    if not dispatching or sent == len(self._items):
+                        break
+                    with self._ready:  # the caller is a window behind: wait until it takes one
+                        while sent >= self._taken + self._window and not self._quit:
+                            self._ready.wait(POLL_SECONDS)
+                    continue
                 # A timeout, so that ``finish`` is seen while a worker computes.
                 for conn in wait(busy, timeout=POLL_SECONDS):
                     try:

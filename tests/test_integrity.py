@@ -249,11 +249,16 @@ def test_objective_changes_that_lie_like_backward_never_pass(liar, target, seed)
     assert any("'liar': objective_changes disagrees with forward" in n for n in report.notes)
 
 
+def _behind_dense(liar: str, seed: int, mode: str = "full"):
+    """The report of a check of liar ``liar`` reading a dense layer's output."""
+    return gradcheck.check_network(_net([{"type": "dense", "units": 6},
+                                         {"type": f"liar_{liar}", "name": "liar"}], seed),
+                                   mode=mode)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_objective_changes_claiming_kinks_forward_does_not_show_are_distrusted(seed):
-    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
-                                           {"type": "liar_objective_fake_kinks",
-                                            "name": "liar"}], seed), mode="full")
+    report = _behind_dense("objective_fake_kinks", seed)
     assert not report.passed and report.root_causes == ["liar"]
     check = _target(report, "liar", "input")
     assert check.status == "fail" and check.kinks == 0
@@ -269,9 +274,7 @@ def test_a_layer_declining_objective_changes_for_a_target_gets_no_note():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_branch_states_that_claim_kinks_the_objective_does_not_show_never_pass(seed):
-    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
-                                           {"type": "liar_state_fake_kinks",
-                                            "name": "liar"}], seed), mode="full")
+    report = _behind_dense("state_fake_kinks", seed)
     assert not report.passed and report.root_causes == ["liar"]
     check = _target(report, "liar", "input")
     assert check.status == "fail" and check.failed == check.checked
@@ -279,9 +282,7 @@ def test_branch_states_that_claim_kinks_the_objective_does_not_show_never_pass(s
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_directions_a_lying_branch_state_calls_kinked_still_fail(seed):
-    report = gradcheck.check_network(_net([{"type": "dense", "units": 6},
-                                           {"type": "liar_state_fake_kinks",
-                                            "name": "liar"}], seed), mode="directional")
+    report = _behind_dense("state_fake_kinks", seed, mode="directional")
     assert not report.passed
     check = _target(report, "liar", "input")
     assert check.status == "fail"

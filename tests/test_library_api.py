@@ -128,3 +128,12 @@ def test_readme_pytest_example_runs(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_an_instance_whose_name_cannot_name_a_layer_is_checked_under_its_class_name():
+    from gradcheck.layers.dense import Dense
+
+    layer = Dense(3)
+    layer.name = "my dense 1"  # a YAML layer name could not hold the space
+    report = gradcheck.check_layer(layer, (4,))
+    assert report.passed and report.layers[0].name == "Dense"

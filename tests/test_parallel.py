@@ -9,7 +9,8 @@ import time
 import pytest
 
 from gradcheck.errors import LayerError
-from gradcheck.parallel import WorkerFailed, Workers, available_cores, can_fork
+from gradcheck.parallel import (AHEAD_PER_WORKER, WorkerFailed, Workers, available_cores,
+                                can_fork)
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
 
@@ -141,7 +142,13 @@ def test_workers_keep_working_while_the_caller_is_busy_with_a_result():
     assert sum(done < resumed for done in finished) >= 10
 
 
-def test_items_sharing_a_key_give_the_same_results_as_without():
-    with Workers(2, _square_slowly) as workers:
-        keyed = [value for _, (value, _) in workers.map(range(30), key=lambda item: item // 7)]
-    assert keyed == [i * i for i in range(30)]
+def test_workers_run_no_further_ahead_of_a_stalled_caller_than_the_window():
+    # Results wait in the caller's process: how many it holds is bounded, however long it
+    # stalls (a check's passes would otherwise pile up for the whole plan).
+    with Workers(2, _finish_time) as workers:
+        results = workers.map(range(60))
+        next(results)
+        time.sleep(0.8)  # time for all 60 at 0.02 s each on two workers
+        resumed = time.monotonic()
+        finished = [done for _, done in results]
+    assert sum(done < resumed for done in finished) <= 1 + 2 * AHEAD_PER_WORKER
