@@ -82,7 +82,7 @@ class Fanout:
         self._results = None
         self._began = None
         self.started = False
-        self._cached: tuple[int, LocalProbe, np.ndarray] | None = None  # a worker's probe
+        self._cached: tuple[int, LocalProbe, np.ndarray] | None = None  # last item's probe
         self.count, self.auto = self._count(jobs)
 
     def _count(self, jobs) -> tuple[int, bool]:
@@ -164,11 +164,14 @@ class Fanout:
 
     def _start(self, out_of_time) -> None:
         count = min(self.count, len(self.items) - self.position)
-        self._workers = parallel.Workers(count, self._work, self.units)
-        self._results = self._workers.map(self.items[self.position:], stop=out_of_time)
+        # This process works too (``_here``): ``count`` processes, one core each.
+        self._workers = parallel.Workers(count - 1, self._in_worker, self.units)
+        self._results = self._workers.map(self.items[self.position:], stop=out_of_time,
+                                          helper=self._here)
         elapsed = time.perf_counter() - self._began
-        self.events.append(f"jobs: {count} worker processes, from pass {self.position + 1} of "
-                           f"{self.passes} ({elapsed:.2f} s into the comparison)")
+        self.events.append(f"jobs: {count} processes, this one and {count - 1} worker(s), "
+                           f"from pass {self.position + 1} of {self.passes} ({elapsed:.2f} s "
+                           "into the comparison)")
         self.started = True
 
     def _merge(self, probe: LocalProbe, outcome: Outcome, indices, steps) -> Perturbed:
@@ -182,16 +185,24 @@ class Fanout:
             verifier.refuse(probe.unit, Distrusted(method, message, quiet))
         return outcome.perturbed
 
-    # -- in a worker process -----------------------------------------------------------------------
+    # -- the work of an item ----------------------------------------------------------------------
 
-    def _work(self, item):
+    def _in_worker(self, item) -> Outcome:
+        # A worker's verifier is its own copy: what it refuses, it stops using itself.
+        return self._work(item, self.comparison.verifier)
+
+    def _here(self, item) -> Outcome:
+        """An item this process computes while a worker has the one it waits for: as a worker
+        would, with a copy of what is refused so far, its own refusals made in its turn."""
+        return self._work(item, self.comparison.verifier.scratch())
+
+    def _work(self, item, verifier) -> Outcome:
         t, part = item
         if t == AHEAD:
             try:
                 return self.ahead()
             except GradcheckError:
                 return None  # met again, and raised, where the caller computes it
-        verifier = self.comparison.verifier
         made = len(verifier.refusals)
         tried: set[str] = set()
         try:
@@ -199,6 +210,7 @@ class Fanout:
                 probe = self.make_probe(t)
                 self._cached = (t, probe, self.comparison.steps(probe, self.plan[t][2])[0])
             _, probe, steps = self._cached
+            probe.verifier = verifier
             probe.tried.clear()
             try:
                 perturbed, error = probe.evaluate(self.plan[t][2][part], steps[part]), None

@@ -27,10 +27,12 @@ STOP_SECONDS = 10.0
 # sent one (measured on N3 with 2 jobs: one item each left the workers idle a third of the time,
 # waiting for the caller to ask for the next result).
 IN_FLIGHT = 2
-# How far, in items per worker, the workers may run ahead of the caller: results wait in this
-# process until the caller takes them, so this bounds the memory they hold (about one target's
-# passes for a check, as one process holds while it judges a target).
-AHEAD_PER_WORKER = 8
+# How far, in items per process computing them (each worker, and the caller when it helps), the
+# work may run ahead of the caller: results wait in this process until the caller takes them, so
+# this bounds the memory they hold (a few targets' passes for a check; measured on N3 with 2 jobs:
+# with 8, the caller filled the window with small passes while the worker computed a large one,
+# then waited for it).
+AHEAD_PER_PROCESS = 16
 # How often the thread that feeds the workers looks up from waiting, to see whether it must end.
 POLL_SECONDS = 0.05
 
@@ -88,7 +90,7 @@ class Workers:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def map(self, items, stop=None):
+    def map(self, items, stop=None, helper=None):
         """Yield ``(item, work(item))`` in the order of ``items``, as soon as each and all before
         it are done. ``stop()``, when it returns True, ends the dispatch of new items; what was
         already sent still arrives. A worker's exception is raised here, in its item's turn (an
@@ -97,11 +99,23 @@ class Workers:
         Items are sent and results received by a thread of their own (``_Pump``), not when the
         caller asks for the next result: a caller busy with one result (judging a target) never
         leaves a worker idle, and each worker holds IN_FLIGHT items, so it starts the next the
-        moment it sends a result."""
+        moment it sends a result.
+
+        ``helper(item)``, when given, is this process's share of the work: instead of waiting
+        for a result a worker is still computing, this process computes the next item no worker
+        was sent (its exception, too, is raised in its item's turn). With it, N processes work
+        on N - 1 workers: on N cores none of them waits for a core."""
         items = list(items)
-        self._pump = _Pump(self._conns, items, stop)
+        self._pump = pump = _Pump(self._conns, items, stop, helping=helper is not None)
         for following in range(len(items)):
-            got = self._pump.take(following)
+            got = pump.take(following, wait=helper is None)
+            while got is _PENDING:
+                index = pump.claim()
+                if index is None:
+                    got = pump.take(following)
+                    break
+                pump.put(index, _attempt(helper, items[index]))
+                got = pump.take(following, wait=False)
             if got is None:
                 return  # stopped: nothing more will come
             ok, value = got
@@ -141,65 +155,99 @@ class Workers:
         self._conns, self._procs = [], []
 
 
+_PENDING = object()  # ``_Pump.take``: the item is not done yet
+
+
 class _Pump:
     """Sends ``items`` to the workers behind ``conns`` and receives their results, in a thread,
-    up to IN_FLIGHT items per worker; ``take(i)`` waits for item i's result. Ends when every
-    item sent has come back (or ``stop()`` ended the dispatch), when a worker fails outside
+    up to IN_FLIGHT items per worker; ``take(i)`` waits for item i's result. The caller may
+    ``claim`` the next item not yet sent and ``put`` its result itself. Ends when every item
+    handed out has come back (or ``stop()`` ended the dispatch), when a worker fails outside
     any item, or at ``finish()``."""
 
-    def __init__(self, conns, items, stop):
+    def __init__(self, conns, items, stop, helping: bool):
         self._conns, self._items, self._stop = conns, items, stop
         self._ready = threading.Condition()
         self._done: dict[int, tuple[bool, object]] = {}
         self._ended = False
         self._failure: BaseException | None = None
         self._quit = False
+        self._stopped = False  # ``stop()`` said so: nothing more is handed out
+        self._next = 0  # the next item to hand out, to a worker or to the caller
         self._taken = 0  # items the caller has taken
-        self._window = AHEAD_PER_WORKER * len(conns)
+        self._window = AHEAD_PER_PROCESS * (len(conns) + helping)
         self._thread = threading.Thread(target=self._run, name="gradcheck-workers", daemon=True)
         self._thread.start()
 
-    def take(self, index: int):
-        """(ok, value) of item ``index``, once it has come; None if it was never sent."""
+    def take(self, index: int, wait: bool = True):
+        """(ok, value) of item ``index``, once it has come; None if it was never handed out;
+        ``_PENDING`` if it has not come and ``wait`` is false."""
         with self._ready:
-            while index not in self._done and not self._ended:
+            while index not in self._done and not self._ended and wait:
                 self._ready.wait()
             if index in self._done:
                 self._taken = index + 1
                 self._ready.notify_all()
                 return self._done.pop(index)
+            if not self._ended:
+                return _PENDING
             if self._failure is not None:
                 raise self._failure
             return None
+
+    def claim(self) -> int | None:
+        """The index of the next item, now the caller's to compute and ``put``; None when every
+        item is handed out, the caller is a window behind, or ``stop()`` ended the dispatch."""
+        with self._ready:
+            return self._hand_out()
+
+    def put(self, index: int, result: tuple[bool, object]) -> None:
+        with self._ready:
+            self._done[index] = result
+            self._ready.notify_all()
 
     def finish(self) -> None:
         """Stop sending and receiving (what workers still send is for ``Workers.close``)."""
         self._quit = True
         self._thread.join()
 
+    def _hand_out(self) -> int | None:
+        """The next item's index, handed out (call holding ``_ready``); None if there is none
+        to hand out now."""
+        if self._stopped or self._next >= min(len(self._items), self._taken + self._window):
+            return None
+        if self._stop is not None and self._stop():
+            self._stopped = True
+            self._ready.notify_all()
+            return None
+        self._next += 1
+        return self._next - 1
+
     def _run(self) -> None:
         from multiprocessing.connection import wait
 
         outstanding = dict.fromkeys(self._conns, 0)
-        sent, dispatching, failure = 0, True, None
+        failure = None
         try:
             while not self._quit:
-                while dispatching and sent < min(len(self._items), self._taken + self._window):
+                while True:
                     conn = min(outstanding, key=outstanding.get)
                     if outstanding[conn] >= IN_FLIGHT:
                         break
-                    if self._stop is not None and self._stop():
-                        dispatching = False
+                    with self._ready:
+                        index = self._hand_out()
+                    if index is None:
                         break
-                    conn.send((sent, self._items[sent]))
+                    conn.send((index, self._items[index]))
                     outstanding[conn] += 1
-                    sent += 1
                 busy = [conn for conn, n in outstanding.items() if n]
                 if not busy:
-                    if not dispatching or sent == len(self._items):
-                        break
-                    with self._ready:  # the caller is a window behind: wait until it takes one
-                        while sent >= self._taken + self._window and not self._quit:
+                    with self._ready:
+                        if self._stopped or self._next == len(self._items):
+                            break
+                        # The caller is a window behind: wait until it takes one.
+                        while (self._next >= self._taken + self._window and not self._quit
+                               and not self._stopped):
                             self._ready.wait(POLL_SECONDS)
                     continue
                 # A timeout, so that ``finish`` is seen while a worker computes.
@@ -211,14 +259,21 @@ class _Pump:
                     if index < 0:  # the worker failed outside any item (reopening its units)
                         raise value
                     outstanding[conn] -= 1
-                    with self._ready:
-                        self._done[index] = ok, value
-                        self._ready.notify_all()
+                    self.put(index, (ok, value))
         except BaseException as exc:  # raised in the caller, after the results before it
             failure = exc
         with self._ready:
             self._ended, self._failure = True, failure
             self._ready.notify_all()
+
+
+def _attempt(work, item) -> tuple[bool, object]:
+    """``work(item)`` in this process, as a worker reports it: (True, value) or (False, the
+    exception), to be raised in the item's turn."""
+    try:
+        return True, work(item)
+    except Exception as exc:
+        return False, exc
 
 
 def _serve(conn, work, units) -> None:

@@ -82,6 +82,35 @@ def test_a_shortcut_refused_in_a_later_pass_gives_the_same_verdict_with_workers(
 
 
 @needs_fork
+@pytest.mark.parametrize("seed", range(10))
+def test_passes_this_process_computes_ahead_make_their_refusals_in_turn(monkeypatch, seed):
+    # The worker is slowed, so this process computes most passes ahead of their turn, the
+    # liar's refused ones among them: what it refuses there must not reach the passes before
+    # them (their notes would come out of order), and the verdict and report stay one process's.
+    from gradcheck.fanout import AHEAD, Fanout
+    from gradcheck.render.json import render_json
+
+    here, in_worker = Fanout._here, Fanout._in_worker
+    refused_ahead = []
+
+    def recorded(fanout, item):
+        before = list(fanout.comparison.verifier.refusals)
+        outcome = here(fanout, item)
+        assert fanout.comparison.verifier.refusals == before, "refused before its turn"
+        if item[0] != AHEAD:  # a pass, not the safety net a worker may compute ahead
+            refused_ahead.append(bool(outcome.refusals))
+        return outcome
+
+    monkeypatch.setattr(Fanout, "_in_worker",
+                        lambda fanout, item: time.sleep(0.2) or in_worker(fanout, item))
+    monkeypatch.setattr(Fanout, "_here", recorded)
+    one = gradcheck.check_network(_liar_net(seed), mode="full", jobs=1)
+    two = gradcheck.check_network(_liar_net(seed), mode="full", jobs=2)
+    assert render_json(two) == render_json(one) and not two.passed
+    assert any(refused_ahead), "no pass computed here refused the liar's shortcut"
+
+
+@needs_fork
 def test_a_pass_computed_with_a_shortcut_refused_before_it_is_redone_in_the_parent():
     # The first pass (elements 0-255) trusts objective_changes and goes on to the third pass,
     # while the other worker refuses it in the (longer) second: the third pass is redone.
@@ -142,8 +171,9 @@ def test_an_external_layer_gets_a_child_per_worker_and_none_outlives_the_check(r
     before = _children()
     code, one = _json(run_cli, path, "--jobs", "1")
     assert len(logged_pids(tmp_path)) == 1
-    assert _json(run_cli, path, "--jobs", "2") == (code, one) and code == 0
+    assert _json(run_cli, path, "--jobs", "3") == (code, one) and code == 0
     pids = logged_pids(tmp_path)
+    # --jobs 3: the check's own process and two workers, each with a child of its own.
     assert len(pids) == 1 + 1 + 2, "one child for each check's own process, one per worker"
     assert all(gone(pid) for pid in pids) and _children() <= before
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gradcheck.errors import LayerError
-from gradcheck.parallel import (AHEAD_PER_WORKER, WorkerFailed, Workers, available_cores,
+from gradcheck.parallel import (AHEAD_PER_PROCESS, WorkerFailed, Workers, available_cores,
                                 can_fork)
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
@@ -151,4 +151,65 @@ def test_workers_run_no_further_ahead_of_a_stalled_caller_than_the_window():
         time.sleep(0.8)  # time for all 60 at 0.02 s each on two workers
         resumed = time.monotonic()
         finished = [done for _, done in results]
-    assert sum(done < resumed for done in finished) <= 1 + 2 * AHEAD_PER_WORKER
+    assert sum(done < resumed for done in finished) <= 1 + 2 * AHEAD_PER_PROCESS
+
+
+def _slow_in_a_worker(item):
+    time.sleep(0.05)
+    return item * item, os.getpid()
+
+
+def _quick_here(item):
+    return item * item, os.getpid()
+
+
+def test_the_caller_computes_items_while_it_waits_and_the_order_holds():
+    # One worker, slow; the caller quick: it computes most items itself, not only its turn's.
+    with Workers(1, _slow_in_a_worker) as workers:
+        got = list(workers.map(range(30), helper=_quick_here))
+    assert [item for item, _ in got] == list(range(30))
+    assert [value for _, (value, _) in got] == [i * i for i in range(30)]
+    here = [item for item, (_, pid) in got if pid == os.getpid()]
+    assert len(here) >= 20 and len(here) < 30, "the worker computed some, the caller most"
+
+
+def test_an_error_of_the_callers_own_item_is_raised_in_its_turn():
+    got = []
+
+    def fails_at_four_here(item):
+        if item == 4:
+            raise LayerError("layer 'x': item 4 is wrong.")
+        return item, os.getpid()
+
+    with Workers(1, _slow_in_a_worker) as workers:
+        with pytest.raises(LayerError, match="item 4"):
+            for item, _ in workers.map(range(12), helper=fails_at_four_here):
+                got.append(item)
+    assert got == [0, 1, 2, 3]
+
+
+def test_a_stop_also_ends_what_the_caller_takes_on():
+    started = time.monotonic()
+    computed = []
+
+    def here(item):
+        computed.append(item)
+        time.sleep(0.02)
+        return item
+
+    with Workers(1, lambda item: time.sleep(0.05) or item) as workers:
+        got = [item for item, _ in workers.map(
+            range(200), stop=lambda: time.monotonic() > started + 0.2, helper=here)]
+    assert 0 < len(got) < 200 and got == list(range(len(got)))
+    assert computed and max(computed) < len(got), "nothing computed after the stop is lost"
+
+
+def test_the_caller_takes_on_no_item_beyond_the_window():
+    # The worker never finishes item 0: however quick the caller is, it computes at most a
+    # window of items ahead of the result it waits for.
+    computed = []
+    with Workers(1, lambda item: time.sleep(0.6 if item == 0 else 0) or item) as workers:
+        results = workers.map(range(100), helper=lambda item: computed.append(item) or item)
+        next(results)
+        assert len(computed) < 2 * AHEAD_PER_PROCESS  # one worker and this process
+        assert [item for item, _ in results] == list(range(1, 100))

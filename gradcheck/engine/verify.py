@@ -49,6 +49,13 @@ class Verifier:
         self.events: list[str] = []  # for -v
         self.refusals: list[Distrusted] = []  # in the order they were made
 
+    def scratch(self) -> Verifier:
+        """A copy that knows this verifier's refusals and records its own apart: for a pass
+        evaluated ahead of its turn (``--jobs``), whose refusals are made here in turn."""
+        copy = Verifier(self.dtype, self.rtol, self.seed)
+        copy._refused = set(self._refused)
+        return copy
+
     def usable(self, unit, method: str) -> bool:
         return (id(unit), method) not in self._refused
 
