@@ -98,8 +98,8 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
 
     by_unit: dict[int, list[TargetReport]] = {}
     stopped = False
-    # The safety net runs after the comparison (``conclude``); with workers, one computes it
-    # ahead, in the shadow of the last passes.
+    # The safety net runs after the comparison (``conclude``); with workers, it is computed
+    # ahead, alongside the passes.
     ahead = end_to_end if settings.effective_mode in ("full", "sample") and not problems else None
     with Fanout(plan, settings.jobs, comparison, make_probe, lambda t: plan[t][0] not in problems,
                 network.units, ahead) as fanout:

@@ -19,9 +19,10 @@ stay in this process, target by target, while the workers compute the passes aft
 ``jobs="auto"`` starts workers (one per available core) only once the comparison has run
 ``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again (projected from the
 time per element so far): a shorter comparison would lose more to starting them than it
-gains. An explicit number starts them from the first pass. With workers, one of them also
-computes the end-to-end safety net (``conclude.safety_net``) ahead, once every pass is handed
-out; the caller uses it unless a unit measured a precision band.
+gains. An explicit number starts them from the first pass. With workers, the end-to-end safety
+net (``conclude.safety_net``) is the first item handed out, so it is computed while passes are
+left for the other processes to balance against (as the last, it kept this process waiting
+after its last target); the caller uses it unless a unit measured a precision band.
 """
 
 from __future__ import annotations
@@ -58,23 +59,21 @@ class Fanout:
     """The passes of every target in ``plan`` ((unit index, name, indices) triples) that
     ``compare(t)`` admits, run by ``jobs`` processes (1, N or "auto"). The caller asks for them
     in plan order, one ``evaluate`` per pass, with ``make_probe(t)``'s probe of each target;
-    ``ahead()``, when given, is work a worker may do once the passes are handed out
-    (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
+    ``ahead()``, when given, is work done first once workers start (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
     ``events``: what ``-v`` says about the processes."""
 
     def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
                  ahead=None):
         self.plan = plan
         self.units = list(units)  # reopened in each worker (``Workers``)
-        self.ahead = ahead  # work after the comparison a worker may do ahead (``ahead_result``)
+        self.ahead = ahead  # work after the comparison done ahead with workers (``ahead_result``)
         self.comparison = comparison
         self.make_probe = make_probe  # t -> LocalProbe of target t
         # Every pass of every compared target, in the order one process runs them.
         self.items = [(t, part) for t, (_, _, indices) in enumerate(plan) if compare(t)
                       for part in pass_slices(len(indices))]
         self.passes = len(self.items)
-        if ahead is not None:
-            self.items.append((AHEAD, None))
+        self._ahead_value = None
         self.position = 0
         self.events: list[str] = []
         self.redone = 0
@@ -135,18 +134,18 @@ class Fanout:
                 self.position += 1
                 return probe.evaluate(indices, steps)
         got = next(self._results, None)
+        if got is not None and got[0][0] == AHEAD:
+            self._ahead_value = got[1]
+            got = next(self._results, None)
         if got is None:
             return None
         self.position += 1
         return self._merge(probe, got[1], indices, steps)
 
     def ahead_result(self):
-        """What ``ahead()`` returned in a worker, once every pass is merged; None when no
-        worker ran it (one process, a deadline, or an error there: the caller computes it)."""
-        if self._results is None:
-            return None
-        got = next(self._results, None)
-        return None if got is None else got[1]
+        """What ``ahead()`` returned, computed with the passes; None when it was not (one
+        process, a deadline, or an error there: the caller computes it)."""
+        return self._ahead_value
 
     def _should_start(self) -> bool:
         left = self.passes - self.position
@@ -158,16 +157,17 @@ class Fanout:
         if elapsed < JOBS_GAIN_SECONDS:
             return False
         # The time left, projected from the time per element so far, must be worth it too.
-        sizes = [part.stop - part.start for _, part in self.items[:self.passes]]
+        sizes = [part.stop - part.start for _, part in self.items]
         done = sum(sizes[:self.position])
         return elapsed / max(1, done) * sum(sizes[self.position:]) >= JOBS_GAIN_SECONDS
 
     def _start(self, out_of_time) -> None:
-        count = min(self.count, len(self.items) - self.position)
+        work = [(AHEAD, None)] if self.ahead is not None else []
+        work += self.items[self.position:]
+        count = min(self.count, len(work))
         # This process works too (``_here``): ``count`` processes, one core each.
         self._workers = parallel.Workers(count - 1, self._in_worker, self.units)
-        self._results = self._workers.map(self.items[self.position:], stop=out_of_time,
-                                          helper=self._here)
+        self._results = self._workers.map(work, stop=out_of_time, helper=self._here)
         elapsed = time.perf_counter() - self._began
         self.events.append(f"jobs: {count} processes, this one and {count - 1} worker(s), "
                            f"from pass {self.position + 1} of {self.passes} ({elapsed:.2f} s "

@@ -132,11 +132,7 @@ class Workers:
         if self._pump is not None:
             self._pump.finish()
             self._pump = None
-        for conn in self._conns:
-            try:
-                conn.send(None)
-            except (OSError, ValueError):
-                pass
+        _tell_to_stop(self._conns)
         deadline = time.monotonic() + STOP_SECONDS
         open_conns = list(self._conns)
         while open_conns and time.monotonic() < deadline:
@@ -244,6 +240,9 @@ class _Pump:
                 if not busy:
                     with self._ready:
                         if self._stopped or self._next == len(self._items):
+                            # Nothing more for the workers: they end (closing their units)
+                            # while the caller finishes with the results.
+                            _tell_to_stop(self._conns)
                             break
                         # The caller is a window behind: wait until it takes one.
                         while (self._next >= self._taken + self._window and not self._quit
@@ -265,6 +264,15 @@ class _Pump:
         with self._ready:
             self._ended, self._failure = True, failure
             self._ready.notify_all()
+
+
+def _tell_to_stop(conns) -> None:
+    """Ask each worker to stop once it has sent what it computes (it may have stopped)."""
+    for conn in conns:
+        try:
+            conn.send(None)
+        except (OSError, ValueError):
+            pass
 
 
 def _attempt(work, item) -> tuple[bool, object]:
