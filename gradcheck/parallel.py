@@ -103,8 +103,8 @@ class Workers:
 
         ``helper(item)``, when given, is this process's share of the work: instead of waiting
         for a result a worker is still computing, this process computes the next item no worker
-        was sent (its exception, too, is raised in its item's turn). With it, N processes work
-        on N - 1 workers: on N cores none of them waits for a core."""
+        was sent (its exception, too, is raised in its item's turn): this process and N - 1
+        workers keep N cores busy, where N workers and a waiting caller would share them."""
         items = list(items)
         self._pump = pump = _Pump(self._conns, items, stop, helping=helper is not None)
         for following in range(len(items)):
@@ -239,15 +239,16 @@ class _Pump:
                 busy = [conn for conn, n in outstanding.items() if n]
                 if not busy:
                     with self._ready:
-                        if self._stopped or self._next == len(self._items):
-                            # Nothing more for the workers: they end (closing their units)
-                            # while the caller finishes with the results.
-                            _tell_to_stop(self._conns)
-                            break
-                        # The caller is a window behind: wait until it takes one.
-                        while (self._next >= self._taken + self._window and not self._quit
-                               and not self._stopped):
+                        finished = self._stopped or self._next == len(self._items)
+                        # Else the caller is a window behind: wait until it takes one.
+                        while (not finished and self._next >= self._taken + self._window
+                               and not self._quit and not self._stopped):
                             self._ready.wait(POLL_SECONDS)
+                    if finished:
+                        # Nothing more for the workers: they end (closing their units) while
+                        # the caller finishes with the results.
+                        _tell_to_stop(self._conns)
+                        break
                     continue
                 # A timeout, so that ``finish`` is seen while a worker computes.
                 for conn in wait(busy, timeout=POLL_SECONDS):
