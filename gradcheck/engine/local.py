@@ -147,12 +147,12 @@ class LocalProbe:
             return out - self.clean, max(abs(out), abs(self.clean))
         total, scale = 0.0, 0.0
         for y, clean, weight in zip(out, self.clean, self.upstream):
-            y = np.asarray(y, dtype=np.float64)
-            difference = (y - clean).reshape(-1)
-            moved = np.flatnonzero(difference != 0)
+            # y - clean is 0 exactly where y == clean (IEEE subtraction, gradual underflow).
+            moved = np.flatnonzero(np.asarray(y) != clean)
+            y = np.asarray(y).reshape(-1)[moved].astype(np.float64)
             weight = weight.reshape(-1)[moved]
-            total += float(np.sum(weight * difference[moved]))
-            scale += float(np.sum(np.abs(weight * y.reshape(-1)[moved])))
+            total += float(np.add.reduce(weight * (y - clean.reshape(-1)[moved])))
+            scale += float(np.add.reduce(np.abs(weight * y)))
         return total, scale
 
     # -- projection ------------------------------------------------------------------------------
