@@ -15,12 +15,14 @@ import gradcheck
 from conftest import examples
 from gradcheck import modes, probes, tolerance
 from gradcheck.build import build_network
-from gradcheck.compare import scale_floor
+from gradcheck.compare import element_steps, scale_floor
 from gradcheck.config import load_config
 from gradcheck.directional import Directions
 from gradcheck.engine import base
-from gradcheck.engine.local import LocalProbe
+from gradcheck.engine.base import states_differ
+from gradcheck.engine.local import INPUT, LocalProbe
 from gradcheck.engine.tail import Move, TailProbe
+from gradcheck.engine.verify import VERIFY_ELEMENTS, Verifier
 from gradcheck.render.heatmap import grid
 from gradcheck.report import ErrorMap
 
@@ -226,26 +228,98 @@ def row_liar(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_a_lying_shortcut_is_caught_when_verification_runs_in_groups(seed, row_liar,
-                                                                      monkeypatch):
+def test_a_lying_shortcut_is_caught_when_a_pass_holds_one_pair_of_whole_copies(seed, row_liar,
+                                                                              monkeypatch):
     """Rows of 64 bytes, a whole batch of 1 kB and a chunk that holds one pair of whole
-    copies: a pass of rows is verified against forward two copies at a time."""
+    copies: every pass of rows is still verified against forward, both signs of each element."""
     monkeypatch.setattr(base, "CHUNK_BYTES", 8000)
     verified = []
-    plain_copies = LocalProbe.plain_copies
+    forward_changes = LocalProbe.forward_changes
 
     def recording(self, idx, values):
         verified.append(len(idx))
-        return plain_copies(self, idx, values)
+        return forward_changes(self, idx, values)
 
-    monkeypatch.setattr(LocalProbe, "plain_copies", recording)
+    monkeypatch.setattr(LocalProbe, "forward_changes", recording)
     report = gradcheck.check_network({"seed": seed, "plugins": [row_liar],
                                       "input": {"shape": [8], "batch": 16},
                                       "layers": [{"type": "row_liar", "name": "liar"}],
                                       "loss": "mse"}, mode="full")
     assert not report.passed and report.root_causes == ["liar"]
     assert any("'liar': perturbed_input_rows disagrees with forward" in n for n in report.notes)
-    assert max(verified) <= 2 and len(verified) >= 8
+    assert verified and all(n % 2 == 0 and 2 <= n <= 2 * VERIFY_ELEMENTS for n in verified)
+
+
+# Every kind of unit verification meets: convolution, batch-mixing batchnorm, relu and max-pool
+# with branch states, flatten (a view of its input), dense, an elementwise squasher, the loss.
+VERIFIED = {"input": {"shape": [2, 6, 6], "batch": 3}, "layers": [
+    {"type": "conv2d", "filters": 3, "kernel": 3, "padding": 1}, "batchnorm", "relu",
+    "maxpool2d", "flatten", {"type": "dense", "units": 5}, "tanh"], "loss": "cross_entropy"}
+
+
+def _whole_batch_changes(probe: LocalProbe, idx, values):
+    """Verification's reference as written over whole copies: each copy's objective change and
+    its terms' size, summed over the whole batch, and a bound on rounding by another order."""
+    copies = probe.plain_copies(idx, values)
+    change, scale = probe.change(copies)
+    if probe.is_loss:
+        return change, scale, copies, 4 * np.finfo(float).eps * scale
+    terms = sum(np.sum(np.abs(g * (np.asarray(d, float) - c)), axis=tuple(range(1, d.ndim)))
+                for d, c, g in zip(copies.data, probe.clean, probe.upstream))
+    return change, scale, copies, 64 * np.finfo(float).eps * terms
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_verification_reduced_copy_by_copy_equals_the_whole_batch_definition(seed, dtype):
+    """What a shortcut is verified against, each copy reduced over the outputs it moved as soon
+    as forward computes it, is the whole batch's sum of G * (y - clean) to rounding, with the
+    same terms' size and the same branch states."""
+    network, batch = build_network(load_config({**VERIFIED, "seed": seed, "dtype": dtype}))
+    network.set_training(True)
+    clean = network.run(batch)
+    rng = np.random.default_rng(seed)
+    verifier = Verifier(network.dtype, 1e-5, seed)
+    n = len(network.layers)
+    for k, unit in enumerate(network.units):
+        upstream = (batch.target if k == n
+                    else [g.astype(network.dtype) for g in clean.upstream[k]])
+        for name in [*unit.params, INPUT]:
+            probe = LocalProbe(unit, clean.args[k], upstream, name, network.dtype, verifier,
+                               f"{unit.name}.{name}")
+            idx = np.repeat(rng.choice(probe.array.size, size=min(6, probe.array.size),
+                                       replace=False), 2)
+            steps, _ = element_steps(probe.array, idx, 1e-3)
+            values = (probe.array.reshape(-1)[idx] + steps * np.tile([1.0, -1.0], len(idx) // 2)
+                      ).astype(probe.array.dtype)
+            expected, scale, copies, rounding = _whole_batch_changes(probe, idx, values)
+            got = probe.forward_changes(idx, values)
+            assert np.all(np.abs(got.changes - expected) <= rounding), (unit.name, name)
+            np.testing.assert_allclose(got.scales, scale, rtol=1e-13, atol=0)
+            assert len(got.states) == len(copies.states)
+            assert all(not states_differ(a, b) for a, b in zip(got.states, copies.states))
+
+
+def test_verification_holds_one_whole_batch_copy_at_a_time():
+    """16 verified copies of a 640 kB batch: forward's output, its difference from the clean
+    output and a mask are alive at once, never the 16 copies (nor a stack of them)."""
+    network, batch = build_network(load_config({"input": {"shape": [20000], "batch": 4},
+                                                "layers": ["tanh"], "loss": "mse"}))
+    clean = network.run(batch)
+    probe = LocalProbe(network.units[0], clean.args[0], [clean.upstream[0][0]], INPUT,
+                       network.dtype, Verifier(network.dtype, 1e-5, 0), "tanh.input")
+    copy = 8 * batch.x.size
+    idx = np.repeat(np.arange(0, 80000, 5000), 2)[:16]
+    values = probe.array.reshape(-1)[idx] + np.tile([1e-3, -1e-3], 8)
+    _ = probe.clean
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        probe.forward_changes(idx, values)
+        held = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= 4 * copy, held / copy
 
 
 # -- the relative-error map -------------------------------------------------------------------------

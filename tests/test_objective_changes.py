@@ -5,6 +5,8 @@ branches say a kink exactly where forward's branch_state does."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import examples
 from gradcheck.engine.base import states_differ
+from gradcheck.layers import conv
 from gradcheck.registry import layer_class
 
 SPEEDY = settings(max_examples=examples(15), deadline=None)
@@ -109,3 +112,45 @@ def test_magnitudes_count_only_what_changed():
     np.testing.assert_array_equal(changes, [0.5, 0.0])  # a negative input stays at 0
     np.testing.assert_array_equal(magnitudes, [1.5, 0.0])
     np.testing.assert_array_equal(branches, [1, 0])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_conv2d_input_changes_in_blocks_are_those_of_one_block_to_the_bit(seed, monkeypatch):
+    """conv2d computes input elements a block at a time (its (taps, elements, filters) arrays
+    within COLUMN_BYTES): blocks of 1, 7 and 64 elements give what one block does, bit for bit,
+    repeated and unordered elements included."""
+    rng = np.random.default_rng(seed)
+    layer = _layer("conv2d", {"filters": 3, "kernel": [3, 2], "stride": [1, 2], "padding": 1},
+                   (2, 5, 6), rng)
+    x = rng.normal(size=(3, 2, 5, 6))
+    g = rng.normal(size=layer.forward(x).shape)
+    idx = rng.choice(x.size, size=150)
+    values = x.reshape(-1)[idx] + rng.normal(size=150)
+    whole = layer.objective_changes(x, g, "input", idx, values)
+    per_element = conv.BLOCK_ARRAYS * 8 * 3 * 3 * 2  # bytes of one element's arrays
+    for elements in (1, 7, 64):
+        monkeypatch.setattr(conv, "COLUMN_BYTES", elements * per_element)
+        blocks = layer.objective_changes(x, g, "input", idx, values)
+        for a, b in zip(whole[:2], blocks[:2]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_input_changes_hold_about_column_bytes_whatever_the_elements(monkeypatch):
+    """Every input element of a 16-filter 5x5 conv at once (4,704 elements: 25 taps x 16
+    filters each, 15 MB per array if held whole): the blocks' arrays stay within COLUMN_BYTES,
+    and forward's columns within it too."""
+    monkeypatch.setattr(conv, "COLUMN_BYTES", 2**20)
+    rng = np.random.default_rng(0)
+    layer = _layer("conv2d", {"filters": 16, "kernel": 5}, (6, 14, 14), rng)
+    x = rng.normal(size=(4, 6, 14, 14))
+    g = rng.normal(size=layer.forward(x).shape)
+    idx = np.arange(x.size)
+    values = x.reshape(-1) + 1e-3
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        layer.objective_changes(x, g, "input", idx, values)
+        held = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= 2 * conv.COLUMN_BYTES, held / conv.COLUMN_BYTES

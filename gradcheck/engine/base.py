@@ -40,9 +40,13 @@ class Perturbed:
         """Central-difference estimate of the gradient for each element."""
         return (self.plus - self.minus) / self.step
 
+    def arrays(self) -> tuple:
+        """The fields in order (``dataclasses.astuple`` would deep-copy every array)."""
+        return self.plus, self.minus, self.step, self.kinked, self.scale
+
     def take(self, positions) -> Perturbed:
         """The elements at ``positions`` only."""
-        return Perturbed(*(np.asarray(a)[positions] for a in dataclasses.astuple(self)))
+        return Perturbed(*(np.asarray(a)[positions] for a in self.arrays()))
 
     @staticmethod
     def join(parts: list[Perturbed]) -> Perturbed:
@@ -50,7 +54,7 @@ class Perturbed:
             empty = np.empty(0)
             return Perturbed(empty, empty, empty, np.zeros(0, dtype=bool), empty)
         return Perturbed(*(np.concatenate(arrays) for arrays in
-                           zip(*(dataclasses.astuple(p) for p in parts))))
+                           zip(*(p.arrays() for p in parts))))
 
 
 class Writable:

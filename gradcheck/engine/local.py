@@ -122,6 +122,39 @@ class LocalProbe:
             return shortcuts.Copies(np.asarray(outputs, dtype=np.float64), states=states)
         return shortcuts.Copies([np.stack(ys) for ys in zip(*outputs)], states=states)
 
+    def forward_changes(self, idx: np.ndarray, values: np.ndarray) -> shortcuts.Copies:
+        """What ``_verify`` compares a shortcut with: per copy (element ``idx[c]`` set to
+        ``values[c]``), the objective's change through ``forward`` on the real batch, the size of
+        the terms it sums, and the branch state. Each copy is reduced as soon as it is computed,
+        over the outputs that changed (the others add exactly 0): no whole-batch copy is kept."""
+        target = Writable(self.array)
+        changes, scales, states = np.empty(len(idx)), np.empty(len(idx)), []
+        for c, (i, value) in enumerate(zip(idx, values)):
+            saved = target.get(i)
+            try:
+                target.set(i, value)
+                changes[c], scales[c] = self._changed_terms(self.plain_output())
+                if self.stateful:
+                    states.append(invoke(self.unit, "branch_state", self.unit.branch_state))
+            finally:
+                target.set(i, saved)
+        return shortcuts.Copies(None, states=states, changes=changes, scales=scales)
+
+    def _changed_terms(self, out) -> tuple[float, float]:
+        """One copy's objective minus the clean one, and the size of the terms it sums: ``change``
+        for a single copy, summed over the outputs it moved only."""
+        if self.is_loss:
+            return out - self.clean, max(abs(out), abs(self.clean))
+        total, scale = 0.0, 0.0
+        for y, clean, weight in zip(out, self.clean, self.upstream):
+            # y - clean is 0 exactly where y == clean (IEEE subtraction, gradual underflow).
+            moved = np.flatnonzero(np.asarray(y) != clean)
+            y = np.asarray(y).reshape(-1)[moved].astype(np.float64)
+            weight = weight.reshape(-1)[moved]
+            total += float(np.add.reduce(weight * (y - clean.reshape(-1)[moved])))
+            scale += float(np.add.reduce(np.abs(weight * y)))
+        return total, scale
+
     # -- projection ------------------------------------------------------------------------------
 
     def change(self, copies: shortcuts.Copies) -> tuple[np.ndarray, np.ndarray]:
@@ -218,17 +251,9 @@ class LocalProbe:
         """Compare the shortcut's changes, and whether it saw a kink, with plain ``forward``
         (and ``branch_state``) at the ``chosen`` elements of this pass, both signs of each."""
         at = np.sort(np.concatenate([2 * chosen, 2 * chosen + 1]))
-        # Whole-batch copies, as many at once as a pass of plain copies holds: verifying the
-        # rows of a large activation must not stack 16 copies of the whole batch.
-        group = 2 * pairs_per_chunk(self._copy_bytes(None))
-        expected, scale, seen = [], [], []
-        for lo in range(0, len(at), group):
-            plain = self.plain_copies(pairs[at[lo:lo + group]], values[at[lo:lo + group]])
-            got, size = self.change(plain)
-            expected.append(got)
-            scale.append(size)
-            seen.append(np.broadcast_to(_kinked(plain), (len(got) // 2,)))
-        expected, scale, seen = (np.concatenate(parts) for parts in (expected, scale, seen))
+        plain = self.forward_changes(pairs[at], values[at])
+        expected, scale = plain.changes, plain.scales
+        seen = np.broadcast_to(_kinked(plain), (len(chosen),))
         wrong = np.flatnonzero(seen != kinked[chosen])
         if len(wrong):
             first = wrong[0]
