@@ -14,16 +14,6 @@ from gradcheck.render.textparts import COLUMNS, shown_columns
 from gradcheck.report import Report
 
 
-def header(report: Report) -> Text:
-    """Network, mode, step, tolerances and seed: everything needed to reproduce the run."""
-    return textparts.header(report).to_text()
-
-
-def details(report: Report) -> list[Text]:
-    """What fails and why (``textparts.details``)."""
-    return [part.to_text() for part in textparts.details(report)]
-
-
 def summary(report: Report) -> Text:
     """The one-line verdict."""
     return textparts.summary(report).to_text()
