@@ -34,9 +34,13 @@ test-deep: $(STAMP)
 
 # Bench only: torch is the reference, pinned, and never a dependency of gradcheck itself. Single
 # threaded on both sides; OPENBLAS_CORETYPE/L2_SIZE (set on some machines for old OpenBLAS builds)
-# are unset for this command alone, since they slow a current numpy.
+# are unset for this command alone, since they slow a current numpy. gradcheck is byte-compiled
+# first, as pip compiles an installed package (numpy, click, rich and yaml are): this install is
+# editable, and where PYTHONDONTWRITEBYTECODE is set or a source changed since its .pyc, every
+# process would compile gradcheck's sources again (0.1 s of a whole `gradcheck check`).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m compileall -q gradcheck
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
 		$(BIN)/python bench/bench.py
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ from gradcheck.usercode import invoke
 
 def load_array(spec: DataSpec, what: str) -> np.ndarray:
     """Load ``spec.file`` (``.npy``, or ``.npz`` with ``spec.key``) and reject non-finite values."""
+    import zipfile  # only a data file needs it (2 ms of every check's start-up)
+
     path: Path = spec.file
     if not path.is_file():
         raise DataError(f"{what} data file {str(path)!r} does not exist.", path=spec.path,

@@ -19,6 +19,8 @@ random direction; here the direction is one element, so the verdict is per eleme
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 STENCIL = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
@@ -46,16 +48,18 @@ def misfit(values: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(residual ** 2, axis=1))
 
 
-def _hinge_projectors() -> list[np.ndarray]:
-    """Residual projectors of "a line plus one bend at b" for bends b across the stencil."""
+@functools.cache
+def _hinge_projectors() -> tuple[np.ndarray, ...]:
+    """Residual projectors of "a line plus one bend at b" for bends b across the stencil.
+    Made on first use, not on import: 79 pseudo-inverses cost 3 ms of every check's start-up,
+    and only a check that meets a suspected kink needs them."""
     projectors = []
     for bend in np.linspace(-0.975, 0.975, 79):  # steps of 0.025: 0 (an exact tie) included
         design = np.stack([np.ones(5), STENCIL, np.maximum(STENCIL - bend, 0.0)], axis=1)
         projectors.append(np.eye(5) - design @ np.linalg.pinv(design))
-    return projectors
+    return tuple(projectors)
 
 
-_HINGES = _hinge_projectors()
 # A kink is one bend: a line with one break fits it this much better than a quadratic does.
 HINGE_IMPROVEMENT = 0.1
 
@@ -63,7 +67,7 @@ HINGE_IMPROVEMENT = 0.1
 def hinge_misfit(values: np.ndarray) -> np.ndarray:
     """rms distance of each row of ``values`` (n, 5) from the best "line with one bend"."""
     best = np.full(len(values), np.inf)
-    for projector in _HINGES:
+    for projector in _hinge_projectors():
         residual = values @ projector.T
         best = np.minimum(best, np.sqrt(np.mean(residual ** 2, axis=1)))
     return best

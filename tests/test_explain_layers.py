@@ -219,7 +219,7 @@ def test_the_heat_map_legend_names_rows_columns_and_the_axes_it_reduces():
 
 
 def test_the_text_report_labels_its_heat_map_with_the_targets_axis_names():
-    from gradcheck.render.text import details
+    from gradcheck.render.textparts import details
 
     report = check_layer("explain_box_filter_top_row_skipped", (2, 8, 8))
     check = report.layers[0].checks[0]

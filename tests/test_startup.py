@@ -57,10 +57,23 @@ def test_import_gradcheck_loads_nothing_heavy(tmp_path):
 
 
 def test_the_probe_sees_what_a_check_loads(tmp_path):
-    """The probe can fail: it shows numpy, yaml and rich once a check runs."""
-    modules = imported("cli", "check", str(CONFIGS / "mlp.yaml"), tmp=tmp_path)
+    """The probe can fail: it shows numpy, yaml and rich once a check in colour runs."""
+    modules = imported("cli", "check", str(CONFIGS / "mlp.yaml"), "--color", "always",
+                       tmp=tmp_path)
     for name in ("numpy", "yaml", "rich", "gradcheck.plugins", "gradcheck.render.text"):
         assert loaded(modules, name), name
+
+
+def test_a_passing_check_without_colour_loads_neither_rich_nor_what_only_failures_need(
+        tmp_path):
+    """A report piped or written to a file is drawn without rich (gradcheck.render.plain); a
+    check whose gradients match never classifies a mismatch; only some layers need the object
+    adapter, an external program or a data file."""
+    for output in ((), ("-o", str(tmp_path / "report.txt"))):
+        modules = imported("cli", "check", str(CONFIGS / "mlp.yaml"), *output, tmp=tmp_path)
+        for name in ("rich", "gradcheck.render.text", "gradcheck.explain.patterns",
+                     "gradcheck.layers.adapter", "shutil", "zipfile"):
+            assert not loaded(modules, name), name
 
 
 @pytest.mark.parametrize("args, allowed", [

@@ -17,7 +17,6 @@ import numpy as np
 from gradcheck.contract import Layer
 from gradcheck.errors import ConfigError, LayerError
 from gradcheck.layers import calls
-from gradcheck.layers.adapter import DX, parse_adapter
 from gradcheck.registry import register_layer
 
 
@@ -35,6 +34,10 @@ class ObjectLayer(Layer):
 
     def __init__(self, constructor, adapter=None, args=None, kwargs=None,
                  mixes_batch: bool = True):
+        # The adapter's parser is imported by the layer that uses it: 2 ms of every check's
+        # start-up otherwise (registering this layer must not cost it).
+        from gradcheck.layers.adapter import parse_adapter
+
         super().__init__()
         self.constructor_ref = constructor
         self.adapter = parse_adapter(adapter)
@@ -97,6 +100,8 @@ class ObjectLayer(Layer):
                                      x.shape[0]).astype(x.dtype)
 
     def backward(self, grad_out):
+        from gradcheck.layers.adapter import DX
+
         if self._x_shape is None:
             raise LayerError("backward was called before forward.")
         self._put_back(buffers=False)

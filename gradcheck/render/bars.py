@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from rich.text import Text
+from gradcheck.render.styled import Styled
 
 # The scale spans machine epsilon for float64 to a 100% error: every relative error lands in it.
 LOG_MIN, LOG_MAX = -16.0, 0.0
@@ -15,7 +15,7 @@ _EIGHTHS = " ▏▎▍▌▋▊▉"
 BAR_HEADER = "1e-16 ‥ 1"
 
 
-def error_bar(rel_error: float | None, rtol: float, width: int = WIDTH) -> Text:
+def error_bar(rel_error: float | None, rtol: float, width: int = WIDTH) -> Styled:
     """``rel_error`` as a bar on a log10 scale from 1e-16 to 1, with ``|`` at the tolerance.
 
     Green below the tolerance, red above it; an error of 0 draws nothing, one above 1 fills the bar.
@@ -27,7 +27,7 @@ def error_bar(rel_error: float | None, rtol: float, width: int = WIDTH) -> Text:
     bar = "█" * full + (_EIGHTHS[part] if part else "")
     # NaN compares false both ways: an undefined error is drawn as a failure, never as a pass.
     style = "red" if rel_error is not None and not rel_error <= rtol else "green"
-    text = Text(bar, style=style)
+    text = Styled(bar, style=style)
     rest = []
     for i in range(len(bar), width):
         rest.append("|" if i == min(tick, width - 1) else "·")

@@ -22,9 +22,14 @@ SUBJECTS = ("report", "diagnosis")
 #   files_verdict (subject, outcomes)  its -q lines (text only)
 #   data (result)                      the JSON document as plain data (json only)
 #   suite (result), error_suite (network, error)  one JUnit <testsuite> (junit only)
+#   plain_full, plain_verdict (result, width)  full and verdict as the characters rich prints
+#                                      for them without colour ``width`` columns wide, without
+#                                      importing rich; None where rich must draw them (text only)
 _RENDERERS = {
     ("text", "report", "full"): "gradcheck.render.text:render_text",
     ("text", "report", "verdict"): "gradcheck.render.text:summary",
+    ("text", "report", "plain_full"): "gradcheck.render.plain:plain_report",
+    ("text", "report", "plain_verdict"): "gradcheck.render.plain:plain_verdict",
     ("text", "diagnosis", "full"): "gradcheck.render.findings:render_findings_text",
     ("text", "diagnosis", "verdict"): "gradcheck.render.findings:findings_summary",
     ("json", "report", "full"): "gradcheck.render.json:render_json",

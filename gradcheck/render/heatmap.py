@@ -6,8 +6,8 @@ layer's declared layout, ``TargetReport.axis_names``)."""
 from __future__ import annotations
 
 import numpy as np
-from rich.text import Text
 
+from gradcheck.render.styled import Styled
 from gradcheck.report import ErrorMap
 
 MAX_ROWS, MAX_COLS = 16, 48
@@ -77,11 +77,11 @@ def _nanmax(values: np.ndarray, axis: int) -> np.ndarray:
 
 
 def heatmap(rel_error: np.ndarray | ErrorMap, rtol: float, axis_names=None,
-            indent: str = "    ") -> Text:
-    """The heat map as rich Text: one character per element (or block), then a legend that
+            indent: str = "    ") -> Styled:
+    """The heat map as Styled text: one character per element (or block), then a legend that
     names the axes (``axis_names``, one per axis of ``rel_error``; generic when None)."""
     cells, what = grid(rel_error, axis_names)
-    text = Text()
+    text = Styled()
     span = max(np.log10(1.0 / rtol), 1e-9)
     for row in cells:
         text.append(indent)
