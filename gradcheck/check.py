@@ -112,7 +112,7 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
                                         "this target" if stopped else "not compared: this unit "
                                         "breaks the contract (see its problems)")
             else:
-                checked, stopped = _compare(fanout, comparison, make_probe(t), indices,
+                checked, stopped = _compare(fanout, comparison, *fanout.probe(t), indices,
                                             analytic, decay_term(network, k, name, settings))
                 note_sharing(network, k, name, checked)
                 if "directional" in settings.effective_mode.split("+") and not stopped:
@@ -135,11 +135,11 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     return report
 
 
-def _compare(fanout: Fanout, comparison: Comparison, probe, indices: np.ndarray,
+def _compare(fanout: Fanout, comparison: Comparison, probe, steps, indices: np.ndarray,
              analytic: np.ndarray, decay) -> tuple[TargetReport, bool]:
-    """The report of ``probe``'s target over ``indices``, its passes evaluated by ``fanout``
-    (``Comparison.target`` in one process); and whether the deadline stopped it."""
-    steps = comparison.steps(probe, indices)
+    """The report of ``probe``'s target over ``indices`` (at ``steps``: the steps and their
+    caps), its passes evaluated by ``fanout`` (``Comparison.target`` in one process); and
+    whether the deadline stopped it."""
     parts, stopped = [], False
     for part in pass_slices(len(indices)):
         got = fanout.evaluate(probe, indices[part], steps[0][part],

@@ -58,8 +58,9 @@ class Outcome:
 class Fanout:
     """The passes of every target in ``plan`` ((unit index, name, indices) triples) that
     ``compare(t)`` admits, run by ``jobs`` processes (1, N or "auto"). The caller asks for them
-    in plan order, one ``evaluate`` per pass, with ``make_probe(t)``'s probe of each target;
-    ``ahead()``, when given, is work done first once workers start (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
+    in plan order, one ``evaluate`` per pass, with each target's ``probe(t)`` (made by
+    ``make_probe(t)``); ``ahead()``, when given, is work done first once workers start
+    (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
     ``events``: what ``-v`` says about the processes."""
 
     def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
@@ -81,7 +82,7 @@ class Fanout:
         self._results = None
         self._began = None
         self.started = False
-        self._cached: tuple[int, LocalProbe, np.ndarray] | None = None  # last item's probe
+        self._probes: dict[int, tuple[LocalProbe, tuple]] = {}  # see ``probe``
         self.count, self.auto = self._count(jobs)
 
     def _count(self, jobs) -> tuple[int, bool]:
@@ -188,15 +189,30 @@ class Fanout:
     # -- the work of an item ----------------------------------------------------------------------
 
     def _in_worker(self, item) -> Outcome:
-        # A worker's verifier is its own copy: what it refuses, it stops using itself.
-        return self._work(item, self.comparison.verifier)
+        # A worker's verifier is its own copy: what it refuses, it stops using itself. A worker
+        # is handed the passes in plan order: a target before this one is done with.
+        return self._work(item, self.comparison.verifier, turn=True)
 
     def _here(self, item) -> Outcome:
         """An item this process computes while a worker has the one it waits for: as a worker
         would, with a copy of what is refused so far, its own refusals made in its turn."""
-        return self._work(item, self.comparison.verifier.scratch())
+        return self._work(item, self.comparison.verifier.scratch(), turn=False)
 
-    def _work(self, item, verifier) -> Outcome:
+    def probe(self, t: int, turn: bool = True):
+        """Target t's probe, and the steps of its selected elements with their caps, made once in
+        this process: one probe serves t's turn (judging, a pass redone) and the passes of t this
+        process computes ahead (a probe costs a forward and a copy of its input). ``turn``: t's
+        turn has come, so the probes of the targets before it are dropped."""
+        if turn:
+            for done in [k for k in self._probes if k < t]:
+                del self._probes[done]
+        got = self._probes.get(t)
+        if got is None:
+            probe = self.make_probe(t)
+            got = self._probes[t] = probe, self.comparison.steps(probe, self.plan[t][2])
+        return got
+
+    def _work(self, item, verifier, turn: bool) -> Outcome:
         t, part = item
         if t == AHEAD:
             try:
@@ -206,16 +222,12 @@ class Fanout:
         made = len(verifier.refusals)
         tried: set[str] = set()
         try:
-            if self._cached is None or self._cached[0] != t:
-                probe = self.make_probe(t)
-                self._cached = (t, probe, self.comparison.steps(probe, self.plan[t][2])[0])
-            _, probe, steps = self._cached
-            probe.verifier = verifier
-            probe.tried.clear()
+            probe, (steps, _) = self.probe(t, turn)
+            probe.verifier, probe.tried = verifier, tried
             try:
                 perturbed, error = probe.evaluate(self.plan[t][2][part], steps[part]), None
             finally:
-                tried = set(probe.tried)
+                probe.verifier, probe.tried = self.comparison.verifier, set()
         except GradcheckError as exc:
             perturbed, error = None, exc
         refusals = [(f.method, f.message, f.quiet) for f in verifier.refusals[made:]]
