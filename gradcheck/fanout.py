@@ -37,8 +37,9 @@ from gradcheck.compare import Comparison, pass_slices
 from gradcheck.engine.base import Perturbed
 from gradcheck.engine.local import LocalProbe
 from gradcheck.engine.verify import Distrusted
-from gradcheck.errors import GradcheckError
+from gradcheck.errors import GradcheckError, LayerError
 from gradcheck.settings import JOBS_GAIN_SECONDS
+from gradcheck.usercode import type_name
 
 
 AHEAD = -1  # the work item of ``Fanout.ahead``
@@ -134,10 +135,13 @@ class Fanout:
             else:
                 self.position += 1
                 return probe.evaluate(indices, steps)
-        got = next(self._results, None)
-        if got is not None and got[0][0] == AHEAD:
-            self._ahead_value = got[1]
+        try:
             got = next(self._results, None)
+            if got is not None and got[0][0] == AHEAD:
+                self._ahead_value = got[1]
+                got = next(self._results, None)
+        except parallel.WorkerDied as failure:
+            raise self._died(failure) from None
         if got is None:
             return None
         self.position += 1
@@ -185,6 +189,28 @@ class Fanout:
         for method, message, quiet in outcome.refusals:
             verifier.refuse(probe.unit, Distrusted(method, message, quiet))
         return outcome.perturbed
+
+    def _died(self, failure: parallel.WorkerDied) -> LayerError:
+        """A user error for a worker that ended while computing ``failure.item``: the code of
+        the layer it was evaluating (a plugin, a compiled extension, an ``external`` client) is
+        the likely cause, and one process shows what happened."""
+        t, part = failure.item if failure.item is not None else (None, None)
+        layer = ""
+        if t is None:
+            what = "before it computed anything"
+        elif t == AHEAD:
+            what = "while computing the end-to-end safety net"
+        else:
+            k, name, _ = self.plan[t]
+            if self.units:
+                layer = f"layer {self.units[k].name!r} ({type_name(self.units[k])}): "
+            what = (f"while evaluating {name} elements {part.start}-{part.stop - 1} of those "
+                    "selected")
+        return LayerError(f"{layer}a --jobs worker process ended unexpectedly ({failure.how}) "
+                          f"{what}; the code a layer runs (a plugin, a compiled extension, an "
+                          "external client) may have crashed or exited it.",
+                          hint="run with --jobs 1 to meet the failure in this process, where "
+                          "its error shows")
 
     # -- the work of an item ----------------------------------------------------------------------
 

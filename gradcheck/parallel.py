@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import signal
 import threading
 import time
 import traceback
@@ -54,6 +55,16 @@ def can_fork() -> bool:
 
 class WorkerFailed(Exception):
     """A worker raised something that could not be sent back as it was: its traceback."""
+
+
+class WorkerDied(WorkerFailed):
+    """A worker ended without sending a result: ``how`` (its exit status or signal), and
+    ``item``, the item it was computing (None if it was computing none)."""
+
+    def __init__(self, how: str, item=None):
+        super().__init__(f"a worker process ended unexpectedly ({how})")
+        self.how = how
+        self.item = item
 
 
 class Workers:
@@ -106,7 +117,8 @@ class Workers:
         was sent (its exception, too, is raised in its item's turn): this process and N - 1
         workers keep N cores busy, where N workers and a waiting caller would share them."""
         items = list(items)
-        self._pump = pump = _Pump(self._conns, items, stop, helping=helper is not None)
+        self._pump = pump = _Pump(self._conns, self._procs, items, stop,
+                                  helping=helper is not None)
         for following in range(len(items)):
             got = pump.take(following, wait=helper is None)
             while got is _PENDING:
@@ -161,8 +173,8 @@ class _Pump:
     handed out has come back (or ``stop()`` ended the dispatch), when a worker fails outside
     any item, or at ``finish()``."""
 
-    def __init__(self, conns, items, stop, helping: bool):
-        self._conns, self._items, self._stop = conns, items, stop
+    def __init__(self, conns, procs, items, stop, helping: bool):
+        self._conns, self._procs, self._items, self._stop = conns, procs, items, stop
         self._ready = threading.Condition()
         self._done: dict[int, tuple[bool, object]] = {}
         self._ended = False
@@ -222,21 +234,24 @@ class _Pump:
     def _run(self) -> None:
         from multiprocessing.connection import wait
 
-        outstanding = dict.fromkeys(self._conns, 0)
+        outstanding = {conn: [] for conn in self._conns}  # indices sent, in the order sent
         failure = None
         try:
             while not self._quit:
                 while True:
-                    conn = min(outstanding, key=outstanding.get)
-                    if outstanding[conn] >= IN_FLIGHT:
+                    conn = min(outstanding, key=lambda c: len(outstanding[c]))
+                    if len(outstanding[conn]) >= IN_FLIGHT:
                         break
                     with self._ready:
                         index = self._hand_out()
                     if index is None:
                         break
-                    conn.send((index, self._items[index]))
-                    outstanding[conn] += 1
-                busy = [conn for conn, n in outstanding.items() if n]
+                    outstanding[conn].append(index)
+                    try:
+                        conn.send((index, self._items[index]))
+                    except OSError:  # its end of the pipe closed: it is gone
+                        raise self._died(conn, outstanding[conn]) from None
+                busy = [conn for conn, sent in outstanding.items() if sent]
                 if not busy:
                     with self._ready:
                         finished = self._stopped or self._next == len(self._items)
@@ -254,17 +269,30 @@ class _Pump:
                 for conn in wait(busy, timeout=POLL_SECONDS):
                     try:
                         index, ok, value = conn.recv()
-                    except EOFError:
-                        raise WorkerFailed("a worker process ended unexpectedly") from None
+                    except (EOFError, OSError):  # its end of the pipe closed: it is gone
+                        raise self._died(conn, outstanding[conn]) from None
                     if index < 0:  # the worker failed outside any item (reopening its units)
                         raise value
-                    outstanding[conn] -= 1
+                    outstanding[conn].remove(index)
                     self.put(index, (ok, value))
         except BaseException as exc:  # raised in the caller, after the results before it
             failure = exc
         with self._ready:
             self._ended, self._failure = True, failure
             self._ready.notify_all()
+
+
+    def _died(self, conn, computing: list[int]) -> WorkerDied:
+        """The failure of the worker behind ``conn``, which ended while ``computing`` those
+        items (the first is the one it was on)."""
+        proc = self._procs[self._conns.index(conn)]
+        proc.join(STOP_SECONDS)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        else:
+            how = f"exit status {code}" if code is not None else "still running"
+        return WorkerDied(how, self._items[computing[0]] if computing else None)
 
 
 def _tell_to_stop(conns) -> None:

@@ -158,6 +158,45 @@ def test_a_worker_error_is_the_error_of_one_process_and_leaves_no_process(run_cl
         assert all(gone(pid) for pid in logged_pids(tmp_path))
 
 
+@needs_fork
+def test_a_worker_that_dies_is_a_user_error_naming_what_it_computed_and_leaves_no_process(
+        run_cli, tmp_path):
+    # A layer whose code kills a worker process (a crashing extension would): one process
+    # passes; with workers the check must end with a user error, not a traceback or a hang.
+    spec = {"plugins": [str(TEST_PLUGINS / "jobs_layers.py")], "input": {"shape": [3],
+            "batch": 2}, "layers": [{"type": "dies_in_worker", "name": "fragile"}], "loss": "mse"}
+    path = write_yaml(tmp_path, yaml.safe_dump(spec))
+    before = _children()
+    assert run_cli("check", path, "--mode", "full", "--jobs", "1").exit_code == 0
+    two = run_cli("check", path, "--mode", "full", "--jobs", "2")
+    assert two.exit_code == 2 and "Traceback" not in two.stderr
+    assert "a --jobs worker process ended unexpectedly (exit status 7)" in two.stderr
+    # The worker dies on the first item it is sent: the safety net or a pass of W.
+    assert ("layer 'fragile' (dies_in_worker): " in two.stderr and "while evaluating W elements"
+            in two.stderr) or "while computing the end-to-end safety net" in two.stderr
+    assert "Hint: run with --jobs 1" in two.stderr
+    assert _children() <= before
+
+
+def test_a_dead_worker_is_reported_with_the_layer_target_and_elements_it_was_evaluating():
+    from gradcheck.fanout import AHEAD, Fanout
+    from gradcheck.layers.dense import Dense
+
+    unit = Dense(units=3)
+    unit.name = "fc2"
+    plan = [(0, "W", np.arange(600)), (0, "input", np.arange(40))]
+    fanout = Fanout(plan, 1, None, None, lambda t: True, units=[unit])
+    error = fanout._died(parallel.WorkerDied("killed by signal SIGSEGV", (0, slice(256, 600))))
+    assert error.message.startswith("layer 'fc2' (dense): a --jobs worker process ended "
+                                    "unexpectedly (killed by signal SIGSEGV) while evaluating W "
+                                    "elements 256-599 of those selected; ")
+    assert "--jobs 1" in error.hint
+    ahead = fanout._died(parallel.WorkerDied("exit status 7", (AHEAD, None)))
+    assert "while computing the end-to-end safety net" in ahead.message
+    idle = fanout._died(parallel.WorkerDied("exit status 1"))
+    assert "before it computed anything" in idle.message
+
+
 def _external_net(folder: Path) -> Path:
     spec = {"input": {"shape": [3], "batch": 2}, "layers": [
         {"type": "external", "name": "ext", "command": [sys.executable, str(MISBEHAVING), "ok"]},

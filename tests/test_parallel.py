@@ -9,8 +9,8 @@ import time
 import pytest
 
 from gradcheck.errors import LayerError
-from gradcheck.parallel import (AHEAD_PER_PROCESS, WorkerFailed, Workers, available_cores,
-                                can_fork)
+from gradcheck.parallel import (AHEAD_PER_PROCESS, WorkerDied, WorkerFailed, Workers,
+                                available_cores, can_fork)
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need fork")
 
@@ -213,3 +213,19 @@ def test_the_caller_takes_on_no_item_beyond_the_window():
         next(results)
         assert len(computed) < 2 * AHEAD_PER_PROCESS  # one worker and this process
         assert [item for item, _ in results] == list(range(1, 100))
+
+
+@pytest.mark.parametrize("helping", [False, True])
+def test_a_worker_that_dies_mid_item_fails_the_map_in_that_items_turn(helping):
+    # The worker dies on the first item it is sent: whoever computes the others, the map
+    # yields what came before it in order, then fails instead of waiting for it forever.
+    got = []
+    workers = Workers(1, lambda item: os._exit(3))
+    with pytest.raises(WorkerDied, match=r"ended unexpectedly \(exit status 3\)") as info:
+        for item, _ in workers.map(range(40), helper=(lambda item: item) if helping else None):
+            got.append(item)
+    procs = list(workers._procs)
+    workers.close()
+    assert got == list(range(len(got))) and len(got) <= info.value.item < 40, \
+        "the failure names the item the worker was computing, one not yielded"
+    assert not any(p.is_alive() for p in procs)
