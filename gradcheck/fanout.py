@@ -3,23 +3,28 @@ objective, pass by pass (``compare.pass_slices``), in this process or, with ``--
 out to forked worker processes (``gradcheck.parallel``), with the same result to the bit.
 
 A work item is one pass of one target. A worker evaluates it (``LocalProbe.evaluate``) and sends
-back the perturbed objective values, which shortcuts it computed with and which it refused. This
-process takes the items in plan order, as one process would have run them, and for each:
+back the perturbed objective values, which shortcuts it computed with and which it refused; this
+process does the same (``_here``) with the next item no worker was sent, whenever the result it
+needs next is still in a worker, so ``jobs`` processes keep ``jobs`` cores busy. This process
+takes the results in plan order, as one process would have run them, and for each:
 
 - if a shortcut the item computed with was refused by an item before it (a worker does not see
-  the refusals of the others), the item is evaluated again here, where every refusal before it
-  is known: exactly what one process would have computed;
+  the refusals of the others, nor an item computed here ahead of its turn those made after it
+  was computed), the item is evaluated again here, where every refusal before it is known:
+  exactly what one process would have computed;
 - else its refusals are made here, in order, so the report's notes come in the same order;
-- a worker's error is raised in its item's turn: the error one process would have met first.
+- a worker's error is raised in its item's turn: the error one process would have met first
+  (a worker that dies instead is reported as the layer's error, with a hint to run one
+  process, where what killed it shows).
 
 Verification positions depend on the pass alone (``Verifier.positions``), so a pass verifies the
 same elements wherever it runs. Judging, the report of each target and the directional checks
 stay in this process, target by target, while the workers compute the passes after it.
 
-``jobs="auto"`` starts workers (one per available core) only once the comparison has run
-``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again (projected from the
-time per element so far): a shorter comparison would lose more to starting them than it
-gains. An explicit number starts them from the first pass. With workers, the end-to-end safety
+``jobs="auto"`` starts workers (one per available core, but this process's) only once the
+comparison has run ``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again
+(projected from the time per element so far): a shorter comparison would lose more to starting
+them than it gains. An explicit number starts them from the first pass. With workers, the end-to-end safety
 net (``conclude.safety_net``) is the first item handed out, so it is computed while passes are
 left for the other processes to balance against (as the last, it kept this process waiting
 after its last target); the caller uses it unless a unit measured a precision band.
