@@ -24,10 +24,11 @@ stay in this process, target by target, while the workers compute the passes aft
 ``jobs="auto"`` starts workers (one per available core, but this process's) only once the
 comparison has run ``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again
 (projected from the time per element so far): a shorter comparison would lose more to starting
-them than it gains. An explicit number starts them from the first pass. With workers, the end-to-end safety
-net (``conclude.safety_net``) is the first item handed out, so it is computed while passes are
-left for the other processes to balance against (as the last, it kept this process waiting
-after its last target); the caller uses it unless a unit measured a precision band.
+them than it gains. An explicit number starts them from the first pass. With workers, the
+end-to-end safety net (``conclude.safety_net``) is the first item handed out, so it is computed
+while passes are left for the other processes to balance against (as the last, it kept this
+process waiting after its last target); the caller uses it unless a unit measured a precision
+band.
 """
 
 from __future__ import annotations
