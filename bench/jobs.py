@@ -8,11 +8,17 @@ by default), and each side keeps its best time: on a shared machine a burst of l
 work falls on both sides alike. Every check also confirms that the two JSON reports are the same
 bytes. The last column says what ``jobs="auto"`` (the command's default) does for the network,
 read from the report's events (what ``-v`` prints). Prints a Markdown table.
+
+Then what a second process can give on this machine at best, for network N3, each figure the
+best of the rounds: a one-process check in a forked child against the same check in its parent
+(the cost of the fork: every page the child first writes is copied), and two independent
+one-process checks started together against one alone (what the cores share).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +75,63 @@ def main() -> None:
         ratio = best[1] / best[args.jobs]
         print(f"| {name} | {best[1]:.2f} s | {best[args.jobs]:.2f} s | {ratio:.2f}x | "
               f"{auto_choice(events)} |")
+    ceiling(dict(NETWORKS["N3"], name="N3", seed=0), args.repeats)
+
+
+def forked_check_seconds(config: dict) -> float:
+    """One full check (one process) of ``config`` in a child forked from this process."""
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(readable)
+        seconds, _, _ = timed(config, 1)
+        os.write(writable, f"{seconds!r}".encode())
+        os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable) as result:
+        seconds = float(result.read())
+    os.waitpid(pid, 0)
+    return seconds
+
+
+def side_by_side_seconds(config: dict) -> float:
+    """The longer of two full checks (one process each) run at once, in two forked children."""
+    pids, pipes = [], []
+    start_readable, start_writable = os.pipe()
+    for _ in range(2):
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.read(start_readable, 1)  # both start together
+            seconds, _, _ = timed(config, 1)
+            os.write(writable, f"{seconds!r}".encode())
+            os._exit(0)
+        os.close(writable)
+        pids.append(pid)
+        pipes.append(readable)
+    os.write(start_writable, b"go")
+    times = []
+    for pid, readable in zip(pids, pipes):
+        with os.fdopen(readable) as result:
+            times.append(float(result.read()))
+        os.waitpid(pid, 0)
+    return max(times)
+
+
+def ceiling(config: dict, repeats: int) -> None:
+    timed(config, 1)  # warm: the figures below compare warm processes
+    best = {"parent": float("inf"), "child": float("inf"), "alone": float("inf"),
+            "pair": float("inf")}
+    for _ in range(repeats):
+        best["parent"] = min(best["parent"], timed(config, 1)[0])
+        best["child"] = min(best["child"], forked_check_seconds(config))
+        forked_check_seconds(config)  # the children below start from a forked state too
+        best["alone"] = min(best["alone"], forked_check_seconds(config))
+        best["pair"] = min(best["pair"], side_by_side_seconds(config))
+    fork, share = best["child"] / best["parent"], best["pair"] / best["alone"]
+    print(f"\nN3, one process each, best of {repeats}: in this process {best['parent']:.3f} s, "
+          f"in a freshly forked child {best['child']:.3f} s ({fork:.2f}x); one child alone "
+          f"{best['alone']:.3f} s, two children at once {best['pair']:.3f} s ({share:.2f}x)")
 
 
 if __name__ == "__main__":
