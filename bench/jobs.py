@@ -9,16 +9,18 @@ work falls on both sides alike. Every check also confirms that the two JSON repo
 bytes. The last column says what ``jobs="auto"`` (the command's default) does for the network,
 read from the report's events (what ``-v`` prints). Prints a Markdown table.
 
-Then what a second process can give on this machine at best, for network N3, each figure the
-best of the rounds: a one-process check in a forked child against the same check in its parent
-(the cost of the fork: every page the child first writes is copied), and two independent
-one-process checks started together against one alone (what the cores share).
+Then, for network N3, the CPU time of a check with 1 and 2 jobs (the workers' included), and
+what a second process can give on this machine at best, each figure the best of the rounds: a
+one-process check in a forked child against the same check in its parent (the cost of the fork:
+every page the child first writes is copied), and two independent one-process checks started
+together against one alone (what the cores share).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -118,6 +120,15 @@ def side_by_side_seconds(config: dict) -> float:
     return max(times)
 
 
+def cpu_seconds(config: dict, jobs: int) -> float:
+    """User + system CPU seconds of a full check of ``config``, its workers' included (they are
+    waited for, so counted as this process's children, before the check returns)."""
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    timed(config, jobs)
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+
+
 def ceiling(config: dict, repeats: int) -> None:
     timed(config, 1)  # warm: the figures below compare warm processes
     best = {"parent": float("inf"), "child": float("inf"), "alone": float("inf"),
@@ -128,8 +139,11 @@ def ceiling(config: dict, repeats: int) -> None:
         forked_check_seconds(config)  # the children below start from a forked state too
         best["alone"] = min(best["alone"], forked_check_seconds(config))
         best["pair"] = min(best["pair"], side_by_side_seconds(config))
+    cpu = {jobs: min(cpu_seconds(config, jobs) for _ in range(repeats)) for jobs in (1, 2)}
+    print(f"\nN3, CPU of a full check (best of {repeats}): jobs 1 {cpu[1]:.3f} s, jobs 2 "
+          f"{cpu[2]:.3f} s ({cpu[2] / cpu[1]:.2f}x)")
     fork, share = best["child"] / best["parent"], best["pair"] / best["alone"]
-    print(f"\nN3, one process each, best of {repeats}: in this process {best['parent']:.3f} s, "
+    print(f"N3, one process each, best of {repeats}: in this process {best['parent']:.3f} s, "
           f"in a freshly forked child {best['child']:.3f} s ({fork:.2f}x); one child alone "
           f"{best['alone']:.3f} s, two children at once {best['pair']:.3f} s ({share:.2f}x)")
 
