@@ -114,8 +114,9 @@ class Fanout:
             self._workers.close()
             self._workers = None
         if self.redone:
-            self.events.append(f"jobs: {self.redone} pass(es) redone in this process: their "
-                               "worker used a shortcut an earlier pass had refused")
+            self.events.append(f"jobs: {self.redone} pass(es) redone in this process: they "
+                               "were computed (by a worker, or here ahead of their turn) with "
+                               "a shortcut an earlier pass had refused")
         if self._began is None or self.started or self.count == 1:
             return
         if self.auto:
