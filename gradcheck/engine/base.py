@@ -44,10 +44,6 @@ class Perturbed:
         """The fields in order (``dataclasses.astuple`` would deep-copy every array)."""
         return self.plus, self.minus, self.step, self.kinked, self.scale
 
-    def take(self, positions) -> Perturbed:
-        """The elements at ``positions`` only."""
-        return Perturbed(*(np.asarray(a)[positions] for a in self.arrays()))
-
     @staticmethod
     def join(parts: list[Perturbed]) -> Perturbed:
         if not parts:
