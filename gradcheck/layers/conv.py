@@ -255,7 +255,7 @@ class Conv2D(Layer):
         delta = (values - x.reshape(-1)[flat_indices]).astype(y.dtype)
         out = y[n]
         weight = self.params["W"].astype(y.dtype, copy=False)
-        for hit, a, b, ti, tj in self._outputs_seeing(x.shape, i, j, y.shape[2:]):
+        for hit, a, b, ti, tj in self._outputs_seeing(i, j, y.shape[2:]):
             # One hit per copy and element: plain fancy-index += never meets a repeated index.
             out[hit, :, a, b] += delta[hit, None] * weight[:, c[hit], ti, tj].T
         return out
@@ -305,15 +305,7 @@ class Conv2D(Layer):
         delta = values - x.reshape(-1)[idx].astype(np.float64)
         filters, channels, kh, kw = self.params["W"].shape
         out_h, out_w = y.shape[2:]
-        (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
-        tap = np.arange(kh * kw)[:, None]  # in ``taps`` order
-        ti, tj = np.divmod(tap, kw)
-        # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through tap (ti, tj).
-        row, col = i + (ph - ti * dh), j + (pw - tj * dw)
-        a, b = row if sh == 1 else row // sh, col if sw == 1 else col // sw
-        hit = (row >= 0) & (col >= 0) & (a < out_h) & (b < out_w)
-        if sh > 1 or sw > 1:
-            hit &= (row % sh == 0) & (col % sw == 0)
+        hit, a, b, tap = self._tap_outputs(i, j, (out_h, out_w))
         # Flat positions in y and g, (taps, k, filters): a tap that misses reads position 0.
         plane = out_h * out_w
         at = (np.where(hit, n * (filters * plane) + a * out_w + b, 0)[..., None]
@@ -332,18 +324,28 @@ class Conv2D(Layer):
             magnitudes += sizes[t]
         return changes, magnitudes
 
-    def _outputs_seeing(self, shape, i, j, out_shape):
-        """For input positions (i, j): per kernel element (ti, tj), which of them it reaches
-        (``hit``) and at which output position (a, b)."""
+    def _tap_outputs(self, i, j, out_shape):
+        """For input positions (i, j) (k of them), per kernel element (``tap``, (taps, 1), in
+        ``taps`` order: tap = ti * kw + tj): whether it reaches an output, and at which output
+        position (a, b): (taps, k) arrays, a and b meaningless where it does not."""
         out_h, out_w = out_shape
         (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
-        for ti, tj in taps(self.kernel):
-            # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through this element.
-            row, col = i + ph - ti * dh, j + pw - tj * dw
-            a, b = row // sh, col // sw
-            hit = np.flatnonzero((row >= 0) & (col >= 0) & (row % sh == 0) & (col % sw == 0)
-                                 & (a < out_h) & (b < out_w))
-            yield hit, a[hit], b[hit], ti, tj
+        tap = np.arange(self.kernel[0] * self.kernel[1])[:, None]
+        ti, tj = np.divmod(tap, self.kernel[1])
+        # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through tap (ti, tj).
+        row, col = i + (ph - ti * dh), j + (pw - tj * dw)
+        a, b = row // sh, col // sw
+        hit = ((row >= 0) & (col >= 0) & (row % sh == 0) & (col % sw == 0) & (a < out_h)
+               & (b < out_w))
+        return hit, a, b, tap
+
+    def _outputs_seeing(self, i, j, out_shape):
+        """For input positions (i, j): per kernel element (ti, tj), which of them it reaches
+        (``hit``) and at which output position (a, b)."""
+        hits, a, b, tap = self._tap_outputs(i, j, out_shape)
+        for t, (ti, tj) in zip(tap[:, 0], taps(self.kernel)):
+            hit = np.flatnonzero(hits[t])
+            yield hit, a[t, hit], b[t, hit], ti, tj
 
     def _span(self) -> tuple[int, int]:
         """Extent of the dilated kernel: dilation * (kernel - 1) + 1 per axis."""
