@@ -19,7 +19,7 @@ import numpy as np
 
 from gradcheck import modes
 from gradcheck.build import build_network
-from gradcheck.compare import Comparison, estimate_seconds, pass_slices
+from gradcheck.compare import Comparison, estimate_seconds
 from gradcheck.conclude import add_directions, conclude, safety_net
 from gradcheck.config import load_config
 from gradcheck.engine.local import input_target, slot_of
@@ -112,8 +112,10 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
                                         "this target" if stopped else "not compared: this unit "
                                         "breaks the contract (see its problems)")
             else:
-                checked, stopped = _compare(fanout, comparison, *fanout.probe(t), indices,
-                                            analytic, decay_term(network, k, name, settings))
+                probe, steps = fanout.probe(t)
+                checked, stopped = comparison.compare(
+                    probe, steps, indices, analytic, evaluate=fanout.evaluate,
+                    decay_term=decay_term(network, k, name, settings))
                 note_sharing(network, k, name, checked)
                 if "directional" in settings.effective_mode.split("+") and not stopped:
                     add_directions(checked, network, clean, batch, k, name, analytic, settings,
@@ -133,25 +135,6 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     report.events.extend(fanout.events)
     report.events.append(memory.describe(settings.effective_mode))
     return report
-
-
-def _compare(fanout: Fanout, comparison: Comparison, probe, steps, indices: np.ndarray,
-             analytic: np.ndarray, decay) -> tuple[TargetReport, bool]:
-    """The report of ``probe``'s target over ``indices`` (at ``steps``: the steps and their
-    caps), its passes evaluated by ``fanout`` (``Comparison.target`` in one process); and
-    whether the deadline stopped it."""
-    parts, stopped = [], False
-    for part in pass_slices(len(indices)):
-        got = fanout.evaluate(probe, indices[part], steps[0][part],
-                              comparison.ticker.out_of_time)
-        if got is None:
-            stopped = True
-            break
-        parts.append(got)
-        comparison.ticker(len(got.plus))
-    report = comparison.report(probe, indices, analytic, parts, steps, stopped,
-                               decay_term=decay)
-    return report, stopped
 
 
 def targets(network: Network, clean):

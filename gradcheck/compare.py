@@ -98,22 +98,35 @@ class Comparison:
     def target(self, unit, args, upstream, name: str, indices: np.ndarray, analytic: np.ndarray,
                *, decay_term=None) -> tuple[TargetReport, bool]:
         """The report of target ``name`` of ``unit`` (inputs ``args``, upstream gradients or loss
-        target ``upstream``) over the elements at ``indices``; and whether a deadline stopped
-        it before every one was compared."""
+        target ``upstream``) over the elements at ``indices``, evaluated in this process; and
+        whether a deadline stopped it before every one was compared."""
         probe = self.probe(unit, args, upstream, name)
-        steps, cap = self.steps(probe, indices)
-        parts, done, stopped = [], 0, False
+        return self.compare(probe, self.steps(probe, indices), indices, analytic,
+                            decay_term=decay_term)
+
+    def compare(self, probe: LocalProbe, steps: tuple[np.ndarray, np.ndarray],
+                indices: np.ndarray, analytic: np.ndarray, *, evaluate=None,
+                decay_term=None) -> tuple[TargetReport, bool]:
+        """The report of ``probe``'s target over ``indices`` at ``steps`` (the steps and their
+        caps), pass by pass, each by ``evaluate(probe, indices, steps, out_of_time)`` (None
+        once the deadline stopped the check; default: in this process); and whether the
+        deadline stopped it."""
+        evaluate = evaluate or _evaluate_here
+        parts, stopped = [], False
         for part in pass_slices(len(indices)):
-            if self.ticker is not None and self.ticker.out_of_time():
+            got = evaluate(probe, indices[part], steps[0][part], self._out_of_time)
+            if got is None:
                 stopped = True
                 break
-            parts.append(probe.evaluate(indices[part], steps[part]))
-            done = min(len(indices), part.stop)
+            parts.append(got)
             if self.ticker is not None:
-                self.ticker(done - part.start)
-        report = self.report(probe, indices, analytic, parts, (steps, cap), stopped,
+                self.ticker(len(got.plus))
+        report = self.report(probe, indices, analytic, parts, steps, stopped,
                              decay_term=decay_term)
         return report, stopped
+
+    def _out_of_time(self) -> bool:
+        return self.ticker is not None and self.ticker.out_of_time()
 
     def report(self, probe: LocalProbe, indices: np.ndarray, analytic: np.ndarray,
                parts: list[Perturbed], steps: tuple[np.ndarray, np.ndarray], stopped: bool, *,
@@ -166,6 +179,11 @@ class Comparison:
                                     decay_term=(decay_terms or {}).get(name))
             reports.append(report)
         return reports
+
+
+def _evaluate_here(probe: LocalProbe, indices: np.ndarray, steps: np.ndarray,
+                   out_of_time) -> Perturbed | None:
+    return None if out_of_time() else probe.evaluate(indices, steps)
 
 
 def estimate_seconds(network, clean, target: np.ndarray, comparison: Comparison, units_targets,
