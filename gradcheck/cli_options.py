@@ -114,8 +114,8 @@ def settings_options(command):
                      envvar="GRADCHECK_JOBS", show_envvar=True, callback=_jobs_value,
                      help="Processes comparing gradients: auto, every available core once the "
                      f"comparison has run {JOBS_GAIN_SECONDS:g} s with about as much left (a "
-                     "quicker check stays in one process; -v says which); N, exactly N from the "
-                     "start; 1, this process alone. The report is the same whatever the number."),
+                     "quicker check stays in one process; -v says which); N, N from the start "
+                     "(this one and N-1 workers); 1, this process alone. The report is the same whatever the number."),
         click.option("--nondet-tol", "nondet_tol", type=float,
                      help="How far two forwards on the same input may differ (a "
                      "nondeterministic kernel) [0: bit for bit]."))(command)

@@ -21,9 +21,10 @@ DEFAULT_DIRECTIONS = 4
 # auto mode's budget when no --max-seconds is given: full when its estimate fits, else sample.
 DEFAULT_BUDGET_SECONDS = 60.0
 # jobs="auto": how long the comparison runs in one process before workers start
-# (``gradcheck.fanout``). Starting two costs this process about 0.01-0.03 s (bench/jobs.py),
-# and they gain little on a short comparison: at 0.05 s, N1's whole ``gradcheck check`` (0.08 s
-# of comparison) started them and took 0.36 s instead of about 0.3 (bench/startup.py).
+# (``gradcheck.fanout``). A worker is a fork, and both processes then pay for the pages they
+# first write (a forked N3 check runs 1.03-1.16x slower, bench/jobs.py): on a short comparison
+# that costs more than it gains (at 0.05 s, N1's whole ``gradcheck check``, 0.08 s of
+# comparison then, started workers and took 0.36 s instead of about 0.3, bench/startup.py).
 JOBS_GAIN_SECONDS = 0.1
 STEP_RULE = ("h = eps * max(|x_i|, s) per element, s = the tensor's RMS (1 for an all-zero "
              "tensor); never above max(|x_i|, s) / 10")
