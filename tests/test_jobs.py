@@ -110,6 +110,34 @@ def test_passes_this_process_computes_ahead_make_their_refusals_in_turn(monkeypa
     assert any(refused_ahead), "no pass computed here refused the liar's shortcut"
 
 
+# Every liar whose speed-up (or branch state) lies like its backward: with workers, and this
+# process computing passes ahead of their turn, none may pass where one process fails it; and
+# objective_second_pass (a right backward, a speed-up lying in the second pass only) must pass.
+SHORTCUT_LIARS = ["transposed", "past_first", "later_part", "minus_side", "objective_past_first",
+                  "objective_input_later", "objective_fake_kinks", "state_fake_kinks",
+                  "objective_second_pass"]
+
+
+@needs_fork
+@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(s, marks=pytest.mark.deep)
+                                          for s in range(2, 10))])
+def test_no_shortcut_liar_passes_with_workers_and_each_report_is_one_processs(seed):
+    from gradcheck.render.json import render_json
+
+    for liar in SHORTCUT_LIARS:
+        spec = {"seed": seed, "plugins": [str(TEST_PLUGINS / "liars.py")],
+                "input": {"shape": [40], "batch": 3},  # W 40 x 40: three passes
+                "layers": [{"type": "dense", "units": 40},
+                           {"type": f"liar_{liar}", "name": "liar"}], "loss": "mse"}
+        one = gradcheck.check_network(spec, mode="full", jobs=1)
+        two = gradcheck.check_network(spec, mode="full", jobs=2)
+        if liar == "objective_second_pass":
+            assert two.passed, liar
+        else:
+            assert not two.passed and "liar" in two.root_causes, liar
+        assert render_json(two) == render_json(one), liar
+
+
 @needs_fork
 def test_a_pass_computed_with_a_shortcut_refused_before_it_is_redone_in_the_parent():
     # The first pass (elements 0-255) trusts objective_changes and goes on to the third pass,
