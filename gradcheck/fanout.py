@@ -81,6 +81,8 @@ class Fanout:
         self.items = [(t, part) for t, (_, _, indices) in enumerate(plan) if compare(t)
                       for part in pass_slices(len(indices))]
         self.passes = len(self.items)
+        # Elements in the passes before each pass (and in all): auto's projection of time left.
+        self._before = np.cumsum([0] + [part.stop - part.start for _, part in self.items])
         self._ahead_value = None
         self.position = 0
         self.events: list[str] = []
@@ -169,9 +171,8 @@ class Fanout:
         if elapsed < JOBS_GAIN_SECONDS:
             return False
         # The time left, projected from the time per element so far, must be worth it too.
-        sizes = [part.stop - part.start for _, part in self.items]
-        done = sum(sizes[:self.position])
-        return elapsed / max(1, done) * sum(sizes[self.position:]) >= JOBS_GAIN_SECONDS
+        done = int(self._before[self.position])
+        return elapsed / max(1, done) * (int(self._before[-1]) - done) >= JOBS_GAIN_SECONDS
 
     def _start(self, out_of_time) -> None:
         work = [(AHEAD, None)] if self.ahead is not None else []
