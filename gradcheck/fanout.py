@@ -25,10 +25,11 @@ stay in this process, target by target, while the workers compute the passes aft
 comparison has run ``settings.JOBS_GAIN_SECONDS`` and the passes left would take as long again
 (projected from the time per element so far): a shorter comparison would lose more to starting
 them than it gains. An explicit number starts them from the first pass. With workers, the
-end-to-end safety net (``conclude.safety_net``) is the first item handed out, so it is computed
-while passes are left for the other processes to balance against (as the last, it kept this
-process waiting after its last target); the caller uses it unless a unit measured a precision
-band.
+end-to-end safety net (``conclude.safety_net``) is the first worker's first job, outside the
+order of the passes: it is computed while passes are left for the other processes to balance
+against (as the last item, it kept this process waiting after its last target), and the passes'
+results are taken meanwhile (as the first item, it held every result after it back until the
+window of results filled). The caller uses it unless a unit measured a precision band.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from gradcheck.usercode import type_name
 
 
 AHEAD = -1  # the work item of ``Fanout.ahead``
+# How many elements' results (33 bytes each) may wait in this process per process computing
+# passes, before they stop to let it catch up (``parallel.Workers.map``): about 8 MiB. In items
+# instead, the window held few of the small passes that end most targets: measured on N3 with 2
+# jobs, 16 passes a process left the worker waiting 7 ms while this process judged a large
+# target (10 ms) and the passes after it took 0.5 ms each.
+AHEAD_ELEMENTS = 2**18
 
 
 @dataclasses.dataclass
@@ -83,7 +90,6 @@ class Fanout:
         self.passes = len(self.items)
         # Elements in the passes before each pass (and in all): auto's projection of time left.
         self._before = np.cumsum([0] + [part.stop - part.start for _, part in self.items])
-        self._ahead_value = None
         self.position = 0
         self.events: list[str] = []
         self.redone = 0
@@ -146,9 +152,6 @@ class Fanout:
                 return probe.evaluate(indices, steps)
         try:
             got = next(self._results, None)
-            if got is not None and got[0][0] == AHEAD:
-                self._ahead_value = got[1]
-                got = next(self._results, None)
         except parallel.WorkerDied as failure:
             raise self._died(failure) from None
         if got is None:
@@ -157,9 +160,16 @@ class Fanout:
         return self._merge(probe, got[1], indices, steps)
 
     def ahead_result(self):
-        """What ``ahead()`` returned, computed with the passes; None when it was not (one
-        process, a deadline, or an error there: the caller computes it)."""
-        return self._ahead_value
+        """What ``ahead()`` returned, computed by a worker with the passes; None when it was
+        not (one process, or an error there: the caller computes it). Call once every pass is
+        taken, unless a deadline stopped them."""
+        if self._workers is None or self.ahead is None:
+            return None
+        try:
+            ok, value = self._workers.first_result()
+        except parallel.WorkerDied as failure:
+            raise self._died(failure) from None
+        return value if ok else None
 
     def _should_start(self) -> bool:
         left = self.passes - self.position
@@ -175,12 +185,14 @@ class Fanout:
         return elapsed / max(1, done) * (int(self._before[-1]) - done) >= JOBS_GAIN_SECONDS
 
     def _start(self, out_of_time) -> None:
-        work = [(AHEAD, None)] if self.ahead is not None else []
-        work += self.items[self.position:]
-        count = min(self.count, len(work))
+        work = self.items[self.position:]
+        count = min(self.count, len(work) + (self.ahead is not None))
         # This process works too (``_here``): ``count`` processes, one core each.
         self._workers = parallel.Workers(count - 1, self._in_worker, self.units)
-        self._results = self._workers.map(work, stop=out_of_time, helper=self._here)
+        self._results = self._workers.map(
+            work, stop=out_of_time, helper=self._here,
+            first=(AHEAD, None) if self.ahead is not None else None,
+            sizes=[part.stop - part.start for _, part in work], ahead=AHEAD_ELEMENTS)
         elapsed = time.perf_counter() - self._began
         self.events.append(f"jobs: {count} processes, this one and {count - 1} worker(s), "
                            f"from pass {self.position + 1} of {self.passes} ({elapsed:.2f} s "

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import gone
 from gradcheck.errors import LayerError
 from gradcheck.parallel import (AHEAD_PER_PROCESS, WorkerDied, WorkerFailed, Workers,
                                 available_cores, can_fork)
@@ -115,7 +116,7 @@ def test_every_worker_reopens_and_closes_the_units_and_ends(tmp_path):
     pids = {pid for _, pid in workers.map(range(8))}
     procs = list(workers._procs)
     workers.close()
-    assert not any(p.is_alive() for p in procs)
+    assert all(gone(p.pid) for p in procs)
     reopened = {p.name.split("-")[1] for p in tmp_path.glob("reopen-*")}
     closed = {p.name.split("-")[1] for p in tmp_path.glob("close-*")}
     assert reopened == closed == {str(p.pid) for p in procs} and pids <= {p.pid for p in procs}
@@ -160,6 +161,7 @@ def _slow_in_a_worker(item):
 
 
 def _quick_here(item):
+    time.sleep(0.005)  # ten times quicker than the worker, and not done before it starts
     return item * item, os.getpid()
 
 
@@ -217,15 +219,16 @@ def test_the_caller_takes_on_no_item_beyond_the_window():
 
 @pytest.mark.parametrize("helping", [False, True])
 def test_a_worker_that_dies_mid_item_fails_the_map_in_that_items_turn(helping):
-    # The worker dies on the first item it is sent: whoever computes the others, the map
+    # The worker dies on the first item it claims: whoever computes the others, the map
     # yields what came before it in order, then fails instead of waiting for it forever.
     got = []
     workers = Workers(1, lambda item: os._exit(3))
+    helper = (lambda item: time.sleep(0.005) or item) if helping else None  # leaves it items
     with pytest.raises(WorkerDied, match=r"ended unexpectedly \(exit status 3\)") as info:
-        for item, _ in workers.map(range(40), helper=(lambda item: item) if helping else None):
+        for item, _ in workers.map(range(40), helper=helper):
             got.append(item)
     procs = list(workers._procs)
     workers.close()
+    assert all(gone(p.pid) for p in procs)
     assert got == list(range(len(got))) and len(got) <= info.value.item < 40, \
         "the failure names the item the worker was computing, one not yielded"
-    assert not any(p.is_alive() for p in procs)
