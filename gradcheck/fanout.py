@@ -61,7 +61,9 @@ AHEAD_ELEMENTS = 2**18
 @dataclasses.dataclass
 class Outcome:
     """What a worker sends back for one pass: the objective values (or the error it met), the
-    shortcuts it computed with, and the refusals it made (method, message, quiet)."""
+    shortcuts it computed with, and the refusals it made (method, message, quiet). The values
+    travel without their ``step``, a quarter of their bytes, which this process recomputes from
+    the pass (``LocalProbe.stored_step``)."""
 
     perturbed: Perturbed | None
     error: GradcheckError | None
@@ -208,7 +210,13 @@ class Fanout:
             raise outcome.error
         for method, message, quiet in outcome.refusals:
             verifier.refuse(probe.unit, Distrusted(method, message, quiet))
-        return outcome.perturbed
+        return self.values(probe, outcome, indices, steps)
+
+    @staticmethod
+    def values(probe: LocalProbe, outcome: Outcome, indices, steps) -> Perturbed:
+        """The values of ``outcome``, a pass of ``probe`` over ``indices`` at ``steps``, with
+        their step again (see ``Outcome``)."""
+        return dataclasses.replace(outcome.perturbed, step=probe.stored_step(indices, steps))
 
     def _died(self, failure: parallel.WorkerDied) -> LayerError:
         """A user error for a worker that ended while computing ``failure.item``: the code of
@@ -277,4 +285,6 @@ class Fanout:
         except GradcheckError as exc:
             perturbed, error = None, exc
         refusals = [(f.method, f.message, f.quiet) for f in verifier.refusals[made:]]
+        if perturbed is not None:
+            perturbed = dataclasses.replace(perturbed, step=None)
         return Outcome(perturbed, error, tried, refusals)

@@ -370,4 +370,4 @@ def test_without_the_redo_a_worker_would_compute_with_a_refused_shortcut(monkeyp
 def _merge_without_redo(self, probe, outcome, indices, steps):
     for method, message, quiet in outcome.refusals:
         self.comparison.verifier.refuse(probe.unit, Distrusted(method, message, quiet))
-    return outcome.perturbed
+    return self.values(probe, outcome, indices, steps)

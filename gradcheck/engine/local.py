@@ -186,9 +186,7 @@ class LocalProbe:
         idx = np.asarray(indices, dtype=np.intp).reshape(-1)
         steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
         _ = self.clean  # computed (once) before any element moves
-        base = Writable(self.array).get(idx).astype(np.float64)
-        hi = (base + steps).astype(self.array.dtype)
-        lo = (base - steps).astype(self.array.dtype)
+        hi, lo = self._stored(idx, steps)
         values = np.empty(2 * len(idx), dtype=self.array.dtype)
         values[0::2], values[1::2] = hi, lo
         pairs = np.repeat(idx, 2)
@@ -211,9 +209,19 @@ class LocalProbe:
             except Distrusted as failure:
                 self.verifier.refuse(self.unit, failure)
                 route = None
-        step = hi.astype(np.float64) - lo.astype(np.float64)
-        return Perturbed(change[0::2], change[1::2], step, kinked, np.maximum(scale[0::2],
-                                                                             scale[1::2]))
+        return Perturbed(change[0::2], change[1::2], _distance(hi, lo), kinked,
+                         np.maximum(scale[0::2], scale[1::2]))
+
+    def stored_step(self, indices: np.ndarray, steps) -> np.ndarray:
+        """``Perturbed.step`` of ``evaluate(indices, steps)``, without evaluating."""
+        idx = np.asarray(indices, dtype=np.intp).reshape(-1)
+        return _distance(*self._stored(idx, np.broadcast_to(
+            np.asarray(steps, dtype=np.float64), idx.shape)))
+
+    def _stored(self, idx: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x + h and x - h at flat ``idx``, as the unit's dtype stores them."""
+        base = Writable(self.array).get(idx).astype(np.float64)
+        return (base + steps).astype(self.array.dtype), (base - steps).astype(self.array.dtype)
 
     def _passes(self, route, pairs: np.ndarray, values: np.ndarray):
         n = len(pairs)
@@ -280,3 +288,8 @@ def _kinked(copies: shortcuts.Copies) -> np.ndarray | bool:
         return np.array([states_differ(a, b) for a, b in
                          zip(copies.states[0::2], copies.states[1::2])], dtype=bool)
     return False
+
+
+def _distance(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The distance between two stored perturbed values, in float64."""
+    return hi.astype(np.float64) - lo.astype(np.float64)
