@@ -12,8 +12,9 @@ read from the report's events (what ``-v`` prints). Prints a Markdown table.
 Then, for network N3, the CPU time of a check with 1 and 2 jobs (the workers' included), and
 what a second process can give on this machine at best, each figure the best of the rounds: a
 one-process check in a forked child against the same check in its parent (the cost of the fork:
-every page the child first writes is copied), and two independent one-process checks started
-together against one alone (what the cores share).
+every page the child first writes is copied), the same in a child that first hands its freed
+heap pages back as a worker does (``resources.hand_back_freed_pages``), and two independent
+one-process checks started together against one alone (what the cores share).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bench import NETWORKS  # noqa: E402  (bench/bench.py, next to this file)
 from gradcheck.check import check_network  # noqa: E402
 from gradcheck.parallel import available_cores  # noqa: E402
 from gradcheck.render.json import render_json  # noqa: E402
-from gradcheck.resources import reuse_freed_memory  # noqa: E402
+from gradcheck.resources import hand_back_freed_pages, reuse_freed_memory  # noqa: E402
 
 
 def timed(config: dict, jobs) -> tuple[float, str, list[str]]:
@@ -80,12 +81,15 @@ def main() -> None:
     ceiling(dict(NETWORKS["N3"], name="N3", seed=0), args.repeats)
 
 
-def forked_check_seconds(config: dict) -> float:
-    """One full check (one process) of ``config`` in a child forked from this process."""
+def forked_check_seconds(config: dict, hand_back: bool = False) -> float:
+    """One full check (one process) of ``config`` in a child forked from this process; with
+    ``hand_back``, the child first hands its freed heap pages back, as a worker does."""
     readable, writable = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(readable)
+        if hand_back:
+            hand_back_freed_pages()
         seconds, _, _ = timed(config, 1)
         os.write(writable, f"{seconds!r}".encode())
         os._exit(0)
@@ -131,11 +135,12 @@ def cpu_seconds(config: dict, jobs: int) -> float:
 
 def ceiling(config: dict, repeats: int) -> None:
     timed(config, 1)  # warm: the figures below compare warm processes
-    best = {"parent": float("inf"), "child": float("inf"), "alone": float("inf"),
-            "pair": float("inf")}
+    best = {"parent": float("inf"), "child": float("inf"), "handed back": float("inf"),
+            "alone": float("inf"), "pair": float("inf")}
     for _ in range(repeats):
         best["parent"] = min(best["parent"], timed(config, 1)[0])
         best["child"] = min(best["child"], forked_check_seconds(config))
+        best["handed back"] = min(best["handed back"], forked_check_seconds(config, True))
         forked_check_seconds(config)  # the children below start from a forked state too
         best["alone"] = min(best["alone"], forked_check_seconds(config))
         best["pair"] = min(best["pair"], side_by_side_seconds(config))
@@ -143,9 +148,12 @@ def ceiling(config: dict, repeats: int) -> None:
     print(f"\nN3, CPU of a full check (best of {repeats}): jobs 1 {cpu[1]:.3f} s, jobs 2 "
           f"{cpu[2]:.3f} s ({cpu[2] / cpu[1]:.2f}x)")
     fork, share = best["child"] / best["parent"], best["pair"] / best["alone"]
+    handed = best["handed back"] / best["parent"]
     print(f"N3, one process each, best of {repeats}: in this process {best['parent']:.3f} s, "
-          f"in a freshly forked child {best['child']:.3f} s ({fork:.2f}x); one child alone "
-          f"{best['alone']:.3f} s, two children at once {best['pair']:.3f} s ({share:.2f}x)")
+          f"in a freshly forked child {best['child']:.3f} s ({fork:.2f}x), one that first "
+          f"hands its freed pages back (as a worker does) {best['handed back']:.3f} s "
+          f"({handed:.2f}x); one child alone {best['alone']:.3f} s, two children at once "
+          f"{best['pair']:.3f} s ({share:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import signal
 import time
 import traceback
 
+from gradcheck.resources import hand_back_freed_pages
 from gradcheck.usercode import invoke
 
 # How long a worker may take to finish its current item and close its units once told to stop,
@@ -360,6 +361,7 @@ def _serve(conn, work, units, board: _Board, worker: int) -> None:
     """A worker's life: reopen the units; claim and evaluate the items of the map, sending each
     result; once no item is left to claim (or when told to stop), close the units, say so
     (``_FINISHED``) and end."""
+    hand_back_freed_pages()
     status = 0
     try:
         for unit in units:
