@@ -216,3 +216,24 @@ def test_the_cli_checks_each_file_in_its_own_scope(run_cli, tmp_path):
     assert result.exit_code == 1, result.stdout + result.stderr
     assert lines[0].endswith("match.") and "PASS" in lines[0]
     assert "FAIL" in lines[1] and "Root cause: d" in lines[1]
+
+
+def test_a_classs_options_are_read_once_and_the_class_is_still_freed_when_dropped():
+    # The constructor's parameters are cached per class (inspect.signature is slow): the cache
+    # must not keep a plugin class that nothing else holds alive (super() makes a cycle).
+    import gc
+    import weakref
+
+    def define():
+        class Scaled(gradcheck.Layer):
+            def __init__(self, units: int = 3, *, factor: float = 1.0):
+                super().__init__()
+
+        assert registry.options(Scaled) == [("units", "int", "3"), ("factor", "float", "1.0")]
+        assert registry.unknown_option(Scaled, {"units": 2, "bias": True}) == "bias"
+        assert registry.options(Scaled) == [("units", "int", "3"), ("factor", "float", "1.0")]
+        return weakref.ref(Scaled)
+
+    dropped = define()
+    gc.collect()
+    assert dropped() is None
