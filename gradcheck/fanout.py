@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from gradcheck import parallel
+from gradcheck import handover, parallel
 from gradcheck.compare import Comparison, pass_slices
 from gradcheck.engine.base import Perturbed
 from gradcheck.engine.local import LocalProbe
@@ -100,6 +100,8 @@ class Fanout:
         self._began = None
         self.started = False
         self._probes: dict[int, tuple[LocalProbe, tuple]] = {}  # see ``probe``
+        self._shared: handover.SharedValues | None = None  # with workers: see ``_start``
+        self._index: dict[tuple[int, int], int] = {}  # (target, first element) -> item index
         self.count, self.auto = self._count(jobs)
 
     def _count(self, jobs) -> tuple[int, bool]:
@@ -189,12 +191,17 @@ class Fanout:
     def _start(self, out_of_time) -> None:
         work = self.items[self.position:]
         count = min(self.count, len(work) + (self.ahead is not None))
+        sizes = [part.stop - part.start for _, part in work]
+        # Made before the fork, for the workers to find: where each item's values go.
+        self._shared = handover.SharedValues(sizes, AHEAD_ELEMENTS * count)
+        self._index = {(t, part.start): index for index, (t, part) in enumerate(work)}
         # This process works too (``_here``): ``count`` processes, one core each.
-        self._workers = parallel.Workers(count - 1, self._in_worker, self.units)
+        self._workers = parallel.Workers(count - 1, self._in_worker, self.units,
+                                         receive=self._arrived)
         self._results = self._workers.map(
             work, stop=out_of_time, helper=self._here,
-            first=(AHEAD, None) if self.ahead is not None else None,
-            sizes=[part.stop - part.start for _, part in work], ahead=AHEAD_ELEMENTS)
+            first=(AHEAD, None) if self.ahead is not None else None, sizes=sizes,
+            ahead=AHEAD_ELEMENTS)
         elapsed = time.perf_counter() - self._began
         self.events.append(f"jobs: {count} processes, this one and {count - 1} worker(s), "
                            f"from pass {self.position + 1} of {self.passes} ({elapsed:.2f} s "
@@ -245,7 +252,18 @@ class Fanout:
     def _in_worker(self, item) -> Outcome:
         # A worker's verifier is its own copy: what it refuses, it stops using itself. A worker
         # is handed the passes in plan order: a target before this one is done with.
-        return self._work(item, self.comparison.verifier, turn=True)
+        outcome = self._work(item, self.comparison.verifier, turn=True)
+        if isinstance(outcome, Outcome) and outcome.perturbed is not None:
+            t, part = item
+            outcome.perturbed = self._shared.put(self._index[t, part.start], outcome.perturbed)
+        return outcome
+
+    def _arrived(self, value):
+        """A worker's value, as it arrives here: a pass's values copied out of the shared
+        memory they were handed over in (``handover``)."""
+        if isinstance(value, Outcome) and isinstance(value.perturbed, handover.Placed):
+            value.perturbed = self._shared.take(value.perturbed)
+        return value
 
     def _here(self, item) -> Outcome:
         """An item this process computes while a worker has the one it waits for: as a worker

@@ -152,14 +152,18 @@ class Workers:
     """``count`` forked processes, each running ``work(item)`` on the items it claims.
 
     ``units``: the network's units, reopened in each worker (``reopen()``) before any work and
-    closed (``close()``) when it stops. Use as a context manager.
+    closed (``close()``) when it stops. ``receive(value)``: what this process makes of each
+    value a worker sends, as it arrives (default: the value itself); a value may refer to memory
+    the worker writes again once the caller has taken it, which ``receive`` copies out. Use as a
+    context manager.
     """
 
-    def __init__(self, count: int, work, units=()):
+    def __init__(self, count: int, work, units=(), receive=None):
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
         self._board = _Board(context, count)
+        self._receive_value = receive or (lambda value: value)
         self._conns, self._procs = [], []
         self._mapped = False
         # Frozen objects are never visited by a collection: a worker's garbage collector leaves
@@ -267,10 +271,12 @@ class Workers:
                     if index == _FINISHED[0]:
                         self._working.remove(conn)
                         break
+                    if index < 0 and index != _FIRST:
+                        raise value  # it failed outside any item (reopening its units)
+                    if ok:
+                        value = self._receive_value(value)
                     if index == _FIRST:
                         self._first = (ok, value)
-                    elif index < 0:  # the worker failed outside any item (reopening its units)
-                        raise value
                     else:
                         self._done[index] = (ok, value)
                     if not conn.poll():
