@@ -20,6 +20,7 @@ one-process checks started together against one alone (what the cores share).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import sys
@@ -125,10 +126,13 @@ def side_by_side_seconds(config: dict) -> float:
 
 
 def cpu_seconds(config: dict, jobs: int) -> float:
-    """User + system CPU seconds of a full check of ``config``, its workers' included (they are
-    waited for, so counted as this process's children, before the check returns)."""
+    """User + system CPU seconds of a full check of ``config``, its workers' included: a worker
+    is counted once it is reaped, which the check does not wait for (``Workers.close``), so this
+    waits until none is left."""
     before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     timed(config, jobs)
+    while multiprocessing.active_children():  # reaps those that have ended
+        time.sleep(0.001)
     after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
 
