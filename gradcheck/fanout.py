@@ -125,6 +125,9 @@ class Fanout:
         if self._workers is not None:
             self._workers.close()
             self._workers = None
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
         if self.redone:
             self.events.append(f"jobs: {self.redone} pass(es) redone in this process: they "
                                "were computed (by a worker, or here ahead of their turn) with "

@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
+import threading
 
 import numpy as np
 
 from gradcheck.engine.base import Perturbed
 
 _FLOATS = ("plus", "minus", "scale")  # float64 each; then ``kinked``, one byte each
+# Shared memory up to this size is kept for the next map of this process (one map at a time):
+# memory written before is written again without a page fault on each page, where fresh memory
+# faults on every one (bench N3, 400 pages: 0.1401 s a check instead of 0.1414 s, best of 30,
+# alternating). Larger maps take fresh memory, so at most this much is held between checks.
+KEPT_BYTES = 4 * 2**20
+_kept: list[mmap.mmap] = []  # the kept memory, while no map uses it
+_kept_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +50,7 @@ class SharedValues:
 
     def __init__(self, sizes: list[int], capacity: int):
         self.capacity = max(1, min(capacity, int(sum(sizes))))
-        self._memory = mmap.mmap(-1, (8 * len(_FLOATS) + 1) * self.capacity)  # MAP_SHARED
+        self._memory = _borrow((8 * len(_FLOATS) + 1) * self.capacity)
         self._floats = np.frombuffer(self._memory, dtype=np.float64,
                                      count=len(_FLOATS) * self.capacity).reshape(
                                          len(_FLOATS), self.capacity)
@@ -77,6 +85,14 @@ class SharedValues:
         plus, minus, scale = floats
         return Perturbed(plus, minus, None, kinked, scale)
 
+    def release(self) -> None:
+        """The map is over (its workers have stopped): the memory may serve the next one."""
+        memory, self._memory = self._memory, None
+        if memory is not None and len(memory) == KEPT_BYTES:
+            with _kept_lock:
+                if not _kept:  # one kept, however many maps ran at once
+                    _kept.append(memory)
+
     def _pieces(self, start: int, count: int):
         """(slice of the shared memory, slice of the item's values): one, or two where the
         place runs past the end of the memory and on from its start."""
@@ -85,3 +101,13 @@ class SharedValues:
         if first < count:
             yield slice(0, count - first), slice(first, count)
 
+
+def _borrow(size: int) -> mmap.mmap:
+    """Shared memory (MAP_SHARED, so mapped before a fork the workers share it) of at least
+    ``size`` bytes: the kept memory when it is large enough and free, else fresh memory."""
+    if size <= KEPT_BYTES:
+        with _kept_lock:
+            if _kept:
+                return _kept.pop()
+        return mmap.mmap(-1, KEPT_BYTES)
+    return mmap.mmap(-1, size)

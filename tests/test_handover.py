@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import gradcheck
 from conftest import CONFIGS
-from gradcheck import fanout, parallel
+from gradcheck import fanout, handover, parallel
 from gradcheck.engine.base import Perturbed
 from gradcheck.handover import Placed, SharedValues
 from gradcheck.render.json import render_json
@@ -99,3 +99,20 @@ def test_a_check_whose_places_wrap_around_again_and_again_gives_one_process_repo
     one = render_json(gradcheck.check_network(path, mode="full", jobs=1, seed=3))
     monkeypatch.setattr(fanout, "AHEAD_ELEMENTS", 300)
     assert render_json(gradcheck.check_network(path, mode="full", jobs=2, seed=3)) == one
+
+
+def test_the_kept_memory_serves_one_map_at_a_time():
+    # Kept for the next map, never lent twice: two maps at once (two checks in two threads)
+    # must not write into the same memory; and one memory is kept, however many were lent.
+    first, second = SharedValues([100], 100), SharedValues([100], 100)
+    assert first._memory is not second._memory
+    lent = first._memory
+    first.release()
+    second.release()
+    assert len(handover._kept) == 1
+    third = SharedValues([50], 50)
+    assert third._memory is lent and not handover._kept
+    third.put(0, _values(50, 3))
+    assert _same(_values(50, 3), third.take(Placed(0, 50)))
+    third.release()
+    assert handover._kept == [lent]
