@@ -3,9 +3,10 @@ objective, pass by pass (``compare.pass_slices``), in this process or, with ``--
 out to forked worker processes (``gradcheck.parallel``), with the same result to the bit.
 
 A work item is one pass of one target. A worker evaluates it (``LocalProbe.evaluate``) and sends
-back the perturbed objective values, which shortcuts it computed with and which it refused; this
-process does the same (``_here``) with the next item no worker was sent, whenever the result it
-needs next is still in a worker, so ``jobs`` processes keep ``jobs`` cores busy. This process
+back the perturbed objective values (through memory it shares with this process,
+``gradcheck.handover``), which shortcuts it computed with and which it refused; this process does
+the same (``_here``) with the next item no process has claimed, whenever the result it needs
+next is still in a worker, so ``jobs`` processes keep ``jobs`` cores busy. This process
 takes the results in plan order, as one process would have run them, and for each:
 
 - if a shortcut the item computed with was refused by an item before it (a worker does not see

@@ -247,6 +247,8 @@ class Workers:
     def first_result(self) -> tuple[bool, object]:
         """(True, the value) of map's ``first`` item, or (False, the exception it raised),
         waiting for it; WorkerDied if the worker computing it ended instead."""
+        if self._first_item is None or not self._conns:
+            raise RuntimeError("no worker was given a first item")
         while self._first is None:
             self._raise_death(len(self._items))
             self._receive(POLL_SECONDS, len(self._items))
