@@ -51,8 +51,9 @@ from gradcheck.usercode import type_name
 
 
 AHEAD = -1  # the work item of ``Fanout.ahead``
-# How many elements' results (33 bytes each) may wait in this process per process computing
-# passes, before they stop to let it catch up (``parallel.Workers.map``): about 8 MiB. In items
+# How many elements' results may wait in this process per process computing passes, before they
+# stop to let it catch up (``parallel.Workers.map``); the shared memory they are handed over in
+# holds as many (25 bytes each: 6.5 MiB a process, ``handover``). In items
 # instead, the window held few of the small passes that end most targets: measured on N3 with 2
 # jobs, 16 passes a process left the worker waiting 7 ms while this process judged a large
 # target (10 ms) and the passes after it took 0.5 ms each.
