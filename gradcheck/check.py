@@ -102,7 +102,9 @@ def _run(network: Network, batch: Batch, settings: CheckSettings, progress) -> R
     # ahead, alongside the passes.
     ahead = end_to_end if settings.effective_mode in ("full", "sample") and not problems else None
     with Fanout(plan, settings.jobs, comparison, make_probe, lambda t: plan[t][0] not in problems,
-                network.units, ahead) as fanout:
+                network.units, ahead,
+                lambda wanted, extra: memory.processes(settings.effective_mode, wanted,
+                                                       extra)) as fanout:
         for t, (k, name, indices) in enumerate(plan):
             unit = network.units[k]
             comparison.ticker.what = f"{unit.name}.{name}"

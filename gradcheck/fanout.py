@@ -78,11 +78,13 @@ class Fanout:
     ``compare(t)`` admits, run by ``jobs`` processes (1, N or "auto"). The caller asks for them
     in plan order, one ``evaluate`` per pass, with each target's ``probe(t)`` (made by
     ``make_probe(t)``); ``ahead()``, when given, is work done first once workers start
-    (``ahead_result``). Use as a context manager: the workers stop at its end, also on error.
-    ``events``: what ``-v`` says about the processes."""
+    (``ahead_result``). ``memory(processes, extra)``, when given, is how many processes fit in
+    memory, each with ``extra`` bytes besides its working copies, and why fewer
+    (``resources.Fit.processes``). Use as a context manager: the workers stop at its end, also
+    on error. ``events``: what ``-v`` says about the processes."""
 
     def __init__(self, plan, jobs, comparison: Comparison, make_probe, compare, units=(),
-                 ahead=None):
+                 ahead=None, memory=None):
         self.plan = plan
         self.units = list(units)  # reopened in each worker (``Workers``)
         self.ahead = ahead  # work after the comparison done ahead with workers (``ahead_result``)
@@ -105,6 +107,11 @@ class Fanout:
         self._shared: handover.SharedValues | None = None  # with workers: see ``_start``
         self._index: dict[tuple[int, int], int] = {}  # (target, first element) -> item index
         self.count, self.auto = self._count(jobs)
+        if memory is not None and self.count > 1:
+            self.count, why = memory(self.count, handover.BYTES_PER_ELEMENT * AHEAD_ELEMENTS)
+            if why is not None:
+                self.events.append(f"jobs: at most {self.count} process(es), memory: {why}")
+            self.auto = self.auto and self.count > 1
 
     def _count(self, jobs) -> tuple[int, bool]:
         """How many processes may work, and whether to decide by the time taken (auto)."""

@@ -85,6 +85,20 @@ class Fit:
         """A line for -v: the estimate of the mode that ran."""
         return self.estimates[mode].describe(self.budget)
 
+    def processes(self, mode: str, wanted: int, extra: int = 0) -> tuple[int, str | None]:
+        """How many processes (``wanted`` at most, one at least) may check in ``mode`` at once
+        within the budget, and why fewer, if fewer: forked workers share the network and what
+        this process holds until they write to it, but each has its own working copies (the
+        comparison's and the safety net's, ``Estimate.passing_working``) and ``extra`` bytes."""
+        estimate = self.estimates[mode]
+        each = estimate.passing_working + extra
+        fitting = 1 + max(0, self.budget - estimate.total) // max(1, each)
+        if fitting >= wanted:
+            return wanted, None
+        return fitting, (f"each worker holds its own working copies, about {footprint.gib(each)}, "
+                         f"and a {mode} check needs {footprint.gib(estimate.total)} of the "
+                         f"{footprint.gib(self.budget)} available")
+
 
 def fit(network, batch, settings: CheckSettings) -> tuple[CheckSettings, Fit]:
     """``settings`` for a check of ``network`` on ``batch`` that fits in memory, and the

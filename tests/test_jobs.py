@@ -371,3 +371,42 @@ def _merge_without_redo(self, probe, outcome, indices, steps):
     for method, message, quiet in outcome.refusals:
         self.comparison.verifier.refuse(probe.unit, Distrusted(method, message, quiet))
     return self.values(probe, outcome, indices, steps)
+
+
+def test_fewer_processes_when_each_workers_copies_would_not_fit_in_memory():
+    # Forked workers share the network, but each holds its own working copies: with a budget
+    # that holds the check and one worker's copies more, 4 jobs run as 2, say why under -v,
+    # and the report is one process's.
+    from gradcheck import footprint, resources
+    from gradcheck.render.json import render_json
+
+    estimate = footprint.Estimate("full", 100 * 2**20, 10 * 2**20, 50 * 2**20, "x", 40 * 2**20)
+    extra = 2**20
+    for room, expected in [(0, 1), (40 * 2**20, 1), (41 * 2**20, 2), (82 * 2**20, 3),
+                           (10**12, 4)]:
+        fit = resources.Fit({"full": estimate}, estimate.total + room)
+        count, why = fit.processes("full", 4, extra)
+        assert count == expected and (why is None) == (expected == 4), (room, count, why)
+    assert "about 41 MB" in resources.Fit({"full": estimate}, estimate.total).processes(
+        "full", 2, extra)[1]
+
+    config = {"seed": 0, "input": {"shape": [1, 12, 12], "batch": 4},
+              "layers": [{"type": "conv2d", "filters": 4, "kernel": 3}, "relu", "flatten",
+                         {"type": "dense", "units": 5}], "loss": "cross_entropy"}
+    one = gradcheck.check_network(config, mode="full", jobs=1)
+    if not parallel.can_fork():
+        return
+    real = resources.Fit.processes
+
+    def tight(self, mode, wanted, extra=0):  # the budget of exactly two processes
+        each = self.estimates[mode].passing_working + extra
+        squeezed = resources.Fit(self.estimates, self.estimates[mode].total + each)
+        return real(squeezed, mode, wanted, extra)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resources.Fit, "processes", tight)
+        four = gradcheck.check_network(config, mode="full", jobs=4)
+    said = [e for e in four.events if e.startswith("jobs:")]
+    assert said[0].startswith("jobs: at most 2 process(es), memory: each worker holds its own")
+    assert said[1].startswith("jobs: 2 processes, this one and 1 worker(s)")
+    assert render_json(four) == render_json(one)
