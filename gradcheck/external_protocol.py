@@ -184,12 +184,16 @@ class Child:
         accepts must arrive unless listed in ``optional``. Any protocol failure stops the child:
         the stream can no longer be trusted.
         """
-        if not self.alive:
-            raise ProtocolError("exit", "the child process is no longer running (it was stopped "
-                                "after an earlier error or has exited).")
         what = f"the {verb} request"
         deadline = time.monotonic() + self.timeout
         try:
+            if not self.alive:
+                if self._finalizer.alive:
+                    # It ended on its own before this request: say how, with its stderr, as when
+                    # it ends while answering (which of the two it is only depends on timing).
+                    raise self._exited(what)
+                raise ProtocolError("exit", "the child process is no longer running (it was "
+                                    "stopped after an earlier error or has exited).")
             self._write(encode_message(verb, fields, arrays, self.encoding), deadline, what)
             return self._read_reply(deadline, what, expect, optional)
         except ProtocolError as exc:

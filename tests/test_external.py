@@ -18,6 +18,7 @@ import pytest
 
 import gradcheck
 from conftest import ROOT, gone, logged_pids, require_tool, write_yaml
+from gradcheck import external_protocol
 from gradcheck.external_protocol import encode_message, format_value
 from gradcheck.layers.external import External
 
@@ -236,6 +237,29 @@ loss: mse
     if mode == "hang_with_grandchild":
         assert gone(logged_pids(tmp_path, "grandchild.pid")[0]), \
             "the child's own children are stopped"
+
+
+def test_a_child_that_ended_before_a_request_is_reported_as_one_that_ended_during_it(
+        tmp_path, run_cli, monkeypatch):
+    # Which of the two happens is timing (make test-deep met it under load): the message must
+    # not depend on it, nor lose the exit status and stderr.
+    real = external_protocol.Child.request
+
+    def after_the_child_ended(self, *args, **kwargs):
+        self._proc.wait(timeout=5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(external_protocol.Child, "request", after_the_child_ended)
+    path = write_yaml(tmp_path, f"""
+input: {{shape: [3], batch: 2}}
+layers:
+  - {{type: external, name: ext, command: ['{sys.executable}', '{MISBEHAVING}', exit_early]}}
+loss: mse
+""")
+    result = run_cli("check", path)
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and MISBEHAVIOURS["exit_early"] in message, message
+    assert "segmentation fault (pretend)" in message
 
 
 @pytest.mark.parametrize("command, expected", [
