@@ -4,6 +4,8 @@ course-style pairs (examples/course/layers.py) and adapter classes (examples/ada
 from hypothesis import strategies as st
 
 from conftest import ROOT
+from cases_activations import away_from_zero
+from cases_conv import distinct_values
 from layer_cases import LayerCase, LossCase
 
 COURSE = str(ROOT / "examples" / "course" / "layers.py")
@@ -36,7 +38,7 @@ def _conv(channels, size, filters, kernel, stride, pad, batch):
 def _pool(channels, size, stride, batch):
     return LayerCase(pair("max_pool", "_naive", args=[{"pool_height": 2, "pool_width": 2,
                                              "stride": stride}], mixes_batch=False),
-                     (channels, size + 2, size + 2), batch)
+                     (channels, size + 2, size + 2), batch, make_input=distinct_values)
 
 
 def _batchnorm(features, batch):
@@ -51,7 +53,8 @@ FUNCTION_CASES = st.one_of(
     st.builds(_conv, st.integers(1, 2), st.integers(0, 3), st.integers(1, 3), st.integers(1, 3),
               st.integers(1, 2), st.integers(0, 2), st.integers(1, 2)),
     st.builds(_pool, st.integers(1, 2), st.integers(0, 3), st.integers(1, 2), st.integers(1, 2)),
-    st.builds(lambda shape, batch: LayerCase(pair("relu", mixes_batch=False), shape, batch),
+    st.builds(lambda shape, batch: LayerCase(pair("relu", mixes_batch=False), shape, batch,
+                                             make_input=away_from_zero),
               st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple), st.integers(1, 3)),
     st.builds(_batchnorm, st.integers(1, 4), st.integers(2, 5)),
     st.builds(lambda rate, seed, features, batch: LayerCase(
