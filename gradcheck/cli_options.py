@@ -115,7 +115,9 @@ def settings_options(command):
                      help="Processes comparing gradients: auto, every available core once the "
                      f"comparison has run {JOBS_GAIN_SECONDS:g} s with about as much left (a "
                      "quicker check stays in one process; -v says which); N, N from the start "
-                     "(this one and N-1 workers); 1, this process alone. The report is the same whatever the number."),
+                     "(this one and N-1 workers; fewer if their working copies would not fit in "
+                     "memory); 1, this process alone. The report is the same whatever the "
+                     "number."),
         click.option("--nondet-tol", "nondet_tol", type=float,
                      help="How far two forwards on the same input may differ (a "
                      "nondeterministic kernel) [0: bit for bit]."))(command)
