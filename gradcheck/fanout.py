@@ -63,9 +63,9 @@ AHEAD_ELEMENTS = 2**18
 @dataclasses.dataclass
 class Outcome:
     """What a worker sends back for one pass: the objective values (or the error it met), the
-    shortcuts it computed with, and the refusals it made (method, message, quiet). The values
-    travel without their ``step``, a quarter of their bytes, which this process recomputes from
-    the pass (``LocalProbe.stored_step``)."""
+    shortcuts it computed with, and the refusals it made (method, message, quiet). From a
+    worker, the values travel without their ``step``, a quarter of their bytes, which this
+    process recomputes from the pass (``Fanout.values``)."""
 
     perturbed: Perturbed | None
     error: GradcheckError | None
@@ -233,8 +233,10 @@ class Fanout:
 
     @staticmethod
     def values(probe: LocalProbe, outcome: Outcome, indices, steps) -> Perturbed:
-        """The values of ``outcome``, a pass of ``probe`` over ``indices`` at ``steps``, with
-        their step again (see ``Outcome``)."""
+        """The values of ``outcome``, a pass of ``probe`` over ``indices`` at ``steps``: those a
+        worker sent get their step again (see ``Outcome``); those computed here have it."""
+        if outcome.perturbed.step is not None:
+            return outcome.perturbed
         return dataclasses.replace(outcome.perturbed, step=probe.stored_step(indices, steps))
 
     def _died(self, failure: parallel.WorkerDied) -> LayerError:
@@ -267,7 +269,8 @@ class Fanout:
         outcome = self._work(item, self.comparison.verifier, turn=True)
         if isinstance(outcome, Outcome) and outcome.perturbed is not None:
             t, part = item
-            outcome.perturbed = self._shared.put(self._index[t, part.start], outcome.perturbed)
+            outcome.perturbed = self._shared.put(
+                self._index[t, part.start], dataclasses.replace(outcome.perturbed, step=None))
         return outcome
 
     def _arrived(self, value):
@@ -315,6 +318,4 @@ class Fanout:
         except GradcheckError as exc:
             perturbed, error = None, exc
         refusals = [(f.method, f.message, f.quiet) for f in verifier.refusals[made:]]
-        if perturbed is not None:
-            perturbed = dataclasses.replace(perturbed, step=None)
         return Outcome(perturbed, error, tried, refusals)

@@ -183,8 +183,7 @@ class LocalProbe:
     def evaluate(self, indices: np.ndarray, steps) -> Perturbed:
         """Central differences for the elements at flat ``indices`` with per-element ``steps``
         (h; the stored values are x +- h in the unit's dtype)."""
-        idx = np.asarray(indices, dtype=np.intp).reshape(-1)
-        steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
+        idx, steps = _flat(indices, steps)
         _ = self.clean  # computed (once) before any element moves
         hi, lo = self._stored(idx, steps)
         values = np.empty(2 * len(idx), dtype=self.array.dtype)
@@ -214,9 +213,7 @@ class LocalProbe:
 
     def stored_step(self, indices: np.ndarray, steps) -> np.ndarray:
         """``Perturbed.step`` of ``evaluate(indices, steps)``, without evaluating."""
-        idx = np.asarray(indices, dtype=np.intp).reshape(-1)
-        return _distance(*self._stored(idx, np.broadcast_to(
-            np.asarray(steps, dtype=np.float64), idx.shape)))
+        return _distance(*self._stored(*_flat(indices, steps)))
 
     def _stored(self, idx: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x + h and x - h at flat ``idx``, as the unit's dtype stores them."""
@@ -293,3 +290,9 @@ def _kinked(copies: shortcuts.Copies) -> np.ndarray | bool:
 def _distance(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """The distance between two stored perturbed values, in float64."""
     return hi.astype(np.float64) - lo.astype(np.float64)
+
+
+def _flat(indices, steps) -> tuple[np.ndarray, np.ndarray]:
+    """Flat element indices, and a step (h) for each."""
+    idx = np.asarray(indices, dtype=np.intp).reshape(-1)
+    return idx, np.broadcast_to(np.asarray(steps, dtype=np.float64), idx.shape)
