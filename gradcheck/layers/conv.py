@@ -334,9 +334,12 @@ class Conv2D(Layer):
         ti, tj = np.divmod(tap, self.kernel[1])
         # Output (a, b) sees padded input (a*sh + ti*dh, b*sw + tj*dw) through tap (ti, tj).
         row, col = i + (ph - ti * dh), j + (pw - tj * dw)
-        a, b = row // sh, col // sw
-        hit = ((row >= 0) & (col >= 0) & (row % sh == 0) & (col % sw == 0) & (a < out_h)
-               & (b < out_w))
+        # The stride's division and remainder only where there is a stride: this runs for every
+        # pass of a conv input.
+        a, b = row if sh == 1 else row // sh, col if sw == 1 else col // sw
+        hit = (row >= 0) & (col >= 0) & (a < out_h) & (b < out_w)
+        if sh > 1 or sw > 1:
+            hit &= (row % sh == 0) & (col % sw == 0)
         return hit, a, b, tap
 
     def _outputs_seeing(self, i, j, out_shape):
