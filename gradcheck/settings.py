@@ -22,7 +22,7 @@ DEFAULT_DIRECTIONS = 4
 DEFAULT_BUDGET_SECONDS = 60.0
 # jobs="auto": how long the comparison runs in one process before workers start
 # (``gradcheck.fanout``). A worker is a fork, and both processes then pay for the pages they
-# first write (a forked N3 check runs 1.03-1.16x slower, bench/jobs.py): on a short comparison
+# first write (a forked N3 check runs 1.05x slower, bench/jobs.py): on a short comparison
 # that costs more than it gains (at 0.05 s, N1's whole ``gradcheck check``, 0.08 s of
 # comparison then, started workers and took 0.36 s instead of about 0.3, bench/startup.py).
 JOBS_GAIN_SECONDS = 0.1
