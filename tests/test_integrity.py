@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 import gradcheck
@@ -286,3 +287,43 @@ def test_directions_a_lying_branch_state_calls_kinked_still_fail(seed):
     assert not report.passed
     check = _target(report, "liar", "input")
     assert check.status == "fail"
+
+
+class _OneUlpLateOnSecondCall(gradcheck.Layer):
+    """y = 2x, except that every second call moves its last output by one ulp: the smallest
+    nondeterminism there is, where a check that looks at the start would not."""
+
+    def __init__(self, shift: bool = True):
+        super().__init__()
+        self.calls, self.shift = 0, shift
+
+    def build(self, input_shape, rng):
+        return input_shape
+
+    def forward(self, x):
+        self.calls += 1
+        y = 2.0 * x
+        if self.shift and self.calls % 2 == 0:
+            flat = y.reshape(-1)
+            flat[-1] = np.nextafter(flat[-1], np.inf)
+        return y
+
+    def backward(self, grad_out):
+        return 2.0 * grad_out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_forward_one_ulp_off_at_its_last_output_on_the_second_call_breaks_the_contract(seed):
+    # The probes compare two forwards bit for bit (nondet_tol 0): equal arrays are found equal
+    # at once, and any difference, however small and however late, is found and located.
+    from gradcheck.probes import unit_problems
+
+    layer = _OneUlpLateOnSecondCall()
+    layer.name = "late"
+    x = np.random.default_rng(seed).normal(size=(3, 5))
+    problems = unit_problems(layer, [x], [np.ones_like(x)], 0.0)
+    assert [p["id"] for p in problems] == ["nondeterministic-forward"]
+    assert problems[0]["message"].endswith("at [14]")  # the last of the 15 outputs
+    honest = _OneUlpLateOnSecondCall(shift=False)
+    honest.name = "honest"
+    assert unit_problems(honest, [x], [np.ones_like(x)], 0.0) == []
