@@ -43,15 +43,23 @@ def timed(config: dict, jobs) -> tuple[float, str, list[str]]:
     return time.perf_counter() - started, render_json(report), report.events
 
 
-def best_times(config: dict, jobs: int, repeats: int) -> dict[int, float]:
+def best_times(config: dict, jobs: int, repeats: int, cores: bool = False) -> dict:
     """The best seconds of a full check of ``config`` with 1 and with ``jobs`` processes, over
-    ``repeats`` rounds that run each once, in turn; exits if their JSON reports differ."""
+    ``repeats`` rounds that run each once, in turn; exits if their JSON reports differ. With
+    ``cores``, each round also times a one-process check in a forked child ("alone") and two at
+    once in two ("pair", the longer): whether this machine's second core was free during the
+    rounds (another tenant's load on it slows two processes, not one)."""
     best = {1: float("inf"), jobs: float("inf")}
+    if cores:
+        best.update(alone=float("inf"), pair=float("inf"))
     reports = {}
     for _ in range(repeats):
-        for count in best:
+        for count in (1, jobs):
             seconds, reports[count], _ = timed(config, count)
             best[count] = min(best[count], seconds)
+        if cores:
+            best["alone"] = min(best["alone"], forked_check_seconds(config))
+            best["pair"] = min(best["pair"], side_by_side_seconds(config))
     if reports[1] != reports[jobs]:
         sys.exit(f"{config.get('name', 'network')}: the JSON reports of jobs 1 and jobs {jobs} "
                  "differ")
