@@ -131,6 +131,11 @@ class Fanout:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self._results is not None:
+            # The map refers to this object (``_here``, ``_arrived``): closed, it lets go, so
+            # reference counting frees the probes and results at once, without a collection.
+            self._results.close()
+            self._results = None
         if self._workers is not None:
             self._workers.close()
             self._workers = None
