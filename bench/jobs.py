@@ -24,6 +24,7 @@ import argparse
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,17 +48,18 @@ def timed(config: dict, jobs) -> tuple[float, str, list[str]]:
 def best_times(config: dict, jobs: int, repeats: int, cores: bool = False) -> dict:
     """The best seconds of a full check of ``config`` with 1 and with ``jobs`` processes, over
     ``repeats`` rounds that run each once, in turn; exits if their JSON reports differ. With
-    ``cores``, each round also times a one-process check in a forked child ("alone") and two at
-    once in two ("pair", the longer): whether this machine's second core was free during the
-    rounds (another tenant's load on it slows two processes, not one).
+    ``cores``, each round also times a one-process check in a forked child and two at once in
+    two (the longer), and "shared" is the median of the rounds' ratios of the two: how much this
+    machine's second core was taken by other work during the rounds (another tenant's load on
+    it slows two processes, not one). A median, not a best: one quiet round says little of the
+    others.
 
     Each timed check follows an untimed one-process check. After a fork (a check with workers,
     the children of ``cores``) every page this process writes faults once more, whichever check
     comes next: a one-process N3 check right after a 2-job one took 7.6 ms longer (2,089 more
     page faults), which made the one-process side look slower than it is."""
     best = {1: float("inf"), jobs: float("inf")}
-    if cores:
-        best.update(alone=float("inf"), pair=float("inf"))
+    shared = []
     reports = {}
     for _ in range(repeats):
         for count in (1, jobs):
@@ -65,11 +67,13 @@ def best_times(config: dict, jobs: int, repeats: int, cores: bool = False) -> di
             seconds, reports[count], _ = timed(config, count)
             best[count] = min(best[count], seconds)
         if cores:
-            best["alone"] = min(best["alone"], forked_check_seconds(config))
-            best["pair"] = min(best["pair"], side_by_side_seconds(config))
+            alone = forked_check_seconds(config)
+            shared.append(side_by_side_seconds(config) / alone)
     if reports[1] != reports[jobs]:
         sys.exit(f"{config.get('name', 'network')}: the JSON reports of jobs 1 and jobs {jobs} "
                  "differ")
+    if cores:
+        best["shared"] = statistics.median(shared)
     return best
 
 
