@@ -144,6 +144,7 @@ class _Board:
             return self._cells[_CLAIMED + worker]
 
     def computing_first(self, worker: int) -> None:
+        """Worker ``worker`` computes map's ``first`` item (``claimed_by`` says so if it dies)."""
         with self._lock:
             self._cells[_CLAIMED + worker] = _FIRST
 
