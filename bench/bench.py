@@ -286,14 +286,14 @@ def engine_table() -> None:
         ratio, speedup = slow / times[1], times[1] / times[2]
         verdicts.append(f"{name} torch slow / full >= {RATIO_TARGETS[name]:g}x "
                         f"{met(ratio >= RATIO_TARGETS[name])} ({ratio:.1f}x)")
-        if name in JOBS_TARGET:
+        if target:
             shared = times["shared"]
-            cores = ("both cores free" if shared < SECOND_CORE_BUSY
-                     else "the second core was busy with other work")
+            second_core = ("both cores free" if shared < SECOND_CORE_BUSY
+                           else "the second core was busy with other work")
             verdicts.append(f"{name} jobs 2 >= {JOBS_TARGET[name]:g}x "
                             f"{met(speedup >= JOBS_TARGET[name])} ({speedup:.2f}x; in the same "
                             f"rounds, two one-process checks at once took a median {shared:.2f}x "
-                            f"one alone: {cores})")
+                            f"one alone: {second_core})")
         print(f"| {name} | {parameter_count(config):,} | {elements:,} | {times[1]:.3f} | "
               f"{times[2]:.3f} | {speedup:.2f}x | {peak_rss_mb(config):.0f} | {slow:.2f} | "
               f"{ratio:.1f}x |", flush=True)
