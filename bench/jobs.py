@@ -3,6 +3,11 @@ with two, measured in one run.
 
     .venv/bin/python bench/jobs.py [--repeats N] [--jobs J]
 
+One BLAS thread per process, as the ``gradcheck`` command and ``make bench`` run it (unless
+``OPENBLAS_NUM_THREADS`` and its kin are set): with OpenBLAS's default of one thread per core,
+each of a 2-job check's processes spreads its products over both cores, and N3 with 2 jobs
+measured 1.14-1.20x instead of 1.67-1.72x.
+
 Each network is checked with ``jobs=1`` and ``jobs=J`` (2 by default) alternately, N rounds (3
 by default), each timed check after an untimed one-process one (``best_times``), and each side
 keeps its best time: on a shared machine a burst of load from other work falls on both sides
@@ -30,6 +35,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gradcheck.cli import single_threaded_blas  # noqa: E402  (imports no numpy)
+
+single_threaded_blas(os.environ)  # before numpy loads: it reads them once
 
 from bench import NETWORKS  # noqa: E402  (bench/bench.py, next to this file)
 
