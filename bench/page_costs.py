@@ -14,7 +14,9 @@ median of R rounds, for each state the page can be in:
 - after a fork of a page marked ``MADV_WIPEONFORK`` (the child gets zeros, this process keeps
   its page writable: no fault);
 - a page handed back to the system (``MADV_DONTNEED``; the next write gets a fresh zeroed page:
-  what a worker pays for memory its ``malloc_trim`` handed back).
+  what a worker pays for memory its ``malloc_trim`` handed back);
+- the same in a region advised ``MADV_HUGEPAGE``, where the system may fault in 2 MiB at once
+  (transparent huge pages; the line says how much of the region they backed).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 PAGE = mmap.PAGESIZE
 # linux/mman.h: MADV_WIPEONFORK and MADV_KEEPONFORK (Linux 4.14); Python's mmap does not name them.
 MADV_WIPEONFORK, MADV_KEEPONFORK = 18, 19
+HUGE_PAGE = 2 * 2**20
 
 
 def _timed_write(pages: np.ndarray, value: int) -> float:
@@ -87,6 +90,18 @@ def main() -> None:
         region.madvise(mmap.MADV_DONTNEED)
         return _timed_write(pages, value)
 
+    huge_size = -(-size // HUGE_PAGE) * HUGE_PAGE
+    huge_region = mmap.mmap(-1, huge_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    huge_region.madvise(mmap.MADV_HUGEPAGE)
+    huge_pages = np.frombuffer(huge_region, dtype=np.uint8)
+    huge_backed = []
+
+    def handed_back_huge(value: int) -> float:
+        huge_region.madvise(mmap.MADV_DONTNEED)
+        seconds = _timed_write(huge_pages, value) * size / huge_size
+        huge_backed.append(_anon_huge_bytes() / huge_size)
+        return seconds
+
     states = {
         "written before, no fork": lambda v: _timed_write(pages, v),
         "after a fork, child ended": lambda v: _with_child(pages, v, child_ends_first=True),
@@ -94,6 +109,7 @@ def main() -> None:
                                                                   child_ends_first=False),
         "after a fork, MADV_WIPEONFORK": wiped_on_fork,
         "handed back (fresh page)": handed_back,
+        "handed back, MADV_HUGEPAGE region": handed_back_huge,
     }
     seconds = {name: [] for name in states}
     for round_ in range(args.repeats):
@@ -105,6 +121,17 @@ def main() -> None:
     for name, times in seconds.items():
         print(f"| {name} | {min(times) / args.pages * 1e6:.2f} | "
               f"{statistics.median(times) / args.pages * 1e6:.2f} |")
+    print(f"\nhuge pages backed {statistics.median(huge_backed):.0%} of the MADV_HUGEPAGE region "
+          "(median of the rounds)")
+
+
+def _anon_huge_bytes() -> int:
+    """This process's memory backed by transparent huge pages."""
+    with open("/proc/self/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 if __name__ == "__main__":
