@@ -11,9 +11,9 @@ measured 1.14-1.20x instead of 1.67-1.72x.
 Each network is checked with ``jobs=1`` and ``jobs=J`` (2 by default) alternately, N rounds (3
 by default), each timed check after an untimed one-process one (``best_times``), and each side
 keeps its best time: on a shared machine a burst of load from other work falls on both sides
-alike. Every check also confirms that the two JSON reports are the same
-bytes. The last column says what ``jobs="auto"`` (the command's default) does for the network,
-read from the report's events (what ``-v`` prints). Prints a Markdown table.
+alike. Every check also confirms that the two JSON reports are the same bytes. The last column
+says what ``jobs="auto"`` (the command's default) does for the network, read from the report's
+events (what ``-v`` prints). Prints a Markdown table.
 
 Then, for network N3, the CPU time of a check with 1 and 2 jobs (the workers' included), and
 what a second process can give on this machine at best, each figure the best of the rounds: a

@@ -268,13 +268,14 @@ def hand_back_freed_pages() -> bool:
     """Hand the pages of the heap's free blocks back to the system (glibc's ``malloc_trim``).
 
     For a forked worker, first thing: after a fork every page is shared until one process
-    writes it, then copied (about 2.8 µs a page on this project's VM), and a check's
-    temporaries are written into the same freed blocks in both processes. Handed back, they are
-    the worker's own fresh pages when it writes them, and the parent's alone again, so its
-    writes to them copy nothing (each still faults once after the fork, as every page either
-    process writes does: the README's ``--jobs`` section has the figures). Measured on N3, each
-    process of a fork checking alone: the fork cost 20-25 ms of a 0.25 s check, 8-13 ms with
-    the worker's freed pages handed back.
+    writes it, then copied, and a check's temporaries are written into the same freed blocks in
+    both processes. Handed back, they are the worker's own fresh pages when it writes them, and
+    the parent's alone again, so its writes to them copy nothing: each still faults once after
+    the fork, as every page either process writes does, but a fault without a copy costs about
+    a third as much (0.8 against 2.1-2.5 µs a page on this project's VM, bench/page_costs.py;
+    the README's ``--jobs`` section has the figures). Measured on N3, each process of a fork
+    checking alone: the fork cost 20-25 ms of a 0.25 s check, 8-13 ms with the worker's freed
+    pages handed back.
     Returns False (and does nothing) where the C library is not glibc.
     """
     try:
