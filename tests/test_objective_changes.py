@@ -32,6 +32,9 @@ CASES = [
     ("conv2d", {"filters": 3, "kernel": 3, "padding": 1}, (2, 5, 5)),
     ("conv2d", {"filters": 2, "kernel": [2, 3], "stride": 2, "dilation": [2, 1], "padding": 2},
      (3, 7, 6)),
+    # A stride on one axis only: conv2d skips the division and remainder on the other.
+    ("conv2d", {"filters": 2, "kernel": 3, "stride": [1, 2], "padding": 1}, (2, 5, 6)),
+    ("conv2d", {"filters": 2, "kernel": [3, 2], "stride": [2, 1]}, (2, 6, 5)),
 ]
 
 
