@@ -13,6 +13,7 @@ import pytest
 import gradcheck
 import gradcheck.testing
 from conftest import TEST_PLUGINS, write_yaml
+from gradcheck.probes import unit_problems
 from gradcheck.report import EXIT_INCOMPLETE
 
 LIARS = str(TEST_PLUGINS / "liars.py")
@@ -316,8 +317,6 @@ class _OneUlpLateOnSecondCall(gradcheck.Layer):
 def test_a_forward_one_ulp_off_at_its_last_output_on_the_second_call_breaks_the_contract(seed):
     # The probes compare two forwards bit for bit (nondet_tol 0): equal arrays are found equal
     # at once, and any difference, however small and however late, is found and located.
-    from gradcheck.probes import unit_problems
-
     layer = _OneUlpLateOnSecondCall()
     layer.name = "late"
     x = np.random.default_rng(seed).normal(size=(3, 5))

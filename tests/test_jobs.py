@@ -4,6 +4,7 @@ auto picking one process for a check too small to gain."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -16,9 +17,14 @@ import yaml
 
 import gradcheck
 from conftest import CONFIGS, TEST_PLUGINS, gone, logged_pids, write_yaml
-from gradcheck import parallel
+from gradcheck import footprint, parallel, resources
+from gradcheck.engine.local import LocalProbe
 from gradcheck.engine.verify import Distrusted, Verifier
 from gradcheck.errors import ConfigError
+from gradcheck.fanout import AHEAD, Fanout
+from gradcheck.handover import SharedValues
+from gradcheck.layers.dense import Dense
+from gradcheck.render.json import render_json
 
 MISBEHAVING = Path(__file__).resolve().parent / "external" / "misbehaving_client.py"
 needs_fork = pytest.mark.skipif(not parallel.can_fork(), reason="worker processes need fork")
@@ -72,7 +78,6 @@ def _liar_net(seed: int) -> dict:
 @needs_fork
 @pytest.mark.parametrize("seed", range(10))
 def test_a_shortcut_refused_in_a_later_pass_gives_the_same_verdict_with_workers(seed):
-    from gradcheck.render.json import render_json
 
     one = gradcheck.check_network(_liar_net(seed), mode="full", jobs=1)
     two = gradcheck.check_network(_liar_net(seed), mode="full", jobs=2)
@@ -87,8 +92,6 @@ def test_passes_this_process_computes_ahead_make_their_refusals_in_turn(monkeypa
     # The worker is slowed, so this process computes most passes ahead of their turn, the
     # liar's refused ones among them: what it refuses there must not reach the passes before
     # them (their notes would come out of order), and the verdict and report stay one process's.
-    from gradcheck.fanout import AHEAD, Fanout
-    from gradcheck.render.json import render_json
 
     here, in_worker = Fanout._here, Fanout._in_worker
     refused_ahead = []
@@ -122,7 +125,6 @@ SHORTCUT_LIARS = ["transposed", "past_first", "later_part", "minus_side", "objec
 @pytest.mark.parametrize("seed", [0, 1, *(pytest.param(s, marks=pytest.mark.deep)
                                           for s in range(2, 10))])
 def test_no_shortcut_liar_passes_with_workers_and_each_report_is_one_processs(seed):
-    from gradcheck.render.json import render_json
 
     for liar in SHORTCUT_LIARS:
         spec = {"seed": seed, "plugins": [str(TEST_PLUGINS / "liars.py")],
@@ -214,8 +216,6 @@ def test_a_worker_that_dies_is_a_user_error_naming_what_it_computed_and_leaves_n
 
 
 def test_a_dead_worker_is_reported_with_the_layer_target_and_elements_it_was_evaluating():
-    from gradcheck.fanout import AHEAD, Fanout
-    from gradcheck.layers.dense import Dense
 
     unit = Dense(units=3)
     unit.name = "fc2"
@@ -348,8 +348,6 @@ def test_a_worker_computes_the_safety_net_ahead_and_the_parent_uses_it(monkeypat
 def test_without_the_redo_a_worker_would_compute_with_a_refused_shortcut(monkeypatch):
     """The merge rule is what makes the report equal: switched off, a third pass computed
     with a shortcut the second pass refused gives other bits than forward."""
-    from gradcheck.fanout import Fanout
-    from gradcheck.render.json import render_json
 
     def config(seed):
         return _liar_net(seed) | {"layers": [{"type": "liar_objective_second_pass",
@@ -377,8 +375,6 @@ def test_fewer_processes_when_each_workers_copies_would_not_fit_in_memory():
     # Forked workers share the network, but each holds its own working copies: with a budget
     # that holds the check and one worker's copies more, 4 jobs run as 2, say why under -v,
     # and the report is one process's.
-    from gradcheck import footprint, resources
-    from gradcheck.render.json import render_json
 
     estimate = footprint.Estimate("full", 100 * 2**20, 10 * 2**20, 50 * 2**20, "x", 40 * 2**20)
     extra = 2**20
@@ -418,12 +414,6 @@ def test_a_check_frees_its_machinery_without_the_garbage_collector(jobs):
     # the batch, the results) wait for the collector's next full collection, which a process
     # running check after check (a test suite) may not run for dozens of checks: a 2-job check
     # of bench N3 left 4 MiB each, and the next check faulted every page of its own in afresh.
-    import gc
-
-    from gradcheck.engine.local import LocalProbe
-    from gradcheck.fanout import Fanout
-    from gradcheck.handover import SharedValues
-
     machinery = (Fanout, parallel.Workers, SharedValues, LocalProbe)
     config = {"input": {"shape": [1, 8, 8], "batch": 2}, "seed": 0, "loss": "mse",
               "layers": [{"type": "conv2d", "filters": 2, "kernel": 3}, "relu", "flatten",
