@@ -71,7 +71,7 @@ def best_times(config: dict, jobs: int, repeats: int, cores: bool = False) -> di
     shared = []
     reports = {}
     for _ in range(repeats):
-        for count in (1, jobs):
+        for count in best:  # 1 and jobs ("shared" is added after the rounds)
             timed(config, 1)
             seconds, reports[count], _ = timed(config, count)
             best[count] = min(best[count], seconds)
